@@ -1,0 +1,176 @@
+"""The `admn` command: inspect presets and bundles, count FLOPs, benchmark budgets, make and import weights."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from admn_core.allocation import maximum_budget, minimum_budget, naive_allocation
+from admn_core.config import ConfigError, ModelConfig, load_model_config, save_model_config
+from admn_core.presets import PRESETS, preset_config
+
+# Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
+# so the core command works in a partial install.
+COMMAND_GROUPS = ("admn_core.data.cli",)
+
+
+def _model_config(args) -> ModelConfig:
+    return load_model_config(args.config) if getattr(args, "config", None) else preset_config(args.preset)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (default: tiny)")
+    parser.add_argument("--config", help="model config YAML (overrides --preset)")
+
+
+def command_flops(args) -> int:
+    from admn_core.cost import model_flops
+
+    config = _model_config(args)
+    low, high = minimum_budget(config), maximum_budget(config)
+    print(f"{config.name}: {len(config.modalities)} modalities ({', '.join(config.modality_names)}), "
+          f"views {[len(m.views) for m in config.modalities]}, budgets {low}..{high}")
+    print(f"{'budget':>6} {'blocks per modality (naive split)':<36} {'GFLOPs':>9} {'vs full':>8}")
+    full = model_flops(config, naive_allocation(config, high), include_controller=False).total
+    for budget in args.budgets or sorted({low, 6, 8, 12, 16, 24, high} & set(range(low, high + 1))):
+        mask = naive_allocation(config, budget)
+        flops = model_flops(config, mask, include_controller=budget < high).total
+        split = " ".join(f"{n}={c}" for n, c in zip(config.modality_names, mask.sum(-1).tolist(), strict=True))
+        print(f"{budget:>6} {split:<36} {flops / 1e9:>9.3f} {flops / full:>8.2f}")
+    return 0
+
+
+def command_bench(args) -> int:
+    from admn_core.bench import benchmark_budgets, format_table
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    results = []
+    for preset in args.presets:
+        config = preset_config(preset)
+        budgets = [b for b in args.budgets if minimum_budget(config) <= b <= maximum_budget(config)]
+        repeats = args.repeats if args.repeats else (30 if "tiny" in preset else 5)
+        result = benchmark_budgets(config, budgets, repeats=repeats, device=args.device)
+        results.append(result)
+        print(format_table(result), flush=True)
+        print()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def command_make_bundle(args) -> int:
+    from admn_core.bench import random_bundle
+    from admn_core.bundle import save_bundle
+
+    config = _model_config(args)
+    path = save_bundle(args.out, random_bundle(config, args.controllers, args.seed))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {config.name}, random weights, "
+          f"controllers for budgets {args.controllers}")
+    return 0
+
+
+def command_info(args) -> int:
+    from admn_core.bundle import read_bundle_header
+
+    header = read_bundle_header(args.bundle)
+    config = ModelConfig.from_json(header["config"])
+    print(f"{args.bundle}: format {header.get('format')} v{header.get('format_version')}, model {config.name}")
+    print(f"  modalities: {', '.join(f'{m.name}×{len(m.views)}' for m in config.modalities)}; "
+          f"budgets {minimum_budget(config)}..{maximum_budget(config)}")
+    for item in json.loads(header["controllers"]):
+        print(f"  controller {item['name']}: budget {item['budget']} ({item['kind']}, {item['variant']})")
+    print(f"  content sha256 {header['content_sha256']}")
+    return 0
+
+
+def command_config(args) -> int:
+    config = _model_config(args)
+    if args.out:
+        save_model_config(config, args.out)
+        print(f"wrote {args.out}")
+    else:
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return 0
+
+
+def command_import_checkpoint(args) -> int:
+    """Explicitly convert a third-party `.pth` (read weights-only, no pickled code) into safetensors."""
+    from safetensors.torch import save_file
+
+    from admn_core.pretrained import read_checkpoint
+
+    state = read_checkpoint(args.checkpoint)
+    save_file({k: v.contiguous() for k, v in state.items()}, args.out, metadata={"source": str(args.checkpoint)})
+    print(f"wrote {args.out}: {len(state)} tensors from {args.checkpoint}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    flops = commands.add_parser("flops", help="per-budget FLOPs table of a model (analytic cost model)")
+    _add_model_arguments(flops)
+    flops.add_argument("--budgets", type=int, nargs="*")
+    flops.set_defaults(handler=command_flops)
+
+    bench = commands.add_parser("bench", help="per-budget FLOPs and batch-1 latency, ratios within one run")
+    bench.add_argument("--presets", nargs="+", default=["tiny", "paper"], choices=sorted(PRESETS))
+    bench.add_argument("--budgets", type=int, nargs="+", default=[6, 8, 12, 16, 24])
+    bench.add_argument("--repeats", type=int, default=0, help="timed runs per budget (default: 30 tiny, 5 paper)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--json", help="also write the results as JSON here")
+    bench.set_defaults(handler=command_bench)
+
+    make = commands.add_parser("make-bundle", help="write a bundle with random weights (tests, demos, benchmarks)")
+    _add_model_arguments(make)
+    make.add_argument("--out", required=True)
+    make.add_argument("--controllers", type=int, nargs="*", default=[6, 8, 12, 16])
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(handler=command_make_bundle)
+
+    info = commands.add_parser("info", help="describe a bundle (reads only its header)")
+    info.add_argument("bundle")
+    info.set_defaults(handler=command_info)
+
+    config = commands.add_parser("config", help="print or write a model config as YAML")
+    _add_model_arguments(config)
+    config.add_argument("--out")
+    config.set_defaults(handler=command_config)
+
+    convert = commands.add_parser("import-checkpoint", help="convert a .pth (weights only) to .safetensors")
+    convert.add_argument("checkpoint")
+    convert.add_argument("--out", required=True)
+    convert.set_defaults(handler=command_import_checkpoint)
+
+    for module_name in COMMAND_GROUPS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"admn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

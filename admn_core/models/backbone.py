@@ -1,0 +1,114 @@
+"""LayerDrop ViT backbone on timm blocks, executing a per-sample boolean layer mask.
+
+State-dict keys match timm's `VisionTransformer` (cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*),
+so timm / MAE checkpoints load directly and timm's own ViT is the reference in the tests.
+
+Three execution paths, chosen by the mask:
+- hard mask (bool or 0/1 without grad): samples are grouped by identical mask rows and each group runs only
+  its own active blocks — real compute savings at any batch size (the official code skips blocks only at
+  batch 1 and computes every block otherwise, reference §1.2).
+- soft mask (float with grad, e.g. straight-through controller output): x ← m·block(x) + (1−m)·x for every
+  block, so gradients reach the controller logits through m (official `forward_controller` mask path).
+- no mask: every block runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import LayerNorm, PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from admn_core.config import ModalitySpec
+
+
+class LayerDropViT(nn.Module):
+    """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output CLS after the final norm [B, D]."""
+
+    def __init__(self, spec: ModalitySpec):
+        super().__init__()
+        self.spec = spec
+        self.patch_embed = PatchEmbed(
+            img_size=spec.input_size, patch_size=spec.patch_size, in_chans=spec.channels, embed_dim=spec.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, spec.num_tokens, spec.embed_dim))
+        # timm's LayerNorm (eps 1e-6) as MAE/timm ViTs; the official subclass's 1e-5 comes from nn.LayerNorm.
+        self.blocks = nn.ModuleList([
+            Block(spec.embed_dim, spec.num_heads, spec.mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+            for _ in range(spec.depth)
+        ])
+        self.norm = LayerNorm(spec.embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] → tokens [B, 1 + patches, D] (CLS first, positions added)."""
+        tokens = self.patch_embed(x)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.pos_embed
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C, H, W], mask [B, depth] (bool / 0-1 / straight-through float) or None → CLS [B, D]."""
+        tokens = self.embed(x)
+        if mask is None:
+            for block in self.blocks:
+                tokens = block(tokens)
+        elif mask.requires_grad:
+            tokens = self._run_mixed(tokens, mask)
+        else:
+            tokens = self._run_grouped(tokens, mask.bool())
+        return self.norm(tokens[:, 0])
+
+    def _run_mixed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self._check_mask(mask, tokens.shape[0])
+        weights = mask.to(tokens.dtype)[:, :, None, None]  # [B, depth, 1, 1] broadcast over tokens and width
+        for index, block in enumerate(self.blocks):
+            keep = weights[:, index]
+            tokens = keep * block(tokens) + (1 - keep) * tokens
+        return tokens
+
+    def _run_grouped(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self._check_mask(mask, tokens.shape[0])
+        unique_rows, group_of_sample = torch.unique(mask, dim=0, return_inverse=True)
+        if unique_rows.shape[0] == 1:
+            return self.run_blocks(tokens, active_block_indices(unique_rows[0]))
+        output = torch.empty_like(tokens)
+        for group, row in enumerate(unique_rows):
+            members = (group_of_sample == group).nonzero(as_tuple=True)[0]
+            output[members] = self.run_blocks(tokens[members], active_block_indices(row))
+        return output
+
+    def run_blocks(self, tokens: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        for index in indices:
+            tokens = self.blocks[index](tokens)
+        return tokens
+
+    def _check_mask(self, mask: torch.Tensor, batch: int) -> None:
+        if mask.shape != (batch, self.depth):
+            raise ValueError(f"layer mask must be [batch={batch}, depth={self.depth}], got {list(mask.shape)}")
+
+    def freeze_all_but_last(self, trainable_blocks: int) -> None:
+        """Stage-1 freezing (official): every parameter frozen, including embeddings and final norm,
+        except the last `trainable_blocks` blocks."""
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        for block in self.blocks[len(self.blocks) - trainable_blocks:] if trainable_blocks else []:
+            for parameter in block.parameters():
+                parameter.requires_grad_(True)
+
+
+def active_block_indices(mask_row: torch.Tensor) -> list[int]:
+    """Bool mask row [depth] → the indices of its active blocks (one host sync per group)."""
+    return mask_row.nonzero(as_tuple=True)[0].tolist()

@@ -1,0 +1,66 @@
+"""The Stage-1 task model: views × modalities → shared backbones → adapters → fusion → head.
+
+Inputs are preprocessed tensors per modality, [B, V, C, H, W] (V = that modality's views). Views of a
+modality share its backbone weights and its layer mask (official GDTM: 3 nodes through one backbone).
+Fusion tokens are ordered modality-major, then view (official: img n1, n2, n3, depth n1, n2, n3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from admn_core.config import ModelConfig
+from admn_core.models.backbone import LayerDropViT
+from admn_core.models.fusion import Adapter, TransformerEncoder
+from admn_core.models.heads import build_head
+from admn_core.models.layerdrop import sample_layerdrop_masks
+
+
+class ADMNModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        fusion = config.fusion
+        self.backbones = nn.ModuleDict({spec.name: LayerDropViT(spec) for spec in config.modalities})
+        self.adapters = nn.ModuleDict({
+            spec.name: Adapter(spec.embed_dim, fusion.adapter_hidden, fusion.dim) for spec in config.modalities})
+        self.fusion = TransformerEncoder(fusion.dim, fusion.depth, fusion.heads, fusion.dim_head, fusion.mlp_dim)
+        self.head = build_head(fusion.dim, config.head)
+
+    def forward(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None):
+        """inputs {modality: [B, V, C, H, W]}, masks [B, M, depth] or None (all blocks) → head output."""
+        return self.head(self.fuse(inputs, masks))
+
+    def fuse(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None) -> torch.Tensor:
+        """→ mean-pooled fusion embedding [B, fusion.dim]."""
+        tokens = []
+        for index, spec in enumerate(self.config.modalities):
+            if spec.name not in inputs:
+                raise KeyError(f"missing input for modality {spec.name!r}; got {sorted(inputs)}")
+            x = inputs[spec.name]
+            if x.dim() != 5 or x.shape[1] != len(spec.views):
+                raise ValueError(f"{spec.name}: expected [B, {len(spec.views)}, C, H, W], got {list(x.shape)}")
+            batch, views = x.shape[:2]
+            # Every view of sample b shares mask row b: rows b·V … b·V+V−1 after flatten(0, 1).
+            view_masks = None if masks is None else masks[:, index].repeat_interleave(views, dim=0)
+            cls = self.backbones[spec.name](x.flatten(0, 1), view_masks)  # [B·V, D]
+            tokens.append(self.adapters[spec.name](cls).view(batch, views, -1))
+        return self.fusion(torch.cat(tokens, dim=1)).mean(dim=1)
+
+    def loss(self, output, target: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(output, target)
+
+    def sample_layerdrop_masks(self, batch: int, rate: float, generator: torch.Generator | None = None):
+        """Stage-1 masks [B, M, depth] drawn with the config's LayerDrop spec and the given rate."""
+        return sample_layerdrop_masks(len(self.config.modalities), self.config.blocks_per_backbone, batch, rate,
+                                      self.config.layerdrop, generator, device=self.head_device)
+
+    def freeze_backbones(self) -> None:
+        """Stage-1 freezing: every backbone parameter but each modality's last `trainable_last_blocks` blocks."""
+        for spec in self.config.modalities:
+            self.backbones[spec.name].freeze_all_but_last(spec.trainable_last_blocks)
+
+    @property
+    def head_device(self) -> torch.device:
+        return next(self.head.parameters()).device

@@ -1,0 +1,146 @@
+"""Sensor arrays → backbone input tensors, driven only by the model config.
+
+ROS messages, rosbags and datasets all hand the engine the same Sample (design.md): a dict keyed by
+(view, modality) of numpy arrays in sensor units — RGB uint8 H×W×3, depth uint16 millimetres or float32
+metres (H×W), audio float32 samples (N, or C×N). Everything model-specific happens here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from admn_core.config import ModalitySpec, ModelConfig
+
+Sample = Mapping[tuple[str, str], np.ndarray]
+
+
+class InputError(ValueError):
+    """A sample array cannot be used for its modality; the message names the (view, modality) and why."""
+
+
+def preprocess_batch(config: ModelConfig, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """[samples] → {modality: float32 [B, V, C, H, W]} on the CPU."""
+    batch: dict[str, torch.Tensor] = {}
+    for spec in config.modalities:
+        per_sample = [torch.stack([_view_tensor(spec, sample, view) for view in spec.views]) for sample in samples]
+        batch[spec.name] = torch.stack(per_sample)
+    return batch
+
+
+def _view_tensor(spec: ModalitySpec, sample: Sample, view: str) -> torch.Tensor:
+    key = (view, spec.name)
+    if key not in sample:
+        raise InputError(f"sample has no {key}; it has {sorted(sample)}")
+    array = sample[key]
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{key}: expected a numpy array, got {type(array).__name__}")
+    if array.size == 0:
+        raise InputError(f"{key}: empty array")
+    if spec.kind == "rgb":
+        return rgb_tensor(spec, array, key)
+    if spec.kind == "depth":
+        return depth_tensor(spec, array, key)
+    return audio_tensor(spec, array, key)
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, H, W] → [C, *size], bilinear with antialiasing when shrinking."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _normalize(spec: ModalitySpec, image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(spec.norm_mean, dtype=image.dtype).view(-1, 1, 1)
+    std = torch.tensor(spec.norm_std, dtype=image.dtype).view(-1, 1, 1)
+    return (image - mean) / std
+
+
+def rgb_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "rgb")) -> torch.Tensor:
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise InputError(f"{key}: RGB must be uint8 H×W×3, got {array.dtype} {array.shape}")
+    image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
+    return _normalize(spec, _resize(image, spec.input_size))
+
+
+def depth_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "depth")) -> torch.Tensor:
+    """uint16 mm or float metres → [1, H, W] in [0, 1] of `depth_max_range_m`; NaN/Inf/negative = no return = 0."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2:
+        raise InputError(f"{key}: depth must be H×W, got shape {array.shape}")
+    if array.dtype == np.uint16:
+        metres = array.astype(np.float32) / 1000.0
+    elif array.dtype in (np.float32, np.float64):
+        metres = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        metres[metres < 0] = 0.0
+    else:
+        raise InputError(f"{key}: depth must be uint16 millimetres or float32 metres, got {array.dtype}")
+    scaled = torch.from_numpy(np.clip(metres, 0.0, spec.depth_max_range_m) / spec.depth_max_range_m)[None]
+    return _normalize(spec, _resize(scaled, spec.input_size))
+
+
+def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> torch.Tensor:
+    """Samples (N or C×N, float) → normalised log-mel [1, n_mels, frames] of the most recent window."""
+    if array.ndim == 2:
+        array = array.mean(axis=0)  # channels-first multi-channel → mono
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{key}: audio must be float samples (N or C×N), got {array.dtype} {array.shape}")
+    needed = spec.audio_window_samples
+    samples = np.nan_to_num(array[-needed:].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if samples.shape[0] < needed:  # too little audio yet: silence before the first sample
+        samples = np.concatenate([np.zeros(needed - samples.shape[0], np.float32), samples])
+    mel = log_mel(torch.from_numpy(samples), spec)
+    return _normalize(spec, mel[None])
+
+
+def log_mel(samples: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    """[N] → [n_mels, frames]: Hann-windowed power STFT (no centring), HTK mel filterbank, natural log."""
+    audio = spec.audio
+    window = torch.hann_window(audio.n_fft, periodic=True)
+    spectrum = torch.stft(samples, audio.n_fft, audio.hop_length, window=window, center=False, return_complex=True)
+    power = spectrum.abs().pow(2)  # [n_fft/2 + 1, frames]
+    filters = mel_filterbank(audio.sample_rate, audio.n_fft, audio.n_mels)
+    return torch.log(filters @ power + 1e-6)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    """[n_mels, n_fft/2 + 1] triangular HTK-mel filters from 20 Hz to Nyquist (as Kaldi fbank's defaults)."""
+    def hz_to_mel(hz):
+        return 1127.0 * np.log1p(np.asarray(hz) / 700.0)
+
+    def mel_to_hz(mel):
+        return 700.0 * np.expm1(np.asarray(mel) / 1127.0)
+
+    edges = mel_to_hz(np.linspace(hz_to_mel(20.0), hz_to_mel(sample_rate / 2), n_mels + 2))
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins - lower) / np.maximum(centre - lower, 1e-9)
+    falling = (upper - bins) / np.maximum(upper - centre, 1e-9)
+    filters = np.clip(np.minimum(rising, falling), 0.0, None)
+    return torch.from_numpy(filters.astype(np.float32))
+
+
+def synthetic_sample(config: ModelConfig, seed: int = 0) -> dict[tuple[str, str], np.ndarray]:
+    """A random Sample in sensor units for every (view, modality) — for benchmarks, smoke runs and tests."""
+    rng = np.random.default_rng(seed)
+    sample = {}
+    for spec in config.modalities:
+        for view in spec.views:
+            height, width = spec.input_size
+            if spec.kind == "rgb":
+                sample[(view, spec.name)] = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            elif spec.kind == "depth":
+                sample[(view, spec.name)] = rng.integers(500, 6000, (height, width), dtype=np.uint16)
+            else:
+                seconds = math.ceil(spec.audio_window_seconds * 100) / 100
+                count = int(seconds * spec.audio.sample_rate)
+                sample[(view, spec.name)] = (0.1 * rng.standard_normal(count)).astype(np.float32)
+    return sample

@@ -1,0 +1,151 @@
+"""The one inference engine: Sample(s) + budget → allocation → masked backbones → fusion → head.
+
+Used identically by the ROS node, bag replay and offline evaluation. Controller choice obeys the budget:
+- budget ≥ the maximum → every block (the Upper Bound; no controller needed);
+- per-budget controllers → the largest trained budget ≤ the request;
+- no controller at or below the request → Naive Allocation at the request;
+- below the always-on minimum → nothing runs; the Result says why (never rounded up).
+Samples in one batch with different allocations are grouped inside each backbone so every group runs
+only its own blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from admn_core.allocation import (
+    BudgetError,
+    check_budget,
+    layer_costs,
+    mask_cost,
+    maximum_budget,
+    minimum_budget,
+    naive_allocation,
+    select_layers,
+)
+from admn_core.bundle import Bundle, ControllerInfo, load_bundle
+from admn_core.config import ModelConfig
+from admn_core.cost import model_flops
+from admn_core.preprocess import Sample, preprocess_batch
+
+
+@dataclass
+class Allocation:
+    modalities: tuple[str, ...]
+    mask: np.ndarray  # bool [M, depth]
+    budget_requested: int
+    budget_used: int  # cost of the mask, ≤ budget_requested
+    source: str  # "full", "controller:<name>", "naive"
+
+    def active_blocks(self) -> dict[str, list[int]]:
+        return {name: np.flatnonzero(row).tolist() for name, row in zip(self.modalities, self.mask, strict=True)}
+
+
+@dataclass
+class Result:
+    allocation: Allocation | None
+    skipped_reason: str | None = None
+    position_m: np.ndarray | None = None  # [2] world frame, metres
+    covariance_m2: np.ndarray | None = None  # [2, 2]
+    class_probabilities: np.ndarray | None = None  # [classes]
+    flops: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ran(self) -> bool:
+        return self.allocation is not None
+
+
+class InferenceEngine:
+    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.config: ModelConfig = bundle.config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = bundle.model.to(self.device, dtype).eval()
+        self.controllers = {n: c.to(self.device, dtype).eval() for n, c in bundle.controllers.items()}
+        self.controller_infos: dict[str, ControllerInfo] = dict(bundle.controller_infos)
+        self.costs = layer_costs(self.config)
+        self.min_budget = minimum_budget(self.config)
+        self.max_budget = maximum_budget(self.config)
+
+    @classmethod
+    def from_bundle(cls, path, device="cpu", dtype=torch.float32, expected_sha256: str | None = None):
+        return cls(load_bundle(path, "cpu", expected_sha256), device, dtype)
+
+    @property
+    def trained_budgets(self) -> list[int]:
+        return sorted(info.budget for info in self.controller_infos.values() if info.budget is not None)
+
+    def controller_for(self, budget: int) -> str | None:
+        """The per-budget controller with the largest trained budget ≤ `budget`, or None."""
+        fitting = [(info.budget, name) for name, info in self.controller_infos.items()
+                   if info.budget is not None and info.budget <= budget]
+        return max(fitting)[1] if fitting else None
+
+    def preprocess(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        batch = preprocess_batch(self.config, samples)
+        return {k: v.to(self.device, self.dtype, non_blocking=True) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def allocate(self, inputs: dict[str, torch.Tensor], budget: int) -> tuple[torch.Tensor, str]:
+        """→ (bool masks [B, M, depth], source). Raises BudgetError below the minimum."""
+        budget = check_budget(self.config, budget)
+        batch = next(iter(inputs.values())).shape[0]
+        depth = self.config.blocks_per_backbone
+        if budget >= self.max_budget:
+            return torch.ones(batch, len(self.costs), depth, dtype=torch.bool, device=self.device), "full"
+        name = self.controller_for(budget)
+        if name is None:
+            mask = naive_allocation(self.config, budget).to(self.device)
+            return mask.expand(batch, -1, -1), "naive"
+        controller_budget = self.controller_infos[name].budget
+        logits, _ = self.controllers[name](inputs)
+        return select_layers(logits.float(), controller_budget, self.costs), f"controller:{name}"
+
+    @torch.inference_mode()
+    def infer(self, sample: Sample, budget: int) -> Result:
+        return self.infer_batch([sample], budget)[0]
+
+    @torch.inference_mode()
+    def infer_batch(self, samples: Sequence[Sample], budget: int) -> list[Result]:
+        started = time.perf_counter()
+        try:
+            check_budget(self.config, budget)
+        except BudgetError as exc:
+            return [Result(allocation=None, skipped_reason=str(exc)) for _ in samples]
+        inputs = self.preprocess(samples)
+        preprocessed = time.perf_counter()
+        masks, source = self.allocate(inputs, budget)
+        allocated = time.perf_counter()
+        output = self.model(inputs, masks)
+        results = self._results(output, masks, budget, source)
+        finished = time.perf_counter()
+        timings = {"preprocess": 1e3 * (preprocessed - started), "controller": 1e3 * (allocated - preprocessed),
+                   "model": 1e3 * (finished - allocated), "total": 1e3 * (finished - started)}
+        for result in results:
+            result.timings_ms = dict(timings)
+        return results
+
+    def _results(self, output, masks: torch.Tensor, budget: int, source: str) -> list[Result]:
+        masks_cpu = masks.cpu()
+        used = mask_cost(masks_cpu, self.costs).tolist()
+        results = []
+        for index, mask in enumerate(masks_cpu):
+            allocation = Allocation(self.config.modality_names, mask.numpy().copy(), int(budget), int(used[index]),
+                                    source)
+            with_controller = source.startswith("controller:")
+            flops = model_flops(self.config, mask, include_controller=with_controller).total
+            result = Result(allocation=allocation, flops=flops)
+            if self.config.head.task == "localization":
+                unit = self.config.head.position_unit_m
+                result.position_m = output.mean[index].float().cpu().numpy() * unit
+                result.covariance_m2 = output.covariance[index].float().cpu().numpy() * unit ** 2
+            else:
+                result.class_probabilities = torch.softmax(output[index].float(), -1).cpu().numpy()
+            results.append(result)
+        return results

@@ -1,0 +1,36 @@
+"""ament_python package `admn_ros`: installs both `admn_core` (pure Python + PyTorch) and `admn_ros` (rclpy).
+
+Works with `colcon build` on a robot with ROS 2 Jazzy/Kilted, and with plain `pip install .` in a venv
+(the Makefile does that, then links the console scripts where `ros2 run`/`ros2 launch` look for them).
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "admn_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["admn_core", "admn_core.*", "admn_ros", "admn_ros.*"]),
+    package_data={"admn_core.data": ["FORMAT.md"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="admn_ros maintainers",
+    maintainer_email="maintainers@admn-ros.dev",
+    description="ADMN layer-adaptive multimodal perception for ROS 2",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "admn = admn_core.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,95 @@
+"""Bundle round trip and the clear errors for truncated, tampered and mismatched files."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from admn_core.bench import random_bundle
+from admn_core.bundle import BundleError, content_digest, load_bundle, save_bundle
+from admn_core.preprocess import preprocess_batch, synthetic_sample
+
+from model_fixtures import micro_config
+
+
+@pytest.fixture
+def saved(tmp_path):
+    bundle = random_bundle(micro_config(), budgets=[4, 6], seed=3)
+    path = save_bundle(tmp_path / "model.safetensors", bundle)
+    return bundle, path
+
+
+def test_round_trip_is_exact(saved):
+    bundle, path = saved
+    loaded = load_bundle(path)
+    assert loaded.config == bundle.config
+    for original, restored in [(bundle.model, loaded.model)] + [
+            (bundle.controllers[n], loaded.controllers[n]) for n in bundle.controllers]:
+        a, b = original.state_dict(), restored.state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert loaded.controller_infos["budget_4"].budget == 4
+    inputs = preprocess_batch(bundle.config, [synthetic_sample(bundle.config)])
+    with torch.no_grad():
+        assert torch.equal(bundle.model.eval()(inputs).mean, loaded.model(inputs).mean)
+
+
+def test_truncated_file_names_the_problem(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"cut.safetensors.*(truncated|corrupt)"):
+        load_bundle(cut)
+
+
+def test_tampered_weights_are_detected(saved, tmp_path):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x40  # flip one bit inside the tensor data, leaving the header intact
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="content_sha256"):
+        load_bundle(tampered)
+
+
+def test_mismatched_config_lists_the_shape_problems(saved, tmp_path):
+    _, path = saved
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    config = json.loads(metadata["config"])
+    config["fusion"]["dim"] = 48  # the weights were made for 32
+    metadata["config"] = json.dumps(config)
+    metadata["content_sha256"] = content_digest(tensors)
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file(tensors, str(mismatched), metadata=metadata)
+    with pytest.raises(BundleError, match=r"'model' does not match its config: shape mismatch \[adapters"):
+        load_bundle(mismatched)
+
+
+def test_missing_unknown_and_foreign_files(saved, tmp_path):
+    _, path = saved
+    with pytest.raises(BundleError, match="bundle not found"):
+        load_bundle(tmp_path / "absent.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(foreign))
+    with pytest.raises(BundleError, match="not an ADMN bundle"):
+        load_bundle(foreign)
+    with pytest.raises(BundleError, match="does not match the expected"):
+        load_bundle(path, expected_sha256="0" * 64)
+
+
+def test_extra_tensors_are_reported(saved, tmp_path):
+    _, path = saved
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    tensors["controller.budget_9.layer_logits.0.weight"] = torch.zeros(1)
+    metadata["content_sha256"] = content_digest(tensors)
+    stray = tmp_path / "stray.safetensors"
+    save_file(tensors, str(stray), metadata=metadata)
+    with pytest.raises(BundleError, match="belong to nothing"):
+        load_bundle(stray)
