@@ -1,0 +1,341 @@
+"""thermal_monitor: budget policy, temperature sources, and the node over rclpy loopback."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from admn_ros.thermal_monitor import (
+    FAILSAFE,
+    NORMAL,
+    OVERRIDE,
+    THROTTLED,
+    BudgetPolicy,
+    NvmlSource,
+    PolicyConfig,
+    ScriptedProfile,
+    TemperatureReadError,
+    ThermalZoneSource,
+)
+
+from ros_fixtures import ros_context, spin_until, temp_dir, unique_name  # noqa: F401 - pytest fixtures
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+SMALL = PolicyConfig(levels=(36, 24, 12), thresholds_c=(60.0, 70.0), hysteresis_c=3.0, recover_interval_s=0.0)
+
+
+def budgets_for(policy, temperatures, period_s=1.0):
+    return [policy.update(celsius, step * period_s).budget for step, celsius in enumerate(temperatures)]
+
+
+# ----------------------------------------------------------------------------------------------- policy
+
+
+def test_scripted_heat_up_and_cool_down_gives_the_expected_budget_sequence():
+    profile = ScriptedProfile([(0, 50), (10, 72), (20, 50)])
+    temperatures = [profile.celsius_at(t) for t in range(21)]
+    # 50.0 52.2 54.4 56.6 58.8 61 63.2 65.4 67.6 69.8 72 69.8 67.6 65.4 63.2 61 58.8 56.6 54.4 52.2 50
+    expected = [36] * 5 + [24] * 5 + [12] * 3 + [24] * 4 + [36] * 4
+    # Hysteresis: 69.8 and 67.6 keep 12 (cool below 67 first); 58.8 keeps 24 (cool below 57 first).
+    assert budgets_for(BudgetPolicy(SMALL), temperatures) == expected
+
+
+def test_hysteresis_prevents_flapping_around_a_threshold():
+    policy = BudgetPolicy(SMALL)
+    decisions = [policy.update(celsius, float(step)) for step, celsius in enumerate([59.5, 60.5] * 10)]
+    assert sum(d.changed for d in decisions) == 2  # the first publication (36) and one step to 24
+    assert decisions[-1].budget == 24 and decisions[-1].state == THROTTLED
+
+
+def test_recovery_is_rate_limited_but_throttling_is_immediate():
+    config = PolicyConfig(levels=(36, 24, 12), thresholds_c=(60.0, 70.0), hysteresis_c=3.0, recover_interval_s=10.0)
+    policy = BudgetPolicy(config)
+    assert policy.update(50, 0).budget == 36
+    assert policy.update(90, 1).budget == 12  # hot: straight to the lowest level
+    budgets = [policy.update(40, t).budget for t in range(2, 30)]
+    assert budgets[:9] == [12] * 9  # t = 2..10: still within 10 s of the last change
+    assert budgets[9] == 24 and budgets[19] == 36  # t = 11 and t = 21
+    assert budgets == sorted(budgets)
+
+
+def test_failing_source_gives_the_failsafe_budget_and_recovers():
+    policy = BudgetPolicy(PolicyConfig(levels=(36, 24, 12), thresholds_c=(60.0, 70.0), recover_interval_s=5.0))
+    assert policy.update(40, 0).state == NORMAL
+    failed = policy.update(None, 1)
+    assert (failed.budget, failed.state, failed.changed) == (12, FAILSAFE, True)
+    assert policy.update(float("nan"), 2).state == FAILSAFE
+    assert [policy.update(40, t).budget for t in (3, 7, 12, 17)] == [12, 24, 36, 36]  # one level per 5 s
+
+
+def test_override_wins_and_releases():
+    policy = BudgetPolicy(SMALL)
+    policy.update(90, 0)
+    policy.override = 30
+    decision = policy.update(None, 1)
+    assert (decision.budget, decision.state) == (30, OVERRIDE)
+    policy.override = -1
+    assert policy.update(90, 2).budget == 12
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    (PolicyConfig(levels=()), "must not be empty"),
+    (PolicyConfig(levels=(12, 24), thresholds_c=(60.0,)), "strictly decreasing"),
+    (PolicyConfig(levels=(36, 24, 12), thresholds_c=(60.0,)), "needs 2 values"),
+    (PolicyConfig(levels=(36, 24, 12), thresholds_c=(70.0, 60.0)), "strictly increasing"),
+    (PolicyConfig(levels=(36, 24), thresholds_c=(60.0,), hysteresis_c=-1.0), "hysteresis_c must be >= 0"),
+    (PolicyConfig(levels=(36, -1), thresholds_c=(60.0,)), ">= 0"),
+])
+def test_bad_policy_configs_are_rejected_with_a_reason(config, reason):
+    assert reason in config.problems()
+    with pytest.raises(ValueError, match=reason):
+        BudgetPolicy(config)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def test_scripted_profile_interpolates_loops_and_fails():
+    now = [0.0]
+    profile = ScriptedProfile([(0, 40), (10, 60), (12, None), (14, 50)], loop=True, now_seconds=lambda: now[0])
+    readings = []
+    for t in (0.0, 5.0, 11.0, 12.5, 14.0, 19.0):
+        now[0] = t
+        try:
+            readings.append(profile.read_celsius())
+        except TemperatureReadError:
+            readings.append("fail")
+    assert readings == [40.0, 50.0, 60.0, "fail", 50.0, 50.0]  # 19 s wraps to 5 s
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ScriptedProfile([(0, 40), (0, 50)])
+
+
+def test_demo_profile_loads_and_heats_then_cools():
+    profile = ScriptedProfile.from_yaml(str(CONFIG_DIR / "thermal_profile_demo.yaml"))
+    assert 50 <= profile.points[-1][0] <= 70
+    peak = max(c for _, c in profile.points if c is not None)
+    assert peak > 85 and profile.points[0][1] < 60 and profile.points[-1][1] < 60
+    assert any(c is None for _, c in profile.points)  # rehearses a sensor failure
+
+
+def test_profile_yaml_errors(temp_dir):  # noqa: F811 - fixture
+    path = Path(temp_dir) / "bad.yaml"
+    path.write_text("temperatures: [1, 2]\n")
+    with pytest.raises(ValueError, match="expected a mapping with 'points"):
+        ScriptedProfile.from_yaml(str(path))
+
+
+def make_zone(root, index, zone_type, millidegrees):
+    zone = Path(root) / f"thermal_zone{index}"
+    zone.mkdir(parents=True, exist_ok=True)
+    (zone / "type").write_text(zone_type + "\n")
+    (zone / "temp").write_text(f"{millidegrees}\n")
+    return zone
+
+
+def test_thermal_zone_source_reads_real_files(temp_dir):  # noqa: F811
+    make_zone(temp_dir, 0, "acpitz", 41000)
+    cpu = make_zone(temp_dir, 1, "x86_pkg_temp", 67500)
+    assert ThermalZoneSource(temp_dir).read_celsius() == 67.5  # hottest of all
+    assert ThermalZoneSource(temp_dir, "acpitz").read_celsius() == 41.0
+    source = ThermalZoneSource(temp_dir, "x86_pkg_temp")
+    (cpu / "temp").unlink()
+    with pytest.raises(TemperatureReadError, match="no readable thermal zone of type 'x86_pkg_temp'"):
+        source.read_celsius()
+    (cpu / "temp").write_text("garbage\n")
+    with pytest.raises(TemperatureReadError, match="invalid literal"):
+        source.read_celsius()
+    (cpu / "temp").write_text("70000\n")
+    assert source.read_celsius() == 70.0  # recovered
+    with pytest.raises(TemperatureReadError, match="of type 'GPU-therm'"):
+        ThermalZoneSource(temp_dir, "GPU-therm").read_celsius()
+
+
+def test_nvml_source_without_bindings_says_what_to_install():
+    pytest.importorskip("pytest")
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        with pytest.raises(TemperatureReadError, match="pip install nvidia-ml-py"):
+            NvmlSource(0)
+    else:
+        pytest.skip("pynvml is installed; the missing-bindings message cannot be shown here")
+
+
+# ------------------------------------------------------------------------------------------------- node
+
+
+def make_node(context, temp_dir, topic, **parameters):  # noqa: F811
+    from rclpy.parameter import Parameter
+
+    from admn_ros.thermal_monitor import ThermalMonitorNode
+
+    values = {"source": "thermal_zone", "thermal_root": temp_dir, "sample_period_s": 0.05,
+              "publish_period_s": 60.0, "budget_levels": [36, 24, 12], "thresholds_c": [60.0, 70.0],
+              "hysteresis_c": 3.0, "recover_interval_s": 0.0, **parameters}
+    overrides = [Parameter(name, value=value) for name, value in values.items()]
+    return ThermalMonitorNode(context=context, parameter_overrides=overrides,
+                              cli_args=["--ros-args", "-r", f"/compute_budget:={topic}",
+                                        "-r", f"/diagnostics:={topic}/diagnostics"])
+
+
+@pytest.mark.ros
+def test_late_joiner_gets_the_current_budget_and_the_source_vanishing_is_fail_safe(ros_context, temp_dir):  # noqa: F811
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from admn_ros.qos import subscribe_budget
+
+    zone = make_zone(temp_dir, 0, "cpu-thermal", 65000)
+    topic = "/" + unique_name("budget")
+    monitor = make_node(ros_context, temp_dir, topic)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(monitor)
+    assert spin_until(executor, lambda: monitor.last_decision is not None, timeout_s=2)
+    assert monitor.last_decision.budget == 24
+
+    # A node started after the budget was published; publish_period_s is 60 s, so only the latched sample can reach
+    # it within the test.
+    late = Node("late_joiner", context=ros_context)
+    received, diagnostics = [], []
+    subscribe_budget(late, lambda msg: received.append(msg.data), topic=topic)
+    late.create_subscription(DiagnosticArray, f"{topic}/diagnostics", diagnostics.append, 10)
+    executor.add_node(late)
+    assert spin_until(executor, lambda: received, timeout_s=5)
+    assert received[0] == 24
+
+    (zone / "temp").unlink()  # the sensor vanishes
+    assert spin_until(executor, lambda: received[-1] == 12, timeout_s=5)
+    assert monitor.last_decision.state == FAILSAFE
+    assert spin_until(executor, lambda: any(d.status[0].level == DiagnosticStatus.ERROR for d in diagnostics))
+    error_values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+    assert error_values["budget"] == "12" and error_values["state"] == FAILSAFE and error_values["source"]
+
+    (zone / "temp").write_text("50000\n")  # it comes back, cool
+    assert spin_until(executor, lambda: received[-1] == 36, timeout_s=5)
+    assert monitor.last_error == "" and monitor.last_decision.state == NORMAL
+    executor.shutdown()
+
+
+@pytest.mark.ros
+def test_budget_qos_compatibility_both_directions(ros_context):  # noqa: F811
+    """A volatile publisher (`ros2 topic pub` default) reaches subscribe_budget but not a TRANSIENT_LOCAL-only
+    subscription; a TRANSIENT_LOCAL publisher (thermal_monitor) reaches both."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_system_default
+    from std_msgs.msg import Int32
+
+    from admn_ros.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_PUBLISHER_QOS, subscribe_budget
+
+    topic_cli, topic_monitor = "/" + unique_name("cli"), "/" + unique_name("tl")
+    node = Node("budget_listener", context=ros_context)
+    talker = Node("budget_talker", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(talker)
+
+    recommended, latched_only = [], []
+    subscribe_budget(node, lambda m: recommended.append(m.data), topic=topic_cli)
+    node.create_subscription(Int32, topic_cli, lambda m: latched_only.append(m.data), BUDGET_LATCHED_SUBSCRIPTION_QOS)
+    cli_publisher = talker.create_publisher(Int32, topic_cli, qos_profile_system_default)  # as `ros2 topic pub`
+    assert spin_until(executor, lambda: cli_publisher.get_subscription_count() >= 1)
+
+    def publish_until_received():
+        cli_publisher.publish(Int32(data=7))
+        return bool(recommended)
+
+    assert spin_until(executor, publish_until_received, timeout_s=5, step_s=0.05)
+    assert recommended[-1] == 7
+    assert latched_only == []  # incompatible durability: the TRANSIENT_LOCAL-only subscription never hears it
+
+    monitor_publisher = talker.create_publisher(Int32, topic_monitor, BUDGET_PUBLISHER_QOS)
+    monitor_publisher.publish(Int32(data=16))  # before anyone listens
+    late_recommended, late_latched = [], []
+    subscribe_budget(node, lambda m: late_recommended.append(m.data), topic=topic_monitor)
+    node.create_subscription(Int32, topic_monitor, lambda m: late_latched.append(m.data),
+                             BUDGET_LATCHED_SUBSCRIPTION_QOS)
+    assert spin_until(executor, lambda: late_recommended and late_latched, timeout_s=5)
+    assert late_recommended[0] == 16 and late_latched == [16]
+    executor.shutdown()
+
+
+@pytest.mark.ros
+def test_parameters_are_validated_on_set(ros_context, temp_dir):  # noqa: F811
+    from rclpy.parameter import Parameter
+
+    make_zone(temp_dir, 0, "cpu-thermal", 50000)
+    monitor = make_node(ros_context, temp_dir, "/" + unique_name("params"))
+
+    def set_one(name, value):
+        return monitor.set_parameters([Parameter(name, value=value)])[0]
+
+    rejected = set_one("budget_levels", [12, 24, 36])
+    assert not rejected.successful and "strictly decreasing" in rejected.reason
+    rejected = set_one("thresholds_c", [60.0])
+    assert not rejected.successful and "needs 2 values" in rejected.reason
+    rejected = set_one("thresholds_c", "hot")
+    assert not rejected.successful and "list of numbers" in rejected.reason
+    rejected = set_one("hysteresis_c", 99.0)
+    assert not rejected.successful and "out of range" in rejected.reason
+    rejected = set_one("source", "nvml")
+    assert not rejected.successful and "read-only" in rejected.reason
+    assert monitor.get_parameter("budget_levels").value == [36, 24, 12]
+
+    assert set_one("thresholds_c", [40, 60]).successful  # integers are accepted for °C
+    assert monitor.last_decision.budget == 24  # applied at once: 50 °C is now between 40 and 60
+    assert set_one("budget_override", 5).successful
+    assert (monitor.last_decision.budget, monitor.last_decision.state) == (5, OVERRIDE)
+    assert set_one("budget_override", -1).successful and monitor.last_decision.budget == 24
+    monitor.destroy_node()
+
+
+@pytest.mark.ros
+def test_params_file_and_scripted_source_failsafe(ros_context, temp_dir):  # noqa: F811
+    from rclpy.executors import SingleThreadedExecutor
+
+    from admn_ros.thermal_monitor import ThermalMonitorNode
+
+    profile = Path(temp_dir) / "profile.yaml"
+    profile.write_text("points:\n  - [0, 90.0]\n  - [0.3, null]\n  - [100, null]\n")
+    params = Path(temp_dir) / "params.yaml"
+    shutil.copy(CONFIG_DIR / "thermal_monitor.yaml", params)
+    params.write_text(params.read_text().replace("source: thermal_zone", "source: scripted")
+                      .replace('profile_file: ""', f"profile_file: {profile}")
+                      .replace("sample_period_s: 1.0", "sample_period_s: 0.05"))
+    monitor = ThermalMonitorNode(context=ros_context, cli_args=[
+        "--ros-args", "--params-file", str(params), "-r", f"/compute_budget:=/{unique_name('file')}"])
+    assert monitor.get_parameter("budget_levels").value == [36, 24, 16, 12, 8, 6]
+    assert monitor.get_parameter("thresholds_c").value == [60.0, 70.0, 75.0, 80.0, 85.0]
+    assert monitor.last_decision.budget == 6 and monitor.last_decision.state == THROTTLED  # 90 °C
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(monitor)
+    assert spin_until(executor, lambda: monitor.last_decision.state == FAILSAFE, timeout_s=3)
+    assert "scripted sensor failure" in monitor.last_error
+    executor.shutdown()
+
+
+@pytest.mark.ros
+def test_missing_source_keeps_the_node_alive_in_failsafe(ros_context, temp_dir):  # noqa: F811
+    monitor = make_node(ros_context, os.path.join(temp_dir, "no_such_dir"), "/" + unique_name("missing"))
+    assert monitor.last_decision.state == FAILSAFE and monitor.last_decision.budget == 12
+    assert "no readable thermal zone" in monitor.last_error
+    monitor.destroy_node()
+
+
+def test_demo_profile_with_shipped_config_walks_all_levels_and_recovers():
+    import yaml
+
+    parameters = yaml.safe_load((CONFIG_DIR / "thermal_monitor.yaml").read_text())["thermal_monitor"]["ros__parameters"]
+    config = PolicyConfig(levels=tuple(parameters["budget_levels"]), thresholds_c=tuple(parameters["thresholds_c"]),
+                          hysteresis_c=parameters["hysteresis_c"], recover_interval_s=parameters["recover_interval_s"])
+    assert config.problems() is None and max(config.levels) == 36 and min(config.levels) >= 3
+    profile = ScriptedProfile.from_yaml(str(CONFIG_DIR / "thermal_profile_demo.yaml"))
+    policy = BudgetPolicy(config)
+    trace = [policy.update(profile.celsius_at(step / 2), step / 2) for step in range(121)]  # 0..60 s at 2 Hz
+    distinct = [d.budget for i, d in enumerate(trace) if i == 0 or d.budget != trace[i - 1].budget]
+    assert distinct[:6] == [36, 24, 16, 12, 8, 6]  # heat-up walks every level
+    assert any(d.state == FAILSAFE for d in trace)
+    cooling = [d.budget for d in trace if d.state != FAILSAFE][-40:]
+    assert cooling == sorted(cooling) and cooling[-1] > 6  # cool-down climbs back, never flaps
