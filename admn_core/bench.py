@@ -47,9 +47,10 @@ def random_bundle(config: ModelConfig, budgets, seed: int = 0) -> Bundle:
 
 
 def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int = 20, warmup: int = 3,
-                      device: str = "cpu", reference_budget: int = 24, seed: int = 0) -> dict:
+                      device: str = "cpu", reference_budget: int = 24, seed: int = 0,
+                      dtype: torch.dtype = torch.float32) -> dict:
     engine = InferenceEngine(random_bundle(config, [b for b in budgets if b < 12 * len(config.modalities)], seed),
-                             device)
+                             device, dtype)
     inputs = engine.preprocess([synthetic_sample(config, seed)])
     rows = []
     for budget in budgets:
@@ -83,7 +84,8 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
         row.flops_ratio_to_reference = row.flops_analytic / reference.flops_analytic
     return {
         "preset": config.name,
-        "device": str(engine.device),
+        "device": _device_name(engine.device),
+        "dtype": str(dtype).removeprefix("torch."),
         "machine": f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}".strip(),
         "torch": torch.__version__,
         "reference_budget": reference.budget,
@@ -91,9 +93,16 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
     }
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def format_table(result: dict) -> str:
     reference = result["reference_budget"]
-    lines = [f"preset={result['preset']} device={result['device']} ({result['machine']}, torch {result['torch']})",
+    lines = [f"preset={result['preset']} device={result['device']} dtype={result['dtype']} "
+             f"({result['machine']}, torch {result['torch']})",
              f"{'budget':>6} {'blocks per modality':<28} {'GFLOPs':>9} {'counted':>9} {'p50 ms':>8} {'p90 ms':>8} "
              f"{'lat/' + str(reference):>8} {'flops/' + str(reference):>9}"]
     for row in result["rows"]:

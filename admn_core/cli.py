@@ -54,7 +54,8 @@ def command_bench(args) -> int:
         config = preset_config(preset)
         budgets = [b for b in args.budgets if minimum_budget(config) <= b <= maximum_budget(config)]
         repeats = args.repeats if args.repeats else (30 if "tiny" in preset else 5)
-        result = benchmark_budgets(config, budgets, repeats=repeats, device=args.device)
+        result = benchmark_budgets(config, budgets, repeats=repeats, device=args.device,
+                                   dtype=getattr(torch, args.dtype))
         results.append(result)
         print(format_table(result), flush=True)
         print()
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--budgets", type=int, nargs="+", default=[6, 8, 12, 16, 24])
     bench.add_argument("--repeats", type=int, default=0, help="timed runs per budget (default: 30 tiny, 5 paper)")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     bench.add_argument("--threads", type=int, default=0)
     bench.add_argument("--json", help="also write the results as JSON here")
     bench.set_defaults(handler=command_bench)

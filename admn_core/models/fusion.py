@@ -62,9 +62,17 @@ class TransformerEncoder(nn.Module):
             nn.ModuleList([Attention(dim, heads, dim_head), FeedForward(dim, mlp_dim)]) for _ in range(depth)
         ])
         self.norm = nn.LayerNorm(dim)
+        self._position_cache: dict[tuple, torch.Tensor] = {}
+
+    def _positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The fixed table for this length/device/dtype, built once (it is constant, not a parameter)."""
+        key = (tokens.shape[1], tokens.device, tokens.dtype)
+        if key not in self._position_cache:
+            self._position_cache[key] = sinusoidal_positions(tokens.shape[1], self.dim, tokens.device, tokens.dtype)
+        return self._position_cache[key]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens + sinusoidal_positions(tokens.shape[1], self.dim, tokens.device, tokens.dtype)
+        x = tokens + self._positions(tokens)
         for attention, feed_forward in self.layers:
             x = x + attention(x)
             x = x + feed_forward(x)
