@@ -31,6 +31,10 @@ setup(
     entry_points={
         "console_scripts": [
             "admn = admn_core.cli:main",
+            "admn_node = admn_ros.admn_node:main",
+            "thermal_monitor = admn_ros.thermal_monitor:main",
+            "admn_bringup = admn_ros.bringup:main",
+            "admn_node_benchmark = admn_ros.benchmark_node:main",
         ],
     },
 )

@@ -65,8 +65,9 @@ def _normalize(spec: ModalitySpec, image: torch.Tensor) -> torch.Tensor:
 def rgb_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "rgb")) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise InputError(f"{key}: RGB must be uint8 H×W×3, got {array.dtype} {array.shape}")
-    image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
-    return _normalize(spec, _resize(image, spec.input_size))
+    image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    # Resize while still uint8: torch's uint8 antialiased kernel is ~40× faster than the float one at 640×480.
+    return _normalize(spec, _resize(image, spec.input_size).float().div_(255.0))
 
 
 def depth_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "depth")) -> torch.Tensor:
@@ -76,14 +77,24 @@ def depth_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "depth")) -> t
     if array.ndim != 2:
         raise InputError(f"{key}: depth must be H×W, got shape {array.shape}")
     if array.dtype == np.uint16:
-        metres = array.astype(np.float32) / 1000.0
+        metres = torch.from_numpy(array.astype(np.float32)).div_(1000.0)
     elif array.dtype in (np.float32, np.float64):
-        metres = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        metres[metres < 0] = 0.0
+        metres = torch.from_numpy(np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+        metres.clamp_(min=0.0)
     else:
         raise InputError(f"{key}: depth must be uint16 millimetres or float32 metres, got {array.dtype}")
-    scaled = torch.from_numpy(np.clip(metres, 0.0, spec.depth_max_range_m) / spec.depth_max_range_m)[None]
-    return _normalize(spec, _resize(scaled, spec.input_size))
+    scaled = metres.clamp_(max=spec.depth_max_range_m).div_(spec.depth_max_range_m)[None]
+    return _normalize(spec, _area_resize(scaled, spec.input_size))
+
+
+def _area_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, H, W] float → [C, *size]: area averaging when shrinking (adaptive average pooling: cheap, and the
+    metric mean of the covered pixels), bilinear when growing."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    if image.shape[-2] >= size[0] and image.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(image[None], size)[0]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> torch.Tensor:
@@ -96,23 +107,30 @@ def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> t
     samples = np.nan_to_num(array[-needed:].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if samples.shape[0] < needed:  # too little audio yet: silence before the first sample
         samples = np.concatenate([np.zeros(needed - samples.shape[0], np.float32), samples])
-    mel = log_mel(torch.from_numpy(samples), spec)
+    mel = log_mel(samples, spec)
     return _normalize(spec, mel[None])
 
 
-def log_mel(samples: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+def log_mel(samples: np.ndarray, spec: ModalitySpec) -> torch.Tensor:
     """[N] → [n_mels, frames]: Hann-windowed power STFT (no centring), HTK mel filterbank, natural log."""
     audio = spec.audio
-    window = torch.hann_window(audio.n_fft, periodic=True)
-    spectrum = torch.stft(samples, audio.n_fft, audio.hop_length, window=window, center=False, return_complex=True)
-    power = spectrum.abs().pow(2)  # [n_fft/2 + 1, frames]
-    filters = mel_filterbank(audio.sample_rate, audio.n_fft, audio.n_mels)
-    return torch.log(filters @ power + 1e-6)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, audio.n_fft)[:: audio.hop_length]  # [frames, n_fft]
+    power = np.abs(np.fft.rfft(frames * _hann(audio.n_fft), axis=-1)) ** 2  # [frames, n_fft/2 + 1]
+    filters = mel_filterbank(audio.sample_rate, audio.n_fft, audio.n_mels)  # [n_fft/2 + 1, n_mels]
+    # The product runs in torch, not numpy: alternating OpenBLAS's and torch's thread pools made every switch
+    # spin-wait (measured 20 ms instead of 0.3 ms per window on 2 cores). Operands contiguous for the same reason.
+    mel = torch.from_numpy(np.ascontiguousarray(power, dtype=np.float32)) @ filters  # [frames, n_mels]
+    return mel.add_(1e-6).log_().T.contiguous()
+
+
+@lru_cache(maxsize=8)
+def _hann(length: int) -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)).astype(np.float32)  # periodic Hann
 
 
 @lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    """[n_mels, n_fft/2 + 1] triangular HTK-mel filters from 20 Hz to Nyquist (as Kaldi fbank's defaults)."""
+    """[n_fft/2 + 1, n_mels] triangular HTK-mel filters from 20 Hz to Nyquist (as Kaldi fbank's defaults)."""
     def hz_to_mel(hz):
         return 1127.0 * np.log1p(np.asarray(hz) / 700.0)
 
@@ -124,8 +142,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins - lower) / np.maximum(centre - lower, 1e-9)
     falling = (upper - bins) / np.maximum(upper - centre, 1e-9)
-    filters = np.clip(np.minimum(rising, falling), 0.0, None)
-    return torch.from_numpy(filters.astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(np.clip(np.minimum(rising, falling), 0.0, None).T, np.float32))
 
 
 def synthetic_sample(config: ModelConfig, seed: int = 0) -> dict[tuple[str, str], np.ndarray]:

@@ -327,7 +327,8 @@ def test_missing_source_keeps_the_node_alive_in_failsafe(ros_context, temp_dir):
 def test_demo_profile_with_shipped_config_walks_all_levels_and_recovers():
     import yaml
 
-    parameters = yaml.safe_load((CONFIG_DIR / "thermal_monitor.yaml").read_text())["thermal_monitor"]["ros__parameters"]
+    shipped = yaml.safe_load((CONFIG_DIR / "thermal_monitor.yaml").read_text())
+    parameters = shipped["/**/thermal_monitor"]["ros__parameters"]
     config = PolicyConfig(levels=tuple(parameters["budget_levels"]), thresholds_c=tuple(parameters["thresholds_c"]),
                           hysteresis_c=parameters["hysteresis_c"], recover_interval_s=parameters["recover_interval_s"])
     assert config.problems() is None and max(config.levels) == 36 and min(config.levels) >= 3

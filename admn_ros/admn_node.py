@@ -1,0 +1,816 @@
+"""admn_node: synchronized camera + depth + microphone in, budgeted ADMN inference, stamped pose/class + allocation out.
+
+Run:  admn_node --ros-args --params-file config/admn_node.yaml -p model:=/path/model.safetensors
+Output message layouts: see `admn_ros.outputs` (also in the README).
+
+Inputs (relative names, so a namespace or remapping moves them), one set per view of the bundle's config:
+    <view>/camera/image_raw             sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)   camera_transport raw
+    <view>/camera/image_raw/compressed  sensor_msgs/CompressedImage (jpeg/png)              camera_transport compressed
+    <view>/depth/image_raw              sensor_msgs/Image 16UC1/mono16 (mm) or 32FC1 (m)
+    <view>/mic/audio                    audio_msg_type: image_carrier (sensor_msgs/Image 32FC1, see admn_ros.audio),
+                                        AudioStamped or AudioDataStamped (audio_common_msgs, imported lazily)
+    /compute_budget                     std_msgs/Int32, latest-value state (admn_ros.qos.subscribe_budget)
+
+Design choices (the why):
+* Camera and depth of every view go through one approximate-time synchronizer (message_filters when importable,
+  else admn_ros.sync). Audio does NOT: microphones publish chunks (e.g. 512 samples = 32 ms) at a rate unrelated to
+  the frames, and the model needs a window (tiny: 0.655 s) far longer than one chunk, so a chunk-level match would be
+  meaningless. Each view's chunks go into an AudioRingBuffer; at inference the window ending at the newest chunk
+  stamped <= the set's stamp + sync_slop is taken. Gaps are zero-filled; no audio at all gives a silent window and a
+  diagnostics warning (inference still runs: ADMN is built to spend its budget away from a dead modality).
+* The output stamp is the stamp of the first synchronized input (the first view's camera), i.e. exactly the stamp of
+  a real input message, so bag evaluation can join on it.
+* Inference runs on a worker thread fed through a latest-only slot: the synchronizer callback only stores the newest
+  set; a set not yet taken when a newer one arrives is dropped and counted (dropped_stale). Raw messages are decoded on
+  the worker, so dropped sets cost nothing. Executor: SingleThreadedExecutor, because the MultiThreadedExecutor
+  busy-loops under use_sim_time (measured: 2.7-31 Hz delivery and 6-8 s CPU in 8 s; reference ros2-toolchain.md §1).
+  Parameter services, the budget callback and the subscriptions stay responsive because nothing slow runs on the
+  executor thread.
+* Budget: budget_override (>= 0) wins, else the latest /compute_budget, else default_budget. The engine selects the
+  controller (largest trained budget <= request, or naive split, or full); below the model's minimum nothing runs,
+  nothing is published and diagnostics WARN with the reason (never rounded up).
+* Depth: NaN/Inf/<=0 pixels are "no return" (REP-117) and go to the engine as such. A frame with no valid pixel at
+  all is counted and warned about but still used: a blind depth camera is exactly the degraded input ADMN is for.
+* Bad input (undecodable or wrongly encoded images, wrong sizes, empty or malformed audio, out-of-order stamps) is
+  logged (throttled, with the topic and the reason), counted in diagnostics, and skipped; the next good set is
+  processed. A topic that has produced nothing for no_input_warning_s gets a warning naming the topic, what
+  publishes there (type, reliability) and the likely fix (QoS, transport, Fast DDS profile).
+* No LifecycleNode. What lifecycle buys is freeing the model on deactivate (yolo_ros: 628 -> 338 MB VRAM) and
+  ordered bring-up by a lifecycle manager. Here a budget below the minimum already idles the compute, the tiny model
+  is a few MB, the pip-only install has no lifecycle manager or `ros2 lifecycle` CLI, and self-triggered
+  configure/activate (as yolo_ros does) would add states without adding behaviour. Revisit for large models sharing a
+  Jetson's memory.
+
+Test-only: `debug_inference_delay_s` sleeps on the worker before each inference, to emulate a slow model (the
+"parameters stay responsive during inference" test). Keep it 0 in production.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from admn_core.preprocess import InputError
+from admn_core.runtime import InferenceEngine
+from admn_ros.audio import AudioRingBuffer, audio_message_class
+from admn_ros.conversions import (
+    DEPTH_ENCODINGS,
+    ConversionError,
+    compressed_to_numpy,
+    compressed_to_rgb8,
+    image_to_numpy,
+    image_to_rgb8,
+    ns_to_stamp,
+    stamp_to_ns,
+)
+from admn_ros.outputs import allocation_message, classification_message, classification_message_class, pose_message
+from admn_ros.qos import DIAGNOSTICS_QOS, sensor_qos, subscribe_budget
+from admn_ros.sync import MESSAGE_FILTERS, InputStats, Subscriber, SyncStats, make_synchronizer
+
+NODE_NAME = "admn_node"
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+INPUT_QOS_CHOICES = ("sensor_data", "reliable")
+CAMERA_TRANSPORTS = ("raw", "compressed")
+DEPTH_TRANSPORTS = ("raw", "compressedDepth")
+AUDIO_MSG_TYPES = {"image_carrier": "Image", "AudioStamped": "AudioStamped", "AudioDataStamped": "AudioDataStamped"}
+TIME_JUMP_BACK_S = 1.0  # a set older than the last by more than this is a bag loop / simulator restart, not disorder
+DIAGNOSTICS_PERIOD_S = 1.0
+LOG_THROTTLE_S = 5.0
+LATENCY_WINDOW = 200
+INPUT_QUEUE_DEPTH = {"rgb": 5, "depth": 5, "audio": 50}  # audio chunks are small and frequent: keep more
+
+
+class ModelLoadError(RuntimeError):
+    """The model bundle cannot be loaded; the text says which file and why."""
+
+
+@dataclass
+class InputSpec:
+    key: tuple[str, str]  # (view, modality)
+    kind: str  # rgb | depth | audio
+    msg_type: type
+    topic: str  # relative name as subscribed
+    resolved_topic: str = ""
+    received: int = 0
+    last_arrival: float | None = None
+    errors: int = 0
+    last_error: str = ""
+
+
+class BadInput(ValueError):
+    def __init__(self, entry: InputSpec, reason: str):
+        super().__init__(f"{entry.resolved_topic}: {reason}")
+        self.entry, self.reason = entry, reason
+
+
+
+@dataclass
+class SyncedSet:
+    stamp_ns: int
+    messages: dict  # (view, modality) -> raw message
+    arrived: float  # time.monotonic() when the set completed
+
+
+@dataclass
+class Timings:
+    decode_ms: float = 0.0
+    audio_ms: float = 0.0
+    preprocess_ms: float = 0.0  # engine preprocessing (resize, normalise, spectrogram)
+    model_ms: float = 0.0  # controller + backbones + fusion + head
+    publish_ms: float = 0.0
+    end_to_end_ms: float = 0.0  # set completed -> outputs published (includes waiting for the worker)
+
+
+@dataclass
+class Counters:
+    sets_received: int = 0
+    sets_processed: int = 0
+    dropped_stale: int = 0
+    dropped_out_of_order: int = 0
+    dropped_bad_input: int = 0
+    skipped_budget: int = 0
+    failed: int = 0
+    time_jumps: int = 0
+    audio_windows_missing: int = 0
+    audio_samples_zero_filled: int = 0
+    depth_frames_all_invalid: int = 0
+
+
+@dataclass
+class Settings:
+    """Runtime-tunable parameter values, updated by the parameter callback (read by the worker)."""
+
+    frame_id: str = "world"
+    sync_slop: float = 0.05
+    budget_override: int = -1
+    default_budget: int = 12
+    no_input_warning_s: float = 5.0
+    debug_inference_delay_s: float = 0.0
+
+
+class LatestSlot:
+    """A one-item mailbox: put() replaces an untaken item (returns True when it did), take() waits for one."""
+
+    def __init__(self):
+        self._item = None
+        self._condition = threading.Condition()
+
+    def put(self, item) -> bool:
+        with self._condition:
+            replaced = self._item is not None
+            self._item = item
+            self._condition.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None):
+        with self._condition:
+            if self._item is None:
+                self._condition.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class ThrottledLog:
+    """Logs each key at most once per period and reports how many were suppressed; thread-safe."""
+
+    def __init__(self, logger, period_s: float = LOG_THROTTLE_S):
+        self._logger, self._period = logger, period_s
+        self._last: dict[str, float] = {}
+        self._suppressed: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, key: str, text: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._period:
+                self._suppressed[key] += 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        text += f" ({suppressed} similar message(s) suppressed)" if suppressed else ""
+        # One call site per severity: rclpy's logger refuses a severity change at the same call site.
+        if level == "error":
+            self._logger.error(text)
+        elif level == "warning":
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
+
+
+def select_device(requested: str) -> tuple[str, str | None]:
+    """-> (device to use, problem or None). CUDA requested but unusable falls back to the CPU with a problem."""
+    if requested == "cpu":
+        return "cpu", None
+    if not torch.cuda.is_available():
+        return "cpu", (f"device {requested!r} requested but CUDA is not available (torch {torch.__version__}, "
+                       f"CUDA build {torch.version.cuda or 'none'}); running on the CPU")
+    index = int(requested.split(":")[1]) if ":" in requested else 0
+    if index >= torch.cuda.device_count():
+        return "cpu", (f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                       "running on the CPU")
+    return f"cuda:{index}", None
+
+
+def percentiles(values, quantiles=(50, 90)) -> list[float]:
+    if not values:
+        return [float("nan")] * len(quantiles)
+    return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), quantiles)]
+
+
+def _descriptor(description: str, read_only: bool = False, float_range=None, int_range=None) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if float_range:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(float_range[0]),
+                                                              to_value=float(float_range[1]))]
+    if int_range:
+        descriptor.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
+    return descriptor
+
+
+# name -> (default, descriptor). Ranges are checked by rclpy before the validation callback runs.
+PARAMETERS = {
+    "model": ("", _descriptor("path of the .safetensors model bundle", read_only=True)),
+    "expected_sha256": ("", _descriptor("if set, the bundle file's sha256 must equal this (64 hex digits)",
+                                        read_only=True)),
+    "device": ("cpu", _descriptor("cpu | cuda | cuda:N; CUDA unavailable -> CPU with an error", read_only=True)),
+    "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (torch dtype of the model)", read_only=True)),
+    "torch_threads": (0, _descriptor("torch intra-op CPU threads; 0 = torch's default", read_only=True,
+                                     int_range=(0, 256))),
+    "frame_id": ("world", _descriptor("frame_id of the pose output (metres, REP-103)")),
+    "sync_slop": (0.05, _descriptor("approximate-time sync tolerance between camera and depth stamps (s); also the "
+                                    "tolerance for the audio window end", float_range=(0.0, 5.0))),
+    "sync_queue_size": (10, _descriptor("messages kept per synchronizer input", read_only=True,
+                                        int_range=(1, 1000))),
+    "input_qos": ("sensor_data", _descriptor("sensor_data (best effort) | reliable; must be compatible with the "
+                                             "publishers", read_only=True)),
+    "camera_transport": ("raw", _descriptor("raw (Image on <view>/camera/image_raw) | compressed (CompressedImage "
+                                            "on <view>/camera/image_raw/compressed)", read_only=True)),
+    "depth_transport": ("raw", _descriptor("raw (Image on <view>/depth/image_raw) | compressedDepth "
+                                           "(CompressedImage on <view>/depth/image_raw/compressedDepth)",
+                                           read_only=True)),
+    "audio_msg_type": ("image_carrier", _descriptor("image_carrier (sensor_msgs/Image 32FC1) | AudioStamped | "
+                                                    "AudioDataStamped", read_only=True)),
+    "audio_sample_rate": (16000, _descriptor("sample rate of the microphone topics (Hz); must equal the model's",
+                                             read_only=True, int_range=(1, 384000))),
+    "audio_channels": (1, _descriptor("channels of AudioDataStamped audio (the others carry it); mixed to mono",
+                                      read_only=True, int_range=(1, 64))),
+    "budget_override": (-1, _descriptor("use this budget regardless of /compute_budget; -1 = off",
+                                        int_range=(-1, 1_000_000))),
+    "default_budget": (12, _descriptor("budget used until a /compute_budget message arrives",
+                                       int_range=(0, 1_000_000))),
+    "no_input_warning_s": (5.0, _descriptor("warn when a subscribed input has been silent this long (s)",
+                                            float_range=(0.1, 3600.0))),
+    "debug_inference_delay_s": (0.0, _descriptor("TEST ONLY: extra sleep before each inference to emulate a slow "
+                                                 "model; keep 0", float_range=(0.0, 60.0))),
+}
+
+
+def validate_parameter(name: str, value) -> str | None:
+    """A reason `value` is not acceptable for parameter `name`, or None."""
+    choices = {"precision": tuple(PRECISIONS), "input_qos": INPUT_QOS_CHOICES, "camera_transport": CAMERA_TRANSPORTS,
+               "depth_transport": DEPTH_TRANSPORTS, "audio_msg_type": tuple(AUDIO_MSG_TYPES)}
+    if name in choices and value not in choices[name]:
+        return f"{name} must be one of {' | '.join(choices[name])}, got {value!r}"
+    if name == "device" and not DEVICE_PATTERN.match(str(value)):
+        return f"device must be cpu, cuda or cuda:N, got {value!r}"
+    if name == "expected_sha256" and value and not re.fullmatch(r"[0-9a-fA-F]{64}", str(value)):
+        return f"expected_sha256 must be empty or 64 hex digits, got {value!r}"
+    if name == "frame_id" and not str(value).strip():
+        return "frame_id must not be empty"
+    return None
+
+
+class AdmnNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        try:
+            self._setup()
+        except BaseException:
+            self.destroy_node()  # a half-built node must not linger in the context
+            raise
+
+    def _setup(self) -> None:
+        self.settings = Settings()
+        self.counters = Counters()
+        self._throttled = ThrottledLog(self.get_logger())
+        self._synchronizer = None
+        # Registered before declaring, so initial values from YAML / --ros-args are validated by the same rules.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+
+        self.device, self.device_problem = select_device(self._param("device"))
+        if self.device_problem:
+            self.get_logger().error(self.device_problem)
+        if self._param("torch_threads") > 0:
+            torch.set_num_threads(self._param("torch_threads"))
+        self.engine = self._load_engine()
+        self.config = self.engine.config
+
+        self.inputs: dict[tuple[str, str], InputSpec] = {}
+        self._audio_rings: dict[tuple[str, str], AudioRingBuffer] = {}
+        self._latest_budget: int | None = None
+        self._budget_problem: str | None = None
+        self._last_processed_stamp_ns: int | None = None
+        self._audio_problem: str | None = None
+        self._timings: collections.deque[Timings] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._timings_lock = threading.Lock()
+        self.last_result = None
+        self._started = time.monotonic()
+        self._last_set_monotonic: float | None = None
+        self._last_sync_counts: dict[str, tuple[int, int]] = {}
+
+        self._create_publishers()
+        self._create_inputs()
+        self._budget_subscriptions = subscribe_budget(self, self._on_budget)
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._worker_loop, name="admn_inference", daemon=True)
+        self._worker.start()
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_diagnostics_timer)
+        self.get_logger().info(
+            f"admn_node ready: model {self.config.name} on {self.device} ({self._param('precision')}), budgets "
+            f"{self.engine.min_budget}..{self.engine.max_budget} (trained {self.engine.trained_budgets}), "
+            f"{len(self.inputs)} inputs ({self._param('input_qos')} QoS), sync {self._sync_implementation}")
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _load_engine(self) -> InferenceEngine:
+        from admn_core.bundle import BundleError
+
+        raw = self._param("model")
+        if not raw:
+            raise ModelLoadError("parameter 'model' is required: the path of a .safetensors bundle, e.g. "
+                                 "-p model:=/path/tiny.safetensors (make a random one with "
+                                 "`admn make-bundle --preset tiny --out tiny.safetensors`)")
+        path = Path(raw).expanduser().resolve()
+        if not path.is_file():
+            raise ModelLoadError(f"model bundle not found: {path} (parameter model={raw!r}, resolved against the "
+                                 f"working directory {Path.cwd()})")
+        self.get_logger().info(f"loading model bundle {path}")
+        try:
+            engine = InferenceEngine.from_bundle(path, self.device, PRECISIONS[self._param("precision")],
+                                                 expected_sha256=self._param("expected_sha256") or None)
+        except BundleError as error:
+            raise ModelLoadError(str(error)) from None
+        self.model_path = path
+        return engine
+
+    def _create_publishers(self) -> None:
+        task = self.config.head.task
+        self.pose_publisher = self.classification_publisher = None
+        if task == "localization":
+            self.pose_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+        else:
+            self._classification_type = classification_message_class()
+            self.classification_publisher = self.create_publisher(self._classification_type, "~/classification", 10)
+        self.allocation_publisher = self.create_publisher(DiagnosticArray, "~/allocation", 10)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+
+    def _input_topic(self, kind: str, view: str) -> tuple[type, str]:
+        if kind == "rgb":
+            if self._param("camera_transport") == "compressed":
+                return CompressedImage, f"{view}/camera/image_raw/compressed"
+            return Image, f"{view}/camera/image_raw"
+        if kind == "depth":
+            if self._param("depth_transport") == "compressedDepth":
+                return CompressedImage, f"{view}/depth/image_raw/compressedDepth"
+            return Image, f"{view}/depth/image_raw"
+        return audio_message_class(AUDIO_MSG_TYPES[self._param("audio_msg_type")]), f"{view}/mic/audio"
+
+    def _create_inputs(self) -> None:
+        qos_name = self._param("input_qos")
+        sync_filters, self._sync_keys = [], []
+        for spec in self.config.modalities:
+            for view in spec.views:
+                key = (view, spec.name)
+                msg_type, topic = self._input_topic(spec.kind, view)
+                entry = InputSpec(key, spec.kind, msg_type, topic)
+                self.inputs[key] = entry
+                qos = sensor_qos(qos_name, depth=INPUT_QUEUE_DEPTH[spec.kind])
+                if spec.kind == "audio":
+                    self._audio_rings[key] = self._make_audio_ring(spec)
+                    subscription = self.create_subscription(
+                        msg_type, topic, lambda msg, entry=entry: self._on_audio(msg, entry), qos)
+                    entry.resolved_topic = subscription.topic_name
+                    continue
+                subscriber = Subscriber(self, msg_type, topic, qos_profile=qos)
+                subscriber.registerCallback(self._on_arrival, entry)
+                entry.resolved_topic = subscriber.sub.topic_name
+                sync_filters.append(subscriber)
+                self._sync_keys.append(key)
+        self.sync_filters = sync_filters  # kept: the benchmark feeds them real messages
+        if not sync_filters:
+            raise ModelLoadError(f"model {self.config.name} has no camera or depth modality; admn_node triggers "
+                                 "inference on synchronized camera/depth sets")
+        if len(sync_filters) == 1:
+            sync_filters[0].registerCallback(self._on_synchronized)
+            self._sync_implementation = "single input (no synchronizer)"
+            return
+        self._synchronizer = make_synchronizer(sync_filters, self._param("sync_queue_size"),
+                                               self._param("sync_slop"), time_jump_threshold=TIME_JUMP_BACK_S)
+        self._synchronizer.registerCallback(self._on_synchronized)
+        self._sync_implementation = self._synchronizer.implementation
+
+    def _make_audio_ring(self, spec) -> AudioRingBuffer:
+        rate = self._param("audio_sample_rate")
+        if rate != spec.audio.sample_rate:
+            raise ValueError(f"audio_sample_rate {rate} Hz differs from the model's {spec.audio.sample_rate} Hz "
+                             f"(modality {spec.name!r}); resample at the microphone driver")
+        window = spec.audio_window_seconds
+        # History beyond the window covers the worker's lag behind the newest chunk.
+        return AudioRingBuffer(rate, self._param("audio_channels"), window, capacity_seconds=window + 2.0)
+
+    # ----------------------------------------------------------------------------------------- parameters
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            problem = validate_parameter(parameter.name, parameter.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        for parameter in parameters:
+            if hasattr(self.settings, parameter.name):
+                setattr(self.settings, parameter.name, parameter.value)
+            if parameter.name == "sync_slop" and self._synchronizer is not None:
+                self._set_slop(parameter.value)
+        return SetParametersResult(successful=True)
+
+    def _set_slop(self, seconds: float) -> None:
+        synchronizer = self._synchronizer.synchronizer
+        if self._synchronizer.implementation == MESSAGE_FILTERS:
+            from rclpy.duration import Duration
+
+            synchronizer.slop = Duration(seconds=seconds)
+        else:
+            synchronizer.slop = seconds
+
+    # ------------------------------------------------------------------------------------------ callbacks
+
+    def _on_arrival(self, msg, entry: InputSpec) -> None:
+        entry.received += 1
+        entry.last_arrival = time.monotonic()
+
+    def _on_audio(self, msg, entry: InputSpec) -> None:
+        self._on_arrival(msg, entry)
+        try:
+            self._audio_rings[entry.key].append_message(msg)
+        except ConversionError as error:
+            self._bad_input(entry, str(error))
+
+    def _on_budget(self, msg) -> None:
+        value = int(msg.data)
+        if value != self._latest_budget:
+            self.get_logger().info(f"/compute_budget: {self._latest_budget} -> {value}")
+        self._latest_budget = value
+
+    def _on_synchronized(self, *messages) -> None:
+        self.counters.sets_received += 1
+        self._last_set_monotonic = time.monotonic()
+        synced = SyncedSet(stamp_to_ns(messages[0].header.stamp), dict(zip(self._sync_keys, messages, strict=True)),
+                           self._last_set_monotonic)
+        if self._slot.put(synced):
+            self.counters.dropped_stale += 1
+
+    def current_budget(self) -> tuple[int, str]:
+        """(budget, origin): budget_override, else the latest /compute_budget, else default_budget."""
+        if self.settings.budget_override >= 0:
+            return self.settings.budget_override, "override"
+        if self._latest_budget is not None:
+            return self._latest_budget, "topic"
+        return self.settings.default_budget, "default"
+
+    def _bad_input(self, entry: InputSpec, reason: str) -> None:
+        entry.errors += 1
+        entry.last_error = reason
+        self._throttled("error", f"input:{entry.resolved_topic}",
+                        f"bad input on {entry.resolved_topic}: {reason}; skipped")
+
+    # ---------------------------------------------------------------------------------------------- worker
+
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            synced = self._slot.take(timeout=0.1)
+            if synced is None:
+                continue
+            try:
+                self.process(synced)
+            except Exception as error:  # the worker must survive anything; the traceback goes to the log once
+                self.counters.failed += 1
+                self._throttled("error", "worker", f"inference failed: {type(error).__name__}: {error}")
+
+    def process(self, synced: SyncedSet) -> Timings | None:
+        """Decode, window the audio, infer and publish one synchronized set; None when it was skipped."""
+        budget, origin = self.current_budget()
+        if budget < self.engine.min_budget:
+            self.counters.skipped_budget += 1
+            self._budget_problem = (f"budget {budget} ({origin}) is below the model's minimum "
+                                    f"{self.engine.min_budget}: no inference")
+            self._throttled("warning", "budget", self._budget_problem)
+            return None
+        self._budget_problem = None
+        if not self._accept_stamp(synced.stamp_ns):
+            return None
+        timings = Timings()
+        started = time.perf_counter()
+        try:
+            sample = self._decode(synced)
+            decoded = time.perf_counter()
+            self._add_audio_windows(sample, synced.stamp_ns)
+            windowed = time.perf_counter()
+            if self.settings.debug_inference_delay_s > 0:
+                self._stop.wait(self.settings.debug_inference_delay_s)
+            result = self.engine.infer(sample, budget)
+        except BadInput as error:
+            self.counters.dropped_bad_input += 1
+            self._bad_input(error.entry, error.reason)
+            return None
+        except InputError as error:
+            self.counters.dropped_bad_input += 1
+            self._bad_input(self._entry_named_in(str(error)), str(error))
+            return None
+        if not result.ran:  # the engine's own refusal (e.g. a non-integer budget): say so, never publish
+            self.counters.skipped_budget += 1
+            self._budget_problem = result.skipped_reason
+            self._throttled("warning", "budget", result.skipped_reason)
+            return None
+        inferred = time.perf_counter()
+        self._publish(result, synced.stamp_ns, origin)
+        published = time.perf_counter()
+        timings.decode_ms = 1e3 * (decoded - started)
+        timings.audio_ms = 1e3 * (windowed - decoded)
+        timings.preprocess_ms = result.timings_ms.get("preprocess", 0.0)
+        timings.model_ms = result.timings_ms.get("controller", 0.0) + result.timings_ms.get("model", 0.0)
+        timings.publish_ms = 1e3 * (published - inferred)
+        timings.end_to_end_ms = 1e3 * (time.monotonic() - synced.arrived)
+        with self._timings_lock:
+            self._timings.append(timings)
+        self.last_result = result
+        self.counters.sets_processed += 1
+        return timings
+
+    def _accept_stamp(self, stamp_ns: int) -> bool:
+        last = self._last_processed_stamp_ns
+        if last is not None and stamp_ns <= last:
+            if last - stamp_ns <= TIME_JUMP_BACK_S * 1e9:
+                self.counters.dropped_out_of_order += 1
+                self._throttled("warning", "out_of_order",
+                                f"synchronized set stamped {stamp_ns / 1e9:.3f} s is not newer than the last processed "
+                                f"{last / 1e9:.3f} s: dropped as out of order")
+                return False
+            self.counters.time_jumps += 1
+            self.get_logger().info(f"input time jumped back {(last - stamp_ns) / 1e9:.3f} s (bag loop or simulator "
+                                   "restart): starting over")
+        self._last_processed_stamp_ns = stamp_ns
+        return True
+
+    def _entry_named_in(self, text: str) -> InputSpec:
+        for key, entry in self.inputs.items():
+            if str(key) in text:
+                return entry
+        return next(iter(self.inputs.values()))
+
+    def _decode(self, synced: SyncedSet) -> dict:
+        sample = {}
+        for key, msg in synced.messages.items():
+            entry = self.inputs[key]
+            try:
+                sample[key] = self._decode_rgb(msg) if entry.kind == "rgb" else self._decode_depth(msg, entry)
+            except ConversionError as error:
+                raise BadInput(entry, str(error)) from None
+        return sample
+
+    def _decode_rgb(self, msg) -> np.ndarray:
+        return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
+
+    def _decode_depth(self, msg, entry: InputSpec) -> np.ndarray:
+        if isinstance(msg, CompressedImage):
+            array, encoding = compressed_to_numpy(msg)
+        else:
+            array, encoding = image_to_numpy(msg), msg.encoding
+        if encoding not in DEPTH_ENCODINGS:
+            raise ConversionError(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
+        if array.ndim != 2:
+            raise ConversionError(f"depth image must be single-channel, got shape {array.shape}")
+        # The engine treats 0 / NaN / Inf / negative as "no return"; a frame without a single return is suspicious.
+        has_return = array.any() if array.dtype == np.uint16 else bool(np.any(np.isfinite(array) & (array > 0)))
+        if not has_return:
+            self.counters.depth_frames_all_invalid += 1
+            entry.errors += 1
+            entry.last_error = "depth frame has no valid pixel (all 0/NaN/Inf/negative)"
+            self._throttled("warning", f"depth_invalid:{entry.resolved_topic}",
+                            f"{entry.resolved_topic}: depth frame has no valid pixel (all 0/NaN/Inf/negative); "
+                            "used as 'no return' everywhere")
+        return array
+
+    def _add_audio_windows(self, sample: dict, stamp_ns: int) -> None:
+        tolerance_ns = round(self.settings.sync_slop * 1e9)
+        problems = []
+        for key, ring in self._audio_rings.items():
+            window = ring.window(stamp_ns, tolerance_ns)
+            sample[key] = window.samples
+            self.counters.audio_samples_zero_filled += window.missing_samples
+            if window.missing_samples >= ring.window_samples:
+                self.counters.audio_windows_missing += 1
+                problems.append(self.inputs[key].resolved_topic)
+        self._audio_problem = (f"no audio at or before the frame stamp on {', '.join(problems)}: silent window used"
+                               if problems else None)
+        if problems:
+            self._throttled("warning", "audio_missing", self._audio_problem)
+
+    def _publish(self, result, stamp_ns: int, origin: str) -> None:
+        stamp = ns_to_stamp(stamp_ns)
+        if self.pose_publisher is not None:
+            self.pose_publisher.publish(pose_message(stamp, self.settings.frame_id, result.position_m,
+                                                     result.covariance_m2))
+        else:
+            self.classification_publisher.publish(classification_message(
+                self._classification_type, stamp, self.settings.frame_id, result.class_probabilities))
+        self.allocation_publisher.publish(allocation_message(stamp, self.config.name, result, origin))
+
+    # ---------------------------------------------------------------------------------------------- health
+
+    def sync_stats(self) -> SyncStats:
+        if self._synchronizer is not None:
+            return self._synchronizer.stats()
+        entry = self.inputs[self._sync_keys[0]]
+        return SyncStats("single input", sets_emitted=self.counters.sets_received,
+                         inputs=[InputStats(entry.resolved_topic, received=entry.received,
+                                            last_arrival_monotonic=entry.last_arrival)])
+
+    def _on_diagnostics_timer(self) -> None:
+        now = time.monotonic()
+        input_problems = self._check_silent_inputs(now) + self._check_sync_drops()
+        array = DiagnosticArray(status=[self._inference_status(), self._inputs_status(now, input_problems)])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
+
+    def _check_silent_inputs(self, now: float) -> list[str]:
+        problems = []
+        limit = self.settings.no_input_warning_s
+        for entry in self.inputs.values():
+            since = entry.last_arrival if entry.last_arrival is not None else self._started
+            if now - since < limit:
+                continue
+            problem = f"no message on {entry.resolved_topic} for {now - since:.1f} s: {self._silence_hint(entry)}"
+            problems.append(problem)
+            self._throttled("warning", f"silent:{entry.resolved_topic}", problem)
+        if not problems and self._synchronizer is not None:
+            last_set = self._last_set_monotonic if self._last_set_monotonic is not None else self._started
+            if now - last_set >= limit:
+                stamps = ", ".join(f"{s.topic}={s.last_stamp_ns / 1e9:.3f}" for s in self.sync_stats().inputs
+                                   if s.last_stamp_ns is not None)
+                problem = (f"inputs arrive but no synchronized set for {now - last_set:.1f} s: camera/depth stamps "
+                           f"differ by more than sync_slop={self.settings.sync_slop} s (last stamps: {stamps})")
+                problems.append(problem)
+                self._throttled("warning", "sync_silent", problem)
+        return problems
+
+    def _silence_hint(self, entry: InputSpec) -> str:
+        expected = f"{entry.msg_type.__module__.split('.')[0]}/msg/{entry.msg_type.__name__}"
+        try:
+            publishers = self.get_publishers_info_by_topic(entry.resolved_topic)
+        except Exception:  # graph queries can fail during shutdown; the hint is best-effort
+            publishers = []
+        if not publishers:
+            return ("no publisher on this topic; check the name, namespace and remapping "
+                    "(camera_transport/depth_transport/audio_msg_type select the topic and type)")
+        types = sorted({p.topic_type for p in publishers})
+        if expected not in types:
+            return (f"publishers offer {', '.join(types)} but the node subscribes {expected}; "
+                    "set camera_transport / depth_transport / audio_msg_type to match")
+        reliable_wanted = self._param("input_qos") == "reliable"
+        best_effort_publishers = [p for p in publishers if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
+        if reliable_wanted and best_effort_publishers:
+            return ("QoS mismatch: the publisher is BEST_EFFORT but input_qos is 'reliable' (incompatible, nothing is "
+                    "delivered); set input_qos:=sensor_data")
+        return ("a compatible publisher exists but nothing arrives: large images over best-effort need the Fast DDS "
+                "profile in EVERY process (FASTDDS_DEFAULT_PROFILES_FILE=<share>/admn_ros/config/"
+                "fastdds_large_data.xml, set by the launch file and admn_bringup) or input_qos:=reliable")
+
+    def _check_sync_drops(self) -> list[str]:
+        """Warn (throttled, per topic) when the synchronizer dropped out-of-order or duplicate stamps."""
+        problems = []
+        for stats in self.sync_stats().inputs:
+            disorder = (stats.out_of_order or 0, stats.duplicates or 0)
+            previous = self._last_sync_counts.get(stats.topic, (0, 0))
+            self._last_sync_counts[stats.topic] = disorder
+            if disorder[0] > previous[0] or disorder[1] > previous[1]:
+                entry = next((e for e in self.inputs.values() if e.topic == stats.topic), None)
+                topic = entry.resolved_topic if entry else stats.topic
+                reason = (f"{disorder[0] - previous[0]} out-of-order and {disorder[1] - previous[1]} duplicate "
+                          "stamp(s) dropped by the synchronizer")
+                if entry is not None:
+                    entry.errors += disorder[0] - previous[0] + disorder[1] - previous[1]
+                    entry.last_error = reason
+                problems.append(f"{topic}: {reason}")
+                self._throttled("warning", f"disorder:{topic}", f"{topic}: {reason}")
+        return problems
+
+    def latency_summary(self) -> dict[str, list[float]]:
+        with self._timings_lock:
+            timings = list(self._timings)
+        fields = ("decode_ms", "audio_ms", "preprocess_ms", "model_ms", "publish_ms", "end_to_end_ms")
+        return {name: percentiles([getattr(t, name) for t in timings]) for name in fields}
+
+    def _inference_status(self) -> DiagnosticStatus:
+        budget, origin = self.current_budget()
+        status = DiagnosticStatus(name=f"{NODE_NAME}: inference", hardware_id=str(self.model_path))
+        if self.device_problem:
+            status.level, status.message = DiagnosticStatus.ERROR, self.device_problem
+        elif self._budget_problem:
+            status.level, status.message = DiagnosticStatus.WARN, self._budget_problem
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"budget {budget} ({origin})"
+        latency = self.latency_summary()
+        pairs = [("model", self.config.name), ("device", self.device), ("precision", self._param("precision")),
+                 ("budget", str(budget)), ("budget_origin", origin),
+                 ("budget_min", str(self.engine.min_budget)), ("budget_max", str(self.engine.max_budget)),
+                 ("trained_budgets", ",".join(map(str, self.engine.trained_budgets)))]
+        if self.last_result is not None:
+            allocation = self.last_result.allocation
+            pairs += [("allocation_source", allocation.source), ("budget_used", str(allocation.budget_used))]
+            pairs += [(f"active_blocks.{name}", ",".join(map(str, blocks)))
+                      for name, blocks in allocation.active_blocks().items()]
+        for name in ("model_ms", "preprocess_ms", "end_to_end_ms"):
+            p50, p90 = latency[name]
+            pairs += [(f"{name}_p50", f"{p50:.2f}"), (f"{name}_p90", f"{p90:.2f}")]
+        pairs += [(name, str(value)) for name, value in self.counters.__dict__.items()]
+        pairs.append(("qoi_estimate", "unavailable (the engine does not expose controller QoI)"))
+        status.values = [KeyValue(key=k, value=v) for k, v in pairs]
+        return status
+
+    def _inputs_status(self, now: float, problems: list[str]) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=self._param("input_qos"))
+        if self._audio_problem:
+            problems = [*problems, self._audio_problem]
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) if problems else "inputs arriving"
+        pairs = self.sync_stats().as_key_values(now)
+        for entry in self.inputs.values():
+            age = "never" if entry.last_arrival is None else f"{now - entry.last_arrival:.3f}"
+            pairs += [(f"{entry.resolved_topic}.messages", str(entry.received)),
+                      (f"{entry.resolved_topic}.last_arrival_s_ago", age),
+                      (f"{entry.resolved_topic}.errors", str(entry.errors)),
+                      (f"{entry.resolved_topic}.last_error", entry.last_error)]
+        for key, ring in self._audio_rings.items():
+            topic = self.inputs[key].resolved_topic
+            pairs += [(f"{topic}.chunks_buffered", str(len(ring))), (f"{topic}.chunks_rejected", str(ring.rejected))]
+        status.values = [KeyValue(key=k, value=v) for k, v in pairs]
+        return status
+
+    # -------------------------------------------------------------------------------------------- shutdown
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = AdmnNode()
+        # SingleThreadedExecutor: see the module docstring (MultiThreadedExecutor busy-loops under use_sim_time).
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ModelLoadError, InvalidParameterValueException, ValueError, ImportError) as error:
+        print(f"admn_node: cannot start: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py (ros2 launch is not installable from PyPI).
+
+    admn_bringup --model tiny.safetensors [--device cuda] [--config admn_node.yaml] [--thermal-config t.yaml]
+                 [--use-sim-time] [--namespace robot1] [--dry-run]
+
+Starts admn_node and thermal_monitor as child processes (`python -m admn_ros.<node> --ros-args ...`) with the same
+parameter files, the same overrides (model, device, use_sim_time) and the same FASTDDS_DEFAULT_PROFILES_FILE as the
+launch file. Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on; ros2 launch does the
+same); children that do not exit within the grace period are terminated, then killed. If one node exits, the other
+is stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
+
+Config files are looked up where the launch file finds them (the package share directory: ament index, then
+<sys.prefix>/share/admn_ros, i.e. a pip install) and finally in the source tree (a checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE = "admn_ros"
+FASTDDS_PROFILE = "fastdds_large_data.xml"
+NODES = (("admn_node", "admn_ros.admn_node"), ("thermal_monitor", "admn_ros.thermal_monitor"))
+GRACE_S = 10.0
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env_overrides: dict[str, str] = field(default_factory=dict)
+
+    def shell(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_overrides.items())
+        return f"{env} {shlex.join(self.argv)}".strip()
+
+
+def config_dir() -> Path:
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
+        except (PackageNotFoundError, OSError, ValueError):  # OSError: AMENT_PREFIX_PATH unset
+            pass
+    except ImportError:
+        pass
+    candidates += [Path(sys.prefix) / "share" / PACKAGE / "config", Path(__file__).resolve().parent.parent / "config"]
+    for candidate in candidates:
+        if (candidate / "admn_node.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"config/admn_node.yaml not found in any of: {', '.join(map(str, candidates))}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="admn_bringup", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="path of the .safetensors model bundle")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    parser.add_argument("--config", help="admn_node parameters YAML (default: the shipped config/admn_node.yaml)")
+    parser.add_argument("--thermal-config",
+                        help="thermal_monitor parameters YAML (default: the shipped config/thermal_monitor.yaml)")
+    parser.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay, simulation)")
+    parser.add_argument("--namespace", default="", help="namespace for both nodes and their topics")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    return parser.parse_args(argv)
+
+
+def build_commands(args: argparse.Namespace, python: str = sys.executable) -> list[ProcessSpec]:
+    configs = config_dir()
+    admn_config = Path(args.config or configs / "admn_node.yaml").resolve()
+    thermal_config = Path(args.thermal_config or configs / "thermal_monitor.yaml").resolve()
+    for path in (admn_config, thermal_config):
+        if not path.is_file():
+            raise FileNotFoundError(f"parameter file not found: {path}")
+    sim_time = "true" if args.use_sim_time else "false"
+    # Absolute: the node resolves a relative path against its own working directory, which is ours, but an absolute
+    # path in the log is what users can check.
+    model = str(Path(args.model).expanduser().resolve())
+    common = ["-p", f"use_sim_time:={sim_time}"]
+    if args.namespace:
+        common += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
+    env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(configs / FASTDDS_PROFILE)}
+    overrides = {"admn_node": ["--params-file", str(admn_config), "-p", f"model:={model}", "-p",
+                               f"device:={args.device}"],
+                 "thermal_monitor": ["--params-file", str(thermal_config)]}
+    return [ProcessSpec(name, [python, "-m", module, "--ros-args", "-r", f"__node:={name}", *overrides[name],
+                               *common], dict(env))
+            for name, module in NODES]
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + GRACE_S
+    for name, process in processes.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"admn_bringup: {name} ignored SIGINT for {GRACE_S:.0f} s; terminating", file=sys.stderr)
+            process.terminate()
+            try:
+                process.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run(specs: list[ProcessSpec]) -> int:
+    stop_requested = []
+
+    def request_stop(signum, _frame):
+        stop_requested.append(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes: dict[str, subprocess.Popen] = {}
+    exit_code = 0
+    try:
+        for spec in specs:
+            print(f"admn_bringup: starting {spec.name}: {spec.shell()}", flush=True)
+            # Own session: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
+            processes[spec.name] = subprocess.Popen(spec.argv, env={**os.environ, **spec.env_overrides},
+                                                    start_new_session=True)
+        while not stop_requested:
+            exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
+            if exited:
+                name, code = next(iter(exited.items()))
+                print(f"admn_bringup: {name} exited with code {code}; stopping the others", file=sys.stderr)
+                exit_code = code or 1
+                break
+            time.sleep(0.1)
+    finally:
+        _stop(processes)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = {name: p.returncode for name, p in processes.items() if p.returncode not in (0, -signal.SIGINT)}
+    if failed and not exit_code:
+        print(f"admn_bringup: exit codes after shutdown: {failed}", file=sys.stderr)
+        exit_code = 1
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        specs = build_commands(args)
+    except FileNotFoundError as error:
+        print(f"admn_bringup: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for spec in specs:
+            print(spec.shell())
+        return 0
+    return run(specs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

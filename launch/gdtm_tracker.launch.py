@@ -1,0 +1,74 @@
+"""GDTM tracker: admn_node (perception) + thermal_monitor (/compute_budget), parameters from config/*.yaml.
+
+    ros2 launch admn_ros gdtm_tracker.launch.py model:=/abs/path/tiny.safetensors [device:=cuda] \
+        [config:=my_admn_node.yaml] [thermal_config:=my_thermal.yaml] [use_sim_time:=true] [namespace:=robot1]
+
+Without ros2 launch (pip-only install), `admn_bringup` starts the same nodes from the same files with the same
+arguments (admn_ros/bringup.py; test/test_launch_files.py keeps the two in step).
+
+Every process gets FASTDDS_DEFAULT_PROFILES_FILE = the shipped config/fastdds_large_data.xml: with Fast DDS's default
+512 KB shared-memory segment a best-effort subscriber receives almost no VGA images from another process
+(config/fastdds_large_data.xml explains). Camera drivers started outside this launch file need the same variable.
+The `model`, `device` and `use_sim_time` arguments override the values in the YAML files.
+"""
+
+# ruff: noqa: I001 - ruff takes `launch` (the ROS package) for this repository's launch/ folder
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+PACKAGE = "admn_ros"
+
+
+def generate_launch_description():
+    config_dir = os.path.join(get_package_share_directory(PACKAGE), "config")
+    model = LaunchConfiguration("model")
+    device = LaunchConfiguration("device")
+    config = LaunchConfiguration("config")
+    thermal_config = LaunchConfiguration("thermal_config")
+    use_sim_time = LaunchConfiguration("use_sim_time")
+    namespace = LaunchConfiguration("namespace")
+    sim_time = ParameterValue(use_sim_time, value_type=bool)
+
+    return LaunchDescription([
+        DeclareLaunchArgument("model", description="path of the .safetensors model bundle (required)"),
+        DeclareLaunchArgument("device", default_value="cpu", description="cpu | cuda | cuda:N"),
+        DeclareLaunchArgument("config", default_value=os.path.join(config_dir, "admn_node.yaml"),
+                              description="admn_node parameters YAML"),
+        DeclareLaunchArgument("thermal_config", default_value=os.path.join(config_dir, "thermal_monitor.yaml"),
+                              description="thermal_monitor parameters YAML"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                              description="follow /clock (bag replay, simulation)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace for both nodes and their topics"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(config_dir, "fastdds_large_data.xml")),
+        Node(
+            package=PACKAGE,
+            executable="admn_node",
+            name="admn_node",
+            namespace=namespace,
+            output="screen",
+            emulate_tty=True,
+            parameters=[
+                config,
+                {
+                    "model": ParameterValue(model, value_type=str),
+                    "device": ParameterValue(device, value_type=str),
+                    "use_sim_time": sim_time,
+                },
+            ],
+        ),
+        Node(
+            package=PACKAGE,
+            executable="thermal_monitor",
+            name="thermal_monitor",
+            namespace=namespace,
+            output="screen",
+            emulate_tty=True,
+            parameters=[thermal_config, {"use_sim_time": sim_time}],
+        ),
+    ])

@@ -1,0 +1,253 @@
+"""The launch file, setup.py's console scripts, config/*.yaml, the nodes' declared parameters and admn_bringup agree.
+
+launch_ros is not installable here, so launch/gdtm_tracker.launch.py is read with `ast`. The YAML files are loaded
+by real rcl (a node with --params-file), in the root namespace and in a namespace, as ros2 launch would pass them.
+"""
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from admn_core.bench import random_bundle
+from admn_core.bundle import save_bundle
+from admn_ros import bringup
+from admn_ros.admn_node import PARAMETERS, AdmnNode, validate_parameter
+
+from model_fixtures import micro_config
+from ros_fixtures import isolate_ros_environment, ros_context, spin_until, unique_name  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH_FILE = ROOT / "launch" / "gdtm_tracker.launch.py"
+CONFIG_DIR = ROOT / "config"
+ROS_PARAMETERS = {"use_sim_time"}  # declared by every rclpy node
+
+
+def _call_name(call: ast.Call) -> str:
+    return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+
+
+def _calls(tree, name):
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _call_name(node) == name]
+
+
+def _kwargs(call: ast.Call) -> dict:
+    return {kw.arg: kw.value for kw in call.keywords}
+
+
+def _constant_strings(node) -> list[str]:
+    return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+@pytest.fixture(scope="module")
+def launch_tree():
+    return ast.parse(LAUNCH_FILE.read_text())
+
+
+def _bindings(tree) -> dict[str, str]:
+    """Simple names bound in the launch file: NAME = "constant" -> constant, x = LaunchConfiguration("arg") -> arg."""
+    bindings = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                bindings[node.targets[0].id] = value.value
+            elif isinstance(value, ast.Call) and _call_name(value) == "LaunchConfiguration":
+                bindings[node.targets[0].id] = value.args[0].value
+    return bindings
+
+
+@pytest.fixture(scope="module")
+def launch_nodes(launch_tree):
+    """name -> {'executable', 'package', 'parameter_files' (launch argument names), 'overrides' (dict keys)}."""
+    bindings = _bindings(launch_tree)
+
+    def value(node):
+        return node.value if isinstance(node, ast.Constant) else bindings[node.id]
+
+    nodes = {}
+    for call in _calls(launch_tree, "Node"):
+        kwargs = _kwargs(call)
+        files, overrides = [], []
+        for item in kwargs["parameters"].elts:
+            if isinstance(item, ast.Dict):
+                overrides += [key.value for key in item.keys]
+            else:  # a name bound to LaunchConfiguration("<argument>")
+                files.append(value(item))
+        nodes[value(kwargs["name"])] = {"executable": value(kwargs["executable"]),
+                                        "package": value(kwargs["package"]),
+                                        "parameter_files": files, "overrides": overrides}
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def launch_arguments(launch_tree):
+    """argument name -> default value's string constants (e.g. the YAML file name)."""
+    return {call.args[0].value: _constant_strings(_kwargs(call).get("default_value", ast.Constant(None)))
+            for call in _calls(launch_tree, "DeclareLaunchArgument")}
+
+
+@pytest.fixture(scope="module")
+def console_scripts():
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    entry_points = next(kw.value for call in _calls(tree, "setup") for kw in call.keywords if kw.arg == "entry_points")
+    scripts = ast.literal_eval(entry_points)["console_scripts"]
+    return {name.strip(): target.strip() for name, target in (line.split("=") for line in scripts)}
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bundle") / "micro.safetensors"
+    return str(save_bundle(path, random_bundle(micro_config(), budgets=[6])))
+
+
+def _declared_parameters(context, name, bundle_path) -> set[str]:
+    if name == "admn_node":
+        node = AdmnNode(context=context, parameter_overrides=[Parameter("model", value=bundle_path)])
+    else:
+        from admn_ros.thermal_monitor import ThermalMonitorNode
+
+        node = ThermalMonitorNode(context=context, parameter_overrides=[Parameter("source", value="scripted")])
+    try:
+        return set(node.list_parameters([], 0).names) - {"start_type_description_service"}
+    finally:
+        node.destroy_node()
+
+
+def test_launch_executables_are_console_scripts_with_a_main(launch_nodes, console_scripts):
+    import importlib
+
+    assert set(launch_nodes) == {"admn_node", "thermal_monitor"}
+    for node in launch_nodes.values():
+        assert node["package"] == "admn_ros"
+        assert node["executable"] in console_scripts, f"{node['executable']} is not in setup.py console_scripts"
+        module, function = console_scripts[node["executable"]].split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+    for script in ("admn_bringup", "admn_node_benchmark"):
+        module, function = console_scripts[script].split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_launch_arguments_and_default_files(launch_arguments, launch_nodes, launch_tree):
+    assert set(launch_arguments) == {"model", "device", "config", "thermal_config", "use_sim_time", "namespace"}
+    assert launch_arguments["model"] == [], "model must be required (no default)"
+    assert "admn_node.yaml" in launch_arguments["config"]
+    assert "thermal_monitor.yaml" in launch_arguments["thermal_config"]
+    for name in ("admn_node.yaml", "thermal_monitor.yaml", "fastdds_large_data.xml"):
+        assert (CONFIG_DIR / name).is_file()
+    assert launch_nodes["admn_node"]["parameter_files"] == ["config"]
+    assert launch_nodes["thermal_monitor"]["parameter_files"] == ["thermal_config"]
+    env = _calls(launch_tree, "SetEnvironmentVariable")
+    assert len(env) == 1 and env[0].args[0].value == "FASTDDS_DEFAULT_PROFILES_FILE"
+    assert "fastdds_large_data.xml" in _constant_strings(env[0].args[1])
+    assert "get_package_share_directory" in LAUNCH_FILE.read_text()
+
+
+def test_launch_overrides_and_yaml_keys_are_declared_parameters(ros_context, launch_nodes, bundle_path):  # noqa: F811
+    files = {"admn_node": CONFIG_DIR / "admn_node.yaml", "thermal_monitor": CONFIG_DIR / "thermal_monitor.yaml"}
+    for name, path in files.items():
+        declared = _declared_parameters(ros_context, name, bundle_path)
+        assert set(launch_nodes[name]["overrides"]) <= declared, name
+        document = yaml.safe_load(path.read_text())
+        (values,) = [section["ros__parameters"] for section in document.values()]
+        unknown = set(values) - declared
+        assert not unknown, f"{path.name}: parameters the node does not declare: {sorted(unknown)}"
+    admn_values = next(iter(yaml.safe_load(files["admn_node"].read_text()).values()))["ros__parameters"]
+    assert set(admn_values) == set(PARAMETERS), "admn_node.yaml should list every parameter"
+    for key, value in admn_values.items():
+        assert type(value) is type(PARAMETERS[key][0]), f"{key}: YAML {value!r} has the wrong type for ROS"
+        assert validate_parameter(key, value) is None
+
+
+@pytest.mark.parametrize(("name", "namespace"), [
+    ("admn_node", ""), ("admn_node", "robot1"), ("thermal_monitor", ""),
+    ("thermal_monitor", "robot1"),
+])
+def test_yaml_files_apply_in_the_root_namespace_and_in_a_namespace(ros_context, name, namespace):  # noqa: F811
+    path = CONFIG_DIR / f"{name}.yaml"
+    node = Node(name, context=ros_context, namespace=namespace, automatically_declare_parameters_from_overrides=True,
+                cli_args=["--ros-args", "--params-file", str(path)])
+    try:
+        document = yaml.safe_load(path.read_text())
+        (values,) = [section["ros__parameters"] for section in document.values()]
+        assert set(values) <= set(node.list_parameters([], 0).names), f"{path.name} not applied to {namespace!r}"
+    finally:
+        node.destroy_node()
+
+
+def test_bringup_builds_the_same_nodes_files_and_overrides_as_the_launch_file(launch_nodes, console_scripts,
+                                                                              launch_arguments, launch_tree):
+    args = bringup.parse_args(["--model", "m.safetensors", "--device", "cuda", "--namespace", "robot1",
+                               "--use-sim-time"])
+    specs = {spec.name: spec for spec in bringup.build_commands(args, python="python3")}
+    assert set(specs) == set(launch_nodes)
+    for name, spec in specs.items():
+        argv = spec.argv
+        assert argv[:3] == ["python3", "-m", console_scripts[launch_nodes[name]["executable"]].split(":")[0]]
+        assert argv[3] == "--ros-args" and "__ns:=/robot1" in argv and f"__node:={name}" in argv
+        params_file = Path(argv[argv.index("--params-file") + 1])
+        file_argument = launch_nodes[name]["parameter_files"][0]
+        assert params_file.name in launch_arguments[file_argument] and params_file.is_file()
+        overrides = {argv[i + 1].split(":=")[0]: argv[i + 1].split(":=")[1] for i, a in enumerate(argv) if a == "-p"}
+        assert set(overrides) == set(launch_nodes[name]["overrides"])
+        assert overrides["use_sim_time"] == "true"
+        assert Path(spec.env_overrides["FASTDDS_DEFAULT_PROFILES_FILE"]).name == "fastdds_large_data.xml"
+        assert Path(spec.env_overrides["FASTDDS_DEFAULT_PROFILES_FILE"]).is_file()
+    overrides = specs["admn_node"].argv
+    assert f"model:={Path('m.safetensors').resolve()}" in overrides and "device:=cuda" in overrides
+
+
+def _env():
+    isolate_ros_environment()
+    return dict(os.environ)
+
+
+def test_node_main_exits_with_a_clear_reason_when_the_model_is_missing(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    completed = subprocess.run([sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-p", f"model:={missing}"],
+                               capture_output=True, text=True, timeout=60, env=_env())
+    assert completed.returncode == 2
+    assert f"model bundle not found: {missing}" in completed.stderr
+
+
+def test_bringup_starts_both_nodes_and_stops_cleanly_on_sigint(ros_context, bundle_path):  # noqa: F811
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import Int32
+
+    from admn_ros.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_TOPIC
+
+    namespace = unique_name("bringup")
+    process = subprocess.Popen([sys.executable, "-m", "admn_ros.bringup", "--model", bundle_path, "--namespace",
+                                namespace], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watcher = Node("bringup_watcher", context=ros_context)
+    budgets = []
+    watcher.create_subscription(Int32, BUDGET_TOPIC, budgets.append, BUDGET_LATCHED_SUBSCRIPTION_QOS)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(watcher)
+
+    def running():
+        names = set(watcher.get_node_names_and_namespaces())
+        return {("admn_node", f"/{namespace}"), ("thermal_monitor", f"/{namespace}")} <= names
+
+    try:
+        assert spin_until(executor, lambda: running() and budgets, 60.0), "bring-up did not start both nodes"
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert time.monotonic() - started < 10.0
+        assert "starting admn_node" in output and "FASTDDS_DEFAULT_PROFILES_FILE=" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        watcher.destroy_node()
+        executor.shutdown()
