@@ -76,10 +76,14 @@ def sensor_qos(name: str, depth: int = 5) -> QoSProfile:
 
 def subscribe_budget(node, callback: Callable, topic: str = BUDGET_TOPIC, callback_group=None) -> tuple:
     """Create the latched + volatile budget subscriptions (see module docstring); returns both."""
+    from rclpy.event_handler import SubscriptionEventCallbacks
     from std_msgs.msg import Int32
 
+    # A volatile publisher (`ros2 topic pub`) is incompatible with the latched subscription by design — the
+    # volatile one receives it — so rclpy's default "incompatible QoS" warning would be noise on every publish.
+    expected_mismatch = SubscriptionEventCallbacks(incompatible_qos=lambda event: None)
     latched = node.create_subscription(Int32, topic, callback, BUDGET_LATCHED_SUBSCRIPTION_QOS,
-                                       callback_group=callback_group)
+                                       callback_group=callback_group, event_callbacks=expected_mismatch)
     volatile = node.create_subscription(Int32, topic, callback, BUDGET_VOLATILE_SUBSCRIPTION_QOS,
                                         callback_group=callback_group)
     return latched, volatile
