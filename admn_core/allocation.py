@@ -89,16 +89,20 @@ def select_layers(
     if training and straight_through:
         noise = -torch.log(-torch.log(torch.rand(flat.shape, generator=generator).to(flat) + 1e-12) + 1e-12)
         soft = torch.softmax((flat + gumbel_scale * noise) / temperature, dim=-1)
+        ranking = soft
     elif training:
+        # Plain straight-through: rank the raw logits (block 0 stays at −inf so it never takes a slot) and let
+        # the gradient flow into the logits themselves (the −inf entries carry none).
+        ranking = flat
         soft = flat.masked_fill(torch.isinf(flat), 0.0)
     else:
-        soft = flat
+        soft = ranking = flat
     if bool((costs == 1).all()):
         extra = min(budget - always_on, modalities * (depth - 1))
         hard = torch.zeros_like(flat, dtype=torch.bool)
-        hard.scatter_(1, soft.topk(extra, dim=-1).indices, True)
+        hard.scatter_(1, ranking.topk(extra, dim=-1).indices, True)
     else:
-        hard = _greedy_by_cost(soft.detach(), budget - always_on, costs, depth)
+        hard = _greedy_by_cost(ranking.detach(), budget - always_on, costs, depth)
     hard = hard.view(batch, modalities, depth)
     hard[:, :, 0] = True
     if not training:

@@ -52,6 +52,10 @@ class Bundle:
 
 
 def build_controller(config: ModelConfig, info: ControllerInfo) -> QoIController:
+    if info.kind == "universal":
+        from admn_core.train.universal import build_universal_controller
+
+        return build_universal_controller(config, info)
     if info.kind != "per_budget":
         raise BundleError(f"controller {info.name!r}: kind {info.kind!r} is not supported by this version")
     return QoIController(config, corruption_outputs=info.corruption_outputs)

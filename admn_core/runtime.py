@@ -2,6 +2,8 @@
 
 Used identically by the ROS node, bag replay and offline evaluation. Controller choice obeys the budget:
 - budget ≥ the maximum → every block (the Upper Bound; no controller needed);
+- a per-budget controller trained for exactly the request → that one;
+- a universal (budget-conditioned) controller → exactly the request;
 - per-budget controllers → the largest trained budget ≤ the request;
 - no controller at or below the request → Naive Allocation at the request;
 - below the always-on minimum → nothing runs; the Result says why (never rounded up).
@@ -81,6 +83,10 @@ class InferenceEngine:
     def trained_budgets(self) -> list[int]:
         return sorted(info.budget for info in self.controller_infos.values() if info.budget is not None)
 
+    @property
+    def universal_controller(self) -> str | None:
+        return next((n for n, info in self.controller_infos.items() if info.kind == "universal"), None)
+
     def controller_for(self, budget: int) -> str | None:
         """The per-budget controller with the largest trained budget ≤ `budget`, or None."""
         fitting = [(info.budget, name) for name, info in self.controller_infos.items()
@@ -100,6 +106,11 @@ class InferenceEngine:
         if budget >= self.max_budget:
             return torch.ones(batch, len(self.costs), depth, dtype=torch.bool, device=self.device), "full"
         name = self.controller_for(budget)
+        universal = self.universal_controller
+        if universal is not None and (name is None or self.controller_infos[name].budget != budget):
+            # A universal controller serves exactly the request; a per-budget one trained for it still wins.
+            logits, _ = self.controllers[universal](inputs, budget)
+            return select_layers(logits.float(), budget, self.costs), f"controller:{universal}"
         if name is None:
             mask = naive_allocation(self.config, budget).to(self.device)
             return mask.expand(batch, -1, -1), "naive"

@@ -18,10 +18,12 @@ from admn_core.presets import preset_config
 @pytest.mark.parametrize("budget", [3, 4, 6, 8, 12, 16, 24, 35, 36])
 def test_top_l_selection_uses_exactly_the_budget_with_block_0_on(budget):
     logits = torch.randn(16, 3, 12, generator=torch.Generator().manual_seed(budget))
-    for training in (False, True):
-        mask = select_layers(logits, budget, training=training)
-        assert mask.detach().bool().sum(dim=(1, 2)).eq(budget).all()
-        assert mask.detach().bool()[:, :, 0].all()
+    negative = -logits.abs() - 1  # all-negative logits: block 0's excluded slot must still never be picked
+    for scores in (logits, negative):
+        for training, straight_through in ((False, True), (True, True), (True, False)):
+            mask = select_layers(scores, budget, training=training, straight_through=straight_through)
+            assert mask.detach().bool().sum(dim=(1, 2)).eq(budget).all()
+            assert mask.detach().bool()[:, :, 0].all()
 
 
 def test_inference_selection_is_top_k_of_the_raw_logits():

@@ -1,0 +1,186 @@
+"""Stage-2 controllers on a frozen toy task model: supervision, selection gradients, ADMN_AE, universal controller."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from admn_core.allocation import layer_costs, maximum_budget, minimum_budget, select_layers
+from admn_core.bundle import ControllerInfo
+from admn_core.models.controller import QoIController
+from admn_core.models.task_model import ADMNModel
+from admn_core.train.autoencoder import ENCODER_PARTS, pretrain_autoencoder
+from admn_core.train.batching import BatchCollator, CorruptionTargets
+from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
+from admn_core.train.controllers import allocations, new_controller, train_controller
+from admn_core.train.stage1 import train_stage1
+from admn_core.train.toy import SquareDataset, toy_config
+from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
+
+torch.set_num_threads(1)
+TARGETS = CorruptionTargets(weights=())  # toy σ ∈ {0, 1} for both modalities, equal weights
+
+
+@pytest.fixture(scope="module")
+def stage1_model():
+    """A Stage-1 model that uses whichever modality is clean (trained on samples where either one is noise)."""
+    config = toy_config()
+    torch.manual_seed(0)
+    model = ADMNModel(config)
+    train_stage1(model, SquareDataset(config, 128, noisy="alternate"),
+                 Stage1Config(epochs=30, batch_size=16, lr=3e-3, progress=False))
+    return model
+
+
+def batch_inputs(config, dataset, count):
+    return BatchCollator(config)([dataset[i] for i in range(count)]).inputs
+
+
+@pytest.mark.parametrize(("noisy", "informative"), [("depth", "rgb"), ("rgb", "depth")])
+def test_corruption_supervised_controller_prefers_the_clean_modality(stage1_model, noisy, informative):
+    config = stage1_model.config
+    budget = 4  # block 0 of each modality + 2 chosen blocks
+    settings = ControllerTrainConfig(epochs=8, batch_size=16, lr=5e-3, progress=False)
+    torch.manual_seed(1)
+    controller = new_controller(stage1_model, settings, TARGETS)
+    inputs = batch_inputs(config, SquareDataset(config, 32, noisy=noisy, seed=1), 32)
+    index = config.modality_names.index(informative)
+    before = allocations(config, controller, inputs, budget).sum(-1).float().mean(0)
+    controller, history = train_controller(stage1_model, SquareDataset(config, 64, noisy=noisy), budget, settings,
+                                           corruption=TARGETS, controller=controller)
+    after = allocations(config, controller, inputs, budget).sum(-1).float().mean(0)
+    assert history[0]["warmup"] == 1.0 and "task_loss" not in history[0]  # corruption-only first epoch
+    assert history[-1]["corruption_loss"] < 0.5 * history[0]["corruption_loss"]
+    first, last = history[1][f"blocks_{informative}"], history[-1][f"blocks_{informative}"]
+    assert last > first + 0.4 and last >= 2.5  # training-time (Gumbel) allocations move to the clean modality
+    assert after[index] > after[1 - index] and after[index] > before[index] - 1e-6
+    assert after.sum().item() == budget
+
+
+@pytest.mark.parametrize("straight_through", [True, False])
+def test_selection_paths_pass_gradients_to_the_controller(straight_through):
+    config = toy_config()
+    torch.manual_seed(0)
+    model, controller = ADMNModel(config), QoIController(config)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    data = SquareDataset(config, 8)
+    batch = BatchCollator(config)([data[i] for i in range(8)])
+    logits, _ = controller(batch.inputs)
+    budget = 7
+    masks = select_layers(logits, budget, layer_costs(config), training=True, straight_through=straight_through,
+                          generator=torch.Generator().manual_seed(0))
+    assert masks.requires_grad
+    assert torch.equal(masks.detach().sum(dim=(1, 2)), torch.full((8,), float(budget)))  # forward value: exact 0/1
+    model.loss(model(batch.inputs, masks), batch.target).backward()
+    for name in ("layer_logits.2.weight", "layer_logits.0.weight", "stems.rgb.proj.weight", "cls"):
+        grad = dict(controller.named_parameters())[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_task_only_and_plain_st_variants(stage1_model):
+    config = stage1_model.config
+    data = SquareDataset(config, 32, noisy="depth")
+    task_only, history = train_controller(stage1_model, data, 6, ControllerTrainConfig(
+        variant="task_only", epochs=2, batch_size=16, progress=False))
+    assert task_only.corruption_head is None
+    assert all("corruption_loss" not in row and row["warmup"] == 0.0 for row in history)  # no warm-up, task only
+    plain, history = train_controller(stage1_model, data, 6, ControllerTrainConfig(
+        variant="plain_st", epochs=2, batch_size=16, progress=False), corruption=TARGETS)
+    assert plain.corruption_head is not None and "task_loss" in history[1] and "corruption_loss" in history[1]
+
+
+def test_autoencoder_variant_trains_only_the_layer_mlp(stage1_model):
+    config = stage1_model.config
+    data = SquareDataset(config, 32, noisy="alternate")
+    autoencoder, ae_history = pretrain_autoencoder(config, data, AutoencoderConfig(
+        epochs=4, batch_size=16, lr=3e-3, progress=False))
+    assert ae_history[-1]["recon_loss"] < ae_history[0]["recon_loss"]
+    controller, history = train_controller(stage1_model, data, 5, ControllerTrainConfig(
+        variant="autoencoder", epochs=2, batch_size=16, progress=False), autoencoder=autoencoder)
+    encoder = autoencoder.encoder.state_dict()
+    for key, value in controller.state_dict().items():
+        if key.split(".", 1)[0] in ENCODER_PARTS:
+            assert torch.equal(value, encoder[key]), key  # transferred and frozen
+    assert not torch.equal(controller.state_dict()["layer_logits.2.weight"], encoder["layer_logits.2.weight"])
+    trainable = {name for name, p in controller.named_parameters() if p.requires_grad}
+    assert trainable == {"layer_logits.0.weight", "layer_logits.2.weight"}
+    assert controller.corruption_head is None and "task_loss" in history[0]
+
+
+def test_universal_controller_obeys_every_integer_budget():
+    config = toy_config()
+    torch.manual_seed(0)
+    controller = UniversalController(config, corruption_outputs=2).eval()
+    data = SquareDataset(config, 4, noisy="alternate")
+    inputs = batch_inputs(config, data, 4)
+    costs = layer_costs(config)
+    logits_by_budget = {}
+    for budget in range(minimum_budget(config), maximum_budget(config) + 1):
+        logits, corruption = controller(inputs, budget)
+        assert corruption.shape == (4, 2)
+        logits_by_budget[budget] = logits
+        hard = select_layers(logits, budget, costs)
+        assert hard.sum(dim=(1, 2)).tolist() == [budget] * 4
+        assert hard[:, :, 0].all()
+        soft = select_layers(logits, budget, costs, training=True, generator=torch.Generator().manual_seed(budget))
+        assert soft.detach().sum(dim=(1, 2)).tolist() == [float(budget)] * 4
+    assert not torch.allclose(logits_by_budget[3], logits_by_budget[20])  # the budget really conditions the logits
+    with pytest.raises(TypeError, match="needs the budget"):
+        controller(inputs)
+
+
+def test_universal_controller_trains_and_rebuilds_from_bundle_info(stage1_model, tmp_path):
+    config = stage1_model.config
+    data = SquareDataset(config, 32, noisy="depth")
+    settings = UniversalTrainConfig(epochs=2, batch_size=8, progress=False, budget_min=3, budget_max=10)
+    controller, history = train_universal_controller(stage1_model, data, settings, corruption=TARGETS,
+                                                     val_set=SquareDataset(config, 16, noisy="depth", seed=1))
+    for budget in (3, 6, 10):  # validation at the range's ends and middle, each within its budget
+        assert history[-1][f"val{budget}_cost"] == budget
+    save_file({k: v.contiguous() for k, v in controller.state_dict().items()}, str(tmp_path / "u.safetensors"))
+    info = ControllerInfo(name="universal", budget=None, kind="universal", variant="corruption_supervised",
+                          corruption_outputs=TARGETS.num_outputs)
+    rebuilt = build_universal_controller(config, info)
+    rebuilt.load_state_dict(load_file(str(tmp_path / "u.safetensors")), strict=True)
+    inputs = batch_inputs(config, data, 4)
+    for budget in (4, 9):
+        torch.testing.assert_close(allocations(config, rebuilt, inputs, budget),
+                                   allocations(config, controller, inputs, budget))
+
+
+class CrashAfter(torch.utils.data.Dataset):
+    """Raises after `items` fetches: an interrupted run (the crash, not the training, is simulated)."""
+
+    def __init__(self, dataset, items):
+        self.dataset, self.items, self.fetched = dataset, items, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.fetched += 1
+        if self.fetched > self.items:
+            raise RuntimeError("simulated crash")
+        return self.dataset[index]
+
+
+def test_controller_resume_repeats_the_uninterrupted_run(stage1_model, tmp_path):
+    """Optimizer, LinearLR, Gumbel draws and data order all continue exactly after an interruption."""
+    config = stage1_model.config
+    data = SquareDataset(config, 32, noisy="depth")
+    settings = ControllerTrainConfig(epochs=3, batch_size=8, progress=False)
+
+    def run(run_dir, dataset, seed=5):
+        torch.manual_seed(seed)
+        controller = new_controller(stage1_model, settings, TARGETS)
+        return train_controller(stage1_model, dataset, 5, settings, corruption=TARGETS, controller=controller,
+                                run_dir=run_dir)
+
+    full, full_history = run(tmp_path / "full", data)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "cut", CrashAfter(data, 2 * len(data) + 3))
+    resumed, resumed_history = run(tmp_path / "cut", data, seed=99)
+    assert [row["epoch"] for row in resumed_history] == [0, 1, 2]
+    for key in ("loss", "task_loss", "corruption_loss", "lr"):
+        assert resumed_history[2][key] == pytest.approx(full_history[2][key], rel=1e-6), key
+    torch.testing.assert_close(resumed.state_dict(), full.state_dict(), rtol=1e-6, atol=1e-7)

@@ -1,0 +1,126 @@
+"""Stage 1 (LayerDrop fine-tuning), batching and resumable checkpoints on the learnable toy set."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from admn_core.models.task_model import ADMNModel
+from admn_core.train.batching import BatchCollator, CorruptionTargets, task_targets
+from admn_core.train.checkpoint import checkpoint_path, load_checkpoint
+from admn_core.train.config import Stage1Config
+from admn_core.train.stage1 import train_stage1
+from admn_core.train.toy import SquareDataset, toy_config
+
+torch.set_num_threads(1)
+
+
+def fresh_model(config, seed=0):
+    torch.manual_seed(seed)
+    return ADMNModel(config)
+
+
+def test_stage1_loss_and_error_decrease():
+    config = toy_config()
+    model = fresh_model(config)
+    history = train_stage1(model, SquareDataset(config, 96), Stage1Config(epochs=14, batch_size=16, lr=3e-3,
+                                                                           progress=False),
+                           val_set=SquareDataset(config, 32, seed=1))
+    losses = [row["train_loss"] for row in history]
+    errors = [row["val_error"] for row in history]
+    assert losses[-1] < 0.5 * losses[0]
+    # the position is really learnt (not only the covariance): validation error well below predicting the centre
+    assert errors[-1] < 0.8 * errors[0]
+    # LayerDrop warm-up follows the spec (toy: +0.1 per epoch up to 0.2)
+    assert [row["layerdrop_rate"] for row in history[:3]] == [config.layerdrop.rate_at(e) for e in range(3)]
+
+
+def test_frozen_blocks_stay_trainable_blocks_move():
+    config = toy_config(trainable_last_blocks=2)
+    model = fresh_model(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_stage1(model, SquareDataset(config, 32), Stage1Config(epochs=2, batch_size=8, lr=1e-3, progress=False))
+    after = model.state_dict()
+    for name in config.modality_names:
+        prefix = f"backbones.{name}."
+        frozen = [k for k in before if k.startswith(prefix) and not k.startswith((f"{prefix}blocks.10.",
+                                                                                 f"{prefix}blocks.11."))]
+        assert any("blocks.9." in k for k in frozen) and any("patch_embed" in k for k in frozen)
+        for key in frozen:
+            assert torch.equal(before[key], after[key]), key
+        for block in (10, 11):
+            weight = f"{prefix}blocks.{block}.attn.qkv.weight"
+            assert not torch.equal(before[weight], after[weight]), weight
+    for key in ("fusion.norm.weight", "adapters.rgb.net.0.weight", "head.mean_out.weight"):
+        assert not torch.equal(before[key], after[key]), key
+
+
+class CrashAfter(Dataset):
+    """Raises after `items` fetches: an interrupted run (the crash, not the training, is simulated)."""
+
+    def __init__(self, dataset, items):
+        self.dataset, self.items, self.fetched = dataset, items, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.fetched += 1
+        if self.fetched > self.items:
+            raise RuntimeError("simulated crash")
+        return self.dataset[index]
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    config = toy_config()
+    data = SquareDataset(config, 32)
+    settings = Stage1Config(epochs=3, batch_size=8, lr=2e-3, lr_end_factor=0.1, progress=False)
+    full_model = fresh_model(config)
+    full = train_stage1(full_model, data, settings, run_dir=tmp_path / "full")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_stage1(fresh_model(config), CrashAfter(data, 2 * len(data) + 5), settings, run_dir=tmp_path / "cut")
+    assert load_checkpoint(checkpoint_path(tmp_path / "cut"), modules={"model": fresh_model(config)})["epoch"] == 1
+    resumed_model = fresh_model(config, seed=123)  # different init: everything must come from the checkpoint
+    resumed = train_stage1(resumed_model, data, settings, run_dir=tmp_path / "cut")
+
+    assert len(resumed) == 3 and [row["epoch"] for row in resumed] == [0, 1, 2]
+    assert resumed[2]["train_loss"] == pytest.approx(full[2]["train_loss"], rel=1e-6)
+    assert resumed[2]["lr"] == pytest.approx(full[2]["lr"])
+    for key, value in full_model.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=1e-6, atol=1e-7)
+    rows = (tmp_path / "cut" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("epoch,")  # header + one row per epoch, no duplicates
+
+
+def test_batching_units_and_corruption_labels():
+    config = toy_config()
+    data = SquareDataset(config, 8, noisy="alternate")
+    batch = BatchCollator(config, CorruptionTargets(weights=()))([data[i] for i in range(8)])
+    positions = np.stack([data[i][1]["position_m"] for i in range(8)])
+    torch.testing.assert_close(batch.target, torch.from_numpy(positions) / config.head.position_unit_m)
+    assert batch.inputs["rgb"].shape == (8, 2, 3, 16, 16)
+    expected = [[float(data.noisy_modality(i) == "rgb"), float(data.noisy_modality(i) == "depth")] for i in range(8)]
+    assert batch.corruption.tolist() == expected
+    # the simulated world's key "position" is accepted too
+    assert task_targets(config, [{"position": np.array([0.5, -1.0])}]).tolist() == [[5.0, -10.0]]
+
+
+def test_corruption_targets_category_and_regression():
+    world_label = {"rgb": {"value": np.float32(2.0), "severity": 2}, "depth": {"value": np.float32(0.25),
+                                                                               "severity": 1},
+                   "mic": {"value": float("inf"), "severity": 0}}
+    regression = CorruptionTargets()
+    assert regression.labels([{"corruption": world_label}]).tolist() == [[2.0, 0.25]]
+    # official GDTM weighting: L1(img) + 20·L1(depth), σ̂ = sigmoid·5
+    prediction = torch.zeros(1, 2)  # σ̂ = 2.5 for both
+    assert regression.loss(prediction, torch.tensor([[2.0, 0.25]])).item() == pytest.approx(0.5 + 20 * 2.25)
+    with pytest.raises(ValueError, match="not finite"):
+        CorruptionTargets(modalities=("mic",)).labels([{"corruption": world_label}])
+    assert CorruptionTargets(modalities=("mic",), fields=(("mic", "severity"),)).labels(
+        [{"corruption": world_label}]).tolist() == [[0.0]]
+    # AVE-style 4 classes: corrupted-or-not per modality, mixed radix (rgb major)
+    category = CorruptionTargets(kind="category", modalities=("rgb", "depth"), classes=(2, 2))
+    assert category.num_outputs == 4
+    assert category.labels([{"corruption": world_label}, {"corruption": 3}]).tolist() == [3, 3]
+    assert category.labels([{"corruption": {"rgb": {"severity": 0}, "depth": {"severity": 1}}}]).tolist() == [1]
