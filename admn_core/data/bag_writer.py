@@ -1,0 +1,256 @@
+"""Write a world trajectory as a rosbag2 (sqlite3 or mcap) with corruption episodes over time (via `rosbags`).
+
+Topics (per view V; the names the perception node subscribes to):
+
+    /V/camera/image_raw     sensor_msgs/msg/Image rgb8, frame V_camera_optical_frame, `camera_rate_hz`
+    /V/camera/camera_info   sensor_msgs/msg/CameraInfo (depth is registered to the RGB camera: same intrinsics)
+    /V/depth/image_raw      sensor_msgs/msg/Image 16UC1 millimetres (0 = no return), same stamps as the RGB
+    /V/mic/audio            sensor_msgs/msg/Image 32FC1, height 1 (channels), width 320 (samples, 20 ms at
+                            16 kHz); header.stamp = time of the LAST sample in the chunk; frame V_mic_frame.
+                            No standard stamped audio message exists; this is the team's carrier (the rate is
+                            fixed by config, 16000 Hz).
+    /ground_truth/pose      geometry_msgs/msg/PoseStamped, frame "world", metres (REP-103), at camera rate
+    /ground_truth/corruption diagnostic_msgs/msg/DiagnosticArray: one status per (view, modality), name
+                            "V/modality", message = category, values category / severity / value; level OK when
+                            clean, WARN for severity 1, ERROR above
+    /clock                  rosgraph_msgs/msg/Clock, at every audio chunk (50 Hz)
+
+Every message's bag timestamp equals its header stamp. Episodes (lights dimming, blur bursts, rain, a depth
+sensor dropping out, a microphone going noisy) are placed at fixed fractions of the duration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from admn_core.data.corruptions import CorruptionSpec, apply_corruption
+from admn_core.data.errors import BagWriteError
+from admn_core.data.geometry import yaw_quaternion
+from admn_core.data.trajectory import Trajectory, car_state
+from admn_core.data.world import World, WorldConfig
+
+AUDIO_CHUNK = 320  # samples per /mic/audio message: 20 ms at 16 kHz
+TRAJECTORY_OFFSET_S = 2.0  # bag time 0 = this instant along the trajectory (so audio history exists)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A corruption active on [start_s, end_s) of bag time for one sensor kind on some views (None = all).
+
+    With `ramp`, the strength follows a trapezoid (30 % rise, hold, 30 % fall): lowlight gamma goes 1 → peak
+    geometrically (lights dimming), rain intensity 0 → peak. Other categories switch on and off.
+    """
+
+    start_s: float
+    end_s: float
+    kind: str  # rgb | depth | audio
+    category: str
+    peak: float
+    views: tuple[str, ...] | None = None
+    ramp: bool = False
+    description: str = ""
+
+    def strength(self, t: float) -> float:
+        if not self.start_s <= t < self.end_s:
+            return 0.0
+        if not self.ramp:
+            return 1.0
+        phase = (t - self.start_s) / (self.end_s - self.start_s)
+        return min(1.0, phase / 0.3, (1.0 - phase) / 0.3)
+
+    def spec_at(self, t: float) -> CorruptionSpec | None:
+        strength = self.strength(t)
+        if strength <= 0:
+            return None
+        if self.category == "lowlight":
+            gamma = self.peak ** strength
+            return None if gamma < 1.5 else CorruptionSpec("lowlight", 1 if gamma < 20 else 2, gamma)
+        if self.category == "rain":
+            return CorruptionSpec("rain", 1, max(0.05, self.peak * strength))
+        severity = 2 if self.category == "blur" and self.peak > 100 else 1
+        return CorruptionSpec(self.category, severity, self.peak)
+
+
+def default_episodes(duration_s: float, views: tuple[str, ...]) -> tuple[Episode, ...]:
+    first, second, third = (views + views + views)[:3]
+    d = duration_s
+    return (
+        Episode(0.12 * d, 0.40 * d, "rgb", "lowlight", 100.0, ramp=True, description="lights dimming"),
+        Episode(0.45 * d, 0.50 * d, "rgb", "blur", 51, (first,), description="blur burst (k 51)"),
+        Episode(0.52 * d, 0.55 * d, "rgb", "blur", 201, (third,), description="blur burst (k 201)"),
+        Episode(0.60 * d, 0.78 * d, "rgb", "rain", 1.0, ramp=True, description="rain"),
+        Episode(0.80 * d, 0.88 * d, "depth", "dropout", 1.0, (third,), description="depth sensor dropout"),
+        Episode(0.55 * d, 0.95 * d, "audio", "fan", -10.0, (second,), description="microphone going noisy"),
+    )
+
+
+def _active_plan(world: World, episodes, t: float, kinds: tuple[str, ...]) -> dict:
+    plan = {}
+    for episode in episodes:
+        if episode.kind not in kinds or episode.kind not in world.kind_to_name:
+            continue
+        spec = episode.spec_at(t)
+        if spec is None:
+            continue
+        modality = world.kind_to_name[episode.kind]
+        for view in episode.views or world.config.views:
+            plan[(view, modality)] = spec
+    return plan
+
+
+def _time_msg(types, seconds: float):
+    nanoseconds = int(round(seconds * 1e9))
+    return types["builtin_interfaces/msg/Time"](sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9)
+
+
+def write_trajectory_bag(path: str | Path, duration_s: float = 20.0, seed: int = 0, storage: str = "sqlite3",
+                         world_config: WorldConfig | None = None, camera_rate_hz: float | None = None,
+                         start_time_s: float = 1_700_000_000.0, episodes: tuple[Episode, ...] | None = None,
+                         log=None) -> Path:
+    """Drive one random trajectory for `duration_s` and write every sensor stream into a new bag at `path`."""
+    try:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError:
+        raise BagWriteError("writing bags needs the `rosbags` package (pip install rosbags)") from None
+    plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+    if storage not in plugins:
+        raise BagWriteError(f"storage must be sqlite3 or mcap, got {storage!r}")
+    if duration_s <= 0:
+        raise BagWriteError(f"duration_s must be > 0, got {duration_s}")
+    path = Path(path)
+    if path.exists():
+        raise BagWriteError(f"{path}: already exists; rosbag2 writes a new directory")
+
+    world = World(world_config or WorldConfig())
+    config = world.config
+    rate_hz = camera_rate_hz or config.camera_rate_hz
+    sample_rate = config.audio.sample_rate
+    views = config.views
+    episodes = default_episodes(duration_s, views) if episodes is None else episodes
+    rng = np.random.default_rng([seed, 2**31])
+    trajectory = Trajectory.random(rng, config.track)
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = store.types
+    Header, Image = types["std_msgs/msg/Header"], types["sensor_msgs/msg/Image"]
+    height, width = config.image_size
+
+    def image_msg(stamp_s, frame_id, encoding, array, rows, cols, bytes_per_pixel):
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        return Image(header=Header(stamp=_time_msg(types, stamp_s), frame_id=frame_id), height=rows, width=cols,
+                     encoding=encoding, is_bigendian=0, step=cols * bytes_per_pixel, data=data)
+
+    with Writer(path, version=9, storage_plugin=plugins[storage]) as writer:
+        def connect(topic, msgtype):
+            return writer.add_connection(topic, msgtype, typestore=store)
+
+        def write(connection, stamp_s, message):
+            writer.write(connection, int(round(stamp_s * 1e9)), store.serialize_cdr(message, connection.msgtype))
+
+        rgb_name, depth_name, mic_name = (world.kind_to_name.get(k) for k in ("rgb", "depth", "audio"))
+        conns = {}
+        for view in views:
+            if rgb_name:
+                conns[(view, "rgb")] = connect(f"/{view}/camera/image_raw", "sensor_msgs/msg/Image")
+                conns[(view, "info")] = connect(f"/{view}/camera/camera_info", "sensor_msgs/msg/CameraInfo")
+            if depth_name:
+                conns[(view, "depth")] = connect(f"/{view}/depth/image_raw", "sensor_msgs/msg/Image")
+            if mic_name:
+                conns[(view, "mic")] = connect(f"/{view}/mic/audio", "sensor_msgs/msg/Image")
+        pose_conn = connect("/ground_truth/pose", "geometry_msgs/msg/PoseStamped")
+        label_conn = connect("/ground_truth/corruption", "diagnostic_msgs/msg/DiagnosticArray")
+        clock_conn = connect("/clock", "rosgraph_msgs/msg/Clock")
+
+        # Camera, depth, ground truth and labels at camera rate.
+        frames = int(math.floor(duration_s * rate_hz))
+        for frame in range(frames):
+            t = frame / rate_hz
+            stamp = start_time_s + t
+            state = car_state(trajectory, TRAJECTORY_OFFSET_S + t)
+            sample, scene_depth = world.render_cameras(state.position, state.heading, 1.0, rng)
+            plan = _active_plan(world, episodes, t, ("rgb", "depth"))
+            sample = world.corrupt(sample, plan, rng, scene_depth)
+            for view in views:
+                camera = world.cameras[view]
+                if rgb_name:
+                    write(conns[(view, "rgb")], stamp, image_msg(stamp, f"{view}_camera_optical_frame", "rgb8",
+                                                                 sample[(view, rgb_name)], height, width, 3))
+                    write(conns[(view, "info")], stamp, _camera_info(types, camera, stamp, view))
+                if depth_name:
+                    depth = sample[(view, depth_name)].astype("<u2")
+                    write(conns[(view, "depth")], stamp, image_msg(stamp, f"{view}_camera_optical_frame", "16UC1",
+                                                                   depth, height, width, 2))
+            write(pose_conn, stamp, _pose(types, stamp, state))
+            audio_plan = _active_plan(world, episodes, t, ("audio",))
+            write(label_conn, stamp, _diagnostics(types, world, stamp, {**plan, **audio_plan}))
+
+        # Audio: the whole duration rendered continuously, corrupted per episode segment, then chunked.
+        if mic_name:
+            total = int(math.floor(duration_s * sample_rate / AUDIO_CHUNK)) * AUDIO_CHUNK
+            gains = world.node_gains(rng)
+            offset_samples = int(round(TRAJECTORY_OFFSET_S * sample_rate))
+            audio = world.render_audio(trajectory, (offset_samples + total) / sample_rate, node_gains=gains,
+                                       n_samples=total)
+            for episode in episodes:
+                if episode.kind != "audio":
+                    continue
+                first, last = (int(round(s * sample_rate)) for s in (episode.start_s, min(episode.end_s, duration_s)))
+                for view in episode.views or views:
+                    segment = audio[(view, mic_name)][first:last]
+                    if segment.size:
+                        spec = episode.spec_at(episode.start_s)
+                        audio[(view, mic_name)][first:last] = apply_corruption(
+                            spec, "audio", segment, rng, world.corruption_context(view, None))
+            for chunk in range(total // AUDIO_CHUNK):
+                last_sample_s = ((chunk + 1) * AUDIO_CHUNK - 1) / sample_rate
+                stamp = start_time_s + last_sample_s
+                write(clock_conn, stamp, types["rosgraph_msgs/msg/Clock"](clock=_time_msg(types, stamp)))
+                for view in views:
+                    piece = audio[(view, mic_name)][chunk * AUDIO_CHUNK:(chunk + 1) * AUDIO_CHUNK].astype("<f4")
+                    write(conns[(view, "mic")], stamp,
+                          image_msg(stamp, f"{view}_mic_frame", "32FC1", piece, 1, AUDIO_CHUNK, 4))
+        else:
+            for frame in range(int(duration_s * 50)):
+                stamp = start_time_s + frame / 50
+                write(clock_conn, stamp, types["rosgraph_msgs/msg/Clock"](clock=_time_msg(types, stamp)))
+    if log:
+        log(f"wrote {duration_s:g} s trajectory bag ({storage}) to {path}")
+    return path
+
+
+def _camera_info(types, camera, stamp: float, view: str):
+    k = camera.ros_k()
+    return types["sensor_msgs/msg/CameraInfo"](
+        header=types["std_msgs/msg/Header"](stamp=_time_msg(types, stamp), frame_id=f"{view}_camera_optical_frame"),
+        height=camera.height, width=camera.width, distortion_model="plumb_bob",
+        d=np.zeros(5), k=np.array(k), r=np.eye(3).reshape(-1),
+        p=np.array([k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0]),
+        binning_x=0, binning_y=0,
+        roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def _pose(types, stamp: float, state):
+    qx, qy, qz, qw = yaw_quaternion(state.heading)
+    return types["geometry_msgs/msg/PoseStamped"](
+        header=types["std_msgs/msg/Header"](stamp=_time_msg(types, stamp), frame_id="world"),
+        pose=types["geometry_msgs/msg/Pose"](
+            position=types["geometry_msgs/msg/Point"](x=state.position[0], y=state.position[1], z=0.0),
+            orientation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw)))
+
+
+def _diagnostics(types, world: World, stamp: float, plan: dict):
+    Status, KeyValue = types["diagnostic_msgs/msg/DiagnosticStatus"], types["diagnostic_msgs/msg/KeyValue"]
+    statuses = []
+    for view, modality in world.sample_keys:
+        spec = plan.get((view, modality), CorruptionSpec())
+        level = 0 if spec.severity == 0 else (1 if spec.severity == 1 else 2)
+        statuses.append(Status(
+            level=level, name=f"{view}/{modality}", message=spec.category, hardware_id=view,
+            values=[KeyValue(key="category", value=spec.category), KeyValue(key="severity", value=str(spec.severity)),
+                    KeyValue(key="value", value=f"{spec.value:g}")]))
+    return types["diagnostic_msgs/msg/DiagnosticArray"](
+        header=types["std_msgs/msg/Header"](stamp=_time_msg(types, stamp), frame_id="world"), status=statuses)

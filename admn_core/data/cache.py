@@ -1,0 +1,236 @@
+"""On-disk cache of world samples (format `admn-world-cache`, version 1). Also described in FORMAT.md.
+
+Layout of a cache directory::
+
+    manifest.json                        format, format_version, num_samples, views, modalities (name, kind,
+                                         dtype, per-sample shape), categories, preset, seed, world settings
+    arrays/<view>__<modality>.npy        [N, *shape] sensor arrays in sensor units (see the Sample contract)
+    targets/position.npy                 [N, 2] float32 metres, world frame (REP-103)
+    targets/{heading,speed,time}.npy     [N] float32 (radians, m/s, seconds along the trajectory)
+    labels/<modality>__category_id.npy   [N, V] int16, index into manifest "categories" (V = len(views))
+    labels/<modality>__severity.npy      [N, V] int16, 0 = clean
+    labels/<modality>__value.npy         [N, V] float32, σ / gamma / kernel / intensity / fraction / SNR dB
+
+Every .npy is a plain NumPy file, opened with np.load(mmap_mode="r"), so a Dataset streams samples without
+reading the whole cache. A cache is written into `<dir>.partial/` and renamed when complete: a directory
+without manifest.json is never a valid cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from admn_core.data.corruptions.labels import CATEGORIES
+from admn_core.data.corruptions.presets import get_preset
+from admn_core.data.errors import CacheFormatError
+from admn_core.data.world import World, WorldConfig
+
+FORMAT_NAME = "admn-world-cache"
+FORMAT_VERSION = 1
+TARGET_FIELDS = ("heading", "speed", "time")
+LABEL_FIELDS = (("category_id", np.int16), ("severity", np.int16), ("value", np.float32))
+
+
+def array_file(view: str, modality: str) -> str:
+    return f"arrays/{view}__{modality}.npy"
+
+
+def label_file(modality: str, field: str) -> str:
+    return f"labels/{modality}__{field}.npy"
+
+
+def _world_settings(config: WorldConfig) -> dict:
+    return {"image_size": list(config.image_size), "horizontal_fov_deg": config.horizontal_fov_deg,
+            "window_seconds": config.window_seconds, "sample_rate": config.audio.sample_rate,
+            "depth_full_scale_m": config.depth_full_scale_m, "world_seed": config.seed,
+            "node_angles_deg": list(config.node_angles_deg), "track": asdict(config.track)}
+
+
+def _create_files(root: Path, world: World, num_samples: int) -> None:
+    views = world.config.views
+    for view, modality in world.sample_keys:
+        shape, dtype = world.array_spec(modality)
+        np.lib.format.open_memmap(root / array_file(view, modality), "w+", dtype, (num_samples, *shape))
+    np.lib.format.open_memmap(root / "targets/position.npy", "w+", np.float32, (num_samples, 2))
+    for name in TARGET_FIELDS:
+        np.lib.format.open_memmap(root / f"targets/{name}.npy", "w+", np.float32, (num_samples,))
+    for modality, _ in world.config.modalities:
+        for field, dtype in LABEL_FIELDS:
+            np.lib.format.open_memmap(root / label_file(modality, field), "w+", dtype, (num_samples, len(views)))
+
+
+def _fill(root: Path, config: WorldConfig, preset_name: str, seed: int, start: int, stop: int) -> int:
+    """Generate samples [start, stop) into the cache files at `root` (runs in a worker process)."""
+    world = World(config)
+    preset = get_preset(preset_name)
+    arrays = {key: np.load(root / array_file(*key), mmap_mode="r+") for key in world.sample_keys}
+    position = np.load(root / "targets/position.npy", mmap_mode="r+")
+    scalars = {name: np.load(root / f"targets/{name}.npy", mmap_mode="r+") for name in TARGET_FIELDS}
+    labels = {(modality, field): np.load(root / label_file(modality, field), mmap_mode="r+")
+              for modality, _ in config.modalities for field, _ in LABEL_FIELDS}
+    for index in range(start, stop):
+        sample, target = world.generate(index, preset, seed)
+        for key, array in sample.items():
+            arrays[key][index] = array
+        position[index] = target["position"]
+        for name in TARGET_FIELDS:
+            scalars[name][index] = target[name]
+        for (modality, field), store in labels.items():
+            store[index] = target["corruption"][modality][f"view_{field}"]
+    for store in (*arrays.values(), position, *scalars.values(), *labels.values()):
+        store.flush()
+    return stop - start
+
+
+def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: int = 0,
+                world_config: WorldConfig | None = None, workers: int = 1, overwrite: bool = False,
+                log=None) -> Path:
+    """Generate `num_samples` world samples with a corruption preset into a cache directory at `out`."""
+    if num_samples < 1:
+        raise CacheFormatError(out, f"num_samples must be >= 1, got {num_samples}")
+    get_preset(preset)  # fail before creating anything
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise CacheFormatError(out, "already exists (pass overwrite=True / --overwrite to replace it)")
+        shutil.rmtree(out)
+    config = world_config or WorldConfig()
+    world = World(config)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for sub in ("arrays", "targets", "labels"):
+        (partial / sub).mkdir(parents=True)
+    _create_files(partial, world, num_samples)
+    started = time.perf_counter()
+    workers = max(1, min(workers, num_samples))
+    bounds = np.linspace(0, num_samples, workers * 4 + 1 if workers > 1 else 2).astype(int)
+    chunks = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    if workers == 1:
+        for start, stop in chunks:
+            _fill(partial, config, preset, seed, start, stop)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_fill, *zip(*[(partial, config, preset, seed, a, b) for a, b in chunks])))
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "num_samples": num_samples,
+        "views": list(config.views),
+        "modalities": [{"name": name, "kind": kind, "dtype": world.array_spec(name)[1].str,
+                        "shape": list(world.array_spec(name)[0])} for name, kind in config.modalities],
+        "categories": list(CATEGORIES),
+        "preset": preset,
+        "seed": seed,
+        "world": _world_settings(config),
+        "generation_seconds": round(time.perf_counter() - started, 3),
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    os.replace(partial, out)
+    if log:
+        log(f"wrote {num_samples} samples ({preset}) to {out} in {manifest['generation_seconds']} s")
+    return out
+
+
+class WorldCache:
+    """Read access to a cache directory; arrays are memory-mapped on first use."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        if not self.root.is_dir():
+            raise CacheFormatError(self.root, "not a directory (expected a world cache)")
+        if not manifest_path.is_file():
+            partial = " (an interrupted write?)" if self.root.name.endswith(".partial") else ""
+            raise CacheFormatError(manifest_path, f"missing: not a complete world cache{partial}")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CacheFormatError(manifest_path, f"not valid JSON: {exc}") from None
+        if manifest.get("format") != FORMAT_NAME:
+            raise CacheFormatError(manifest_path, f"format is {manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CacheFormatError(manifest_path, f"format_version {manifest.get('format_version')} is not supported "
+                                                  f"(this code reads version {FORMAT_VERSION}); regenerate the cache")
+        self.manifest = manifest
+        self.num_samples = int(manifest["num_samples"])
+        self.views = tuple(manifest["views"])
+        self.modalities = tuple(m["name"] for m in manifest["modalities"])
+        self.categories = tuple(manifest["categories"])
+        self._arrays: dict | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def sample_keys(self) -> tuple[tuple[str, str], ...]:
+        return tuple((view, modality) for modality in self.modalities for view in self.views)
+
+    def _load(self, relative: str, shape_prefix: tuple[int, ...], dtype: str | None = None) -> np.ndarray:
+        path = self.root / relative
+        if not path.is_file():
+            raise CacheFormatError(path, "missing from the cache")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CacheFormatError(path, f"not a readable .npy file: {exc}") from None
+        if array.shape[: len(shape_prefix)] != shape_prefix or (dtype and array.dtype.str != dtype):
+            raise CacheFormatError(path, f"shape {array.shape} / dtype {array.dtype.str} does not match the manifest "
+                                         f"(expected {shape_prefix}… / {dtype or 'any'})")
+        return array
+
+    @property
+    def arrays(self) -> dict:
+        if self._arrays is None:
+            n, v = self.num_samples, len(self.views)
+            arrays = {}
+            for spec in self.manifest["modalities"]:
+                for view in self.views:
+                    arrays[(view, spec["name"])] = self._load(array_file(view, spec["name"]), (n, *spec["shape"]),
+                                                              spec["dtype"])
+                for field, _ in LABEL_FIELDS:
+                    arrays[("label", spec["name"], field)] = self._load(label_file(spec["name"], field), (n, v))
+            arrays["position"] = self._load("targets/position.npy", (n, 2))
+            for name in TARGET_FIELDS:
+                arrays[name] = self._load(f"targets/{name}.npy", (n,))
+            self._arrays = arrays
+        return self._arrays
+
+    def sample(self, index: int) -> dict[tuple[str, str], np.ndarray]:
+        self._check_index(index)
+        return {key: np.array(self.arrays[key][index]) for key in self.sample_keys}
+
+    def target(self, index: int) -> dict:
+        """Same structure as World.target: position, heading, speed, time, corruption labels per modality."""
+        self._check_index(index)
+        arrays = self.arrays
+        corruption = {}
+        for modality in self.modalities:
+            ids = np.array(arrays[("label", modality, "category_id")][index], dtype=np.int64)
+            severity = np.array(arrays[("label", modality, "severity")][index], dtype=np.int64)
+            value = np.array(arrays[("label", modality, "value")][index], dtype=np.float32)
+            worst = int(np.argmax(severity))
+            corruption[modality] = {"category": self.categories[ids[worst]], "category_id": int(ids[worst]),
+                                    "severity": int(severity[worst]), "value": np.float32(value[worst]),
+                                    "view_category_id": ids, "view_severity": severity, "view_value": value}
+        target = {"position": np.array(arrays["position"][index], dtype=np.float32)}
+        target.update({name: np.float32(arrays[name][index]) for name in TARGET_FIELDS})
+        target["corruption"] = corruption
+        return target
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"sample index {index} out of range for {self.root} ({self.num_samples} samples)")
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # memory maps are reopened in each DataLoader worker
+        return state
