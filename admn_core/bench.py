@@ -52,32 +52,34 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
     engine = InferenceEngine(random_bundle(config, [b for b in budgets if b < 12 * len(config.modalities)], seed),
                              device, dtype)
     inputs = engine.preprocess([synthetic_sample(config, seed)])
+
+    def run(budget: int):
+        masks, _ = engine.allocate(inputs, budget)
+        output = engine.model(inputs, masks)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+        return output, masks
+
+    samples: dict[int, list[float]] = {budget: [] for budget in budgets}
+    with torch.inference_mode():
+        masks = {budget: run(budget)[1][0].cpu() for budget in budgets}
+        counted = {budget: count_flops(run, budget) for budget in budgets}
+        for _ in range(warmup):
+            for budget in budgets:
+                run(budget)
+        # Round-robin over budgets so drifting machine load affects every budget alike (ratios stay fair).
+        for _ in range(repeats):
+            for budget in budgets:
+                started = time.perf_counter()
+                run(budget)
+                samples[budget].append(1e3 * (time.perf_counter() - started))
     rows = []
     for budget in budgets:
-        def run(budget=budget):
-            masks, _ = engine.allocate(inputs, budget)
-            return engine.model(inputs, masks), masks
-
-        with torch.inference_mode():
-            _, masks = run()
-            counted = count_flops(run)
-            for _ in range(warmup):
-                run()
-            samples = []
-            # Interleaving budgets would be fairer under drifting load; repeats per budget keep it simple and
-            # the ratio is taken within this one run.
-            for _ in range(repeats):
-                started = time.perf_counter()
-                run()
-                if engine.device.type == "cuda":
-                    torch.cuda.synchronize(engine.device)
-                samples.append(1e3 * (time.perf_counter() - started))
-        mask = masks[0].cpu()
         with_controller = bool(engine.controller_for(budget)) and budget < engine.max_budget
-        analytic = model_flops(config, mask, include_controller=with_controller).total
-        quantiles = statistics.quantiles(samples, n=10)
-        rows.append(BudgetRow(budget, dict(zip(config.modality_names, mask.sum(-1).tolist(), strict=True)),
-                              analytic, counted, statistics.median(samples), quantiles[-1]))
+        analytic = model_flops(config, masks[budget], include_controller=with_controller).total
+        blocks = dict(zip(config.modality_names, masks[budget].sum(-1).tolist(), strict=True))
+        rows.append(BudgetRow(budget, blocks, analytic, counted[budget], statistics.median(samples[budget]),
+                              statistics.quantiles(samples[budget], n=10)[-1]))
     reference = next((r for r in rows if r.budget == reference_budget), rows[-1])
     for row in rows:
         row.latency_ratio_to_reference = row.latency_ms_p50 / reference.latency_ms_p50
