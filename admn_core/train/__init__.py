@@ -8,6 +8,8 @@ Entry points:
 - `pretrain_autoencoder(config, train_set, AutoencoderConfig(...))` → (ControllerAutoencoder, metrics)
 - `train_universal_controller(model, train_set, UniversalTrainConfig(...), corruption=...)` → (UniversalController,
   metrics); `build_universal_controller(config, info)` rebuilds one for a bundle
+- `pretrain_mae(config, train_set, MAEConfig(...), out_dir)` → Stage 0 encoders (timm keys); `load_mae_backbones`
+- pipeline: `admn_core.train.pipeline.run_pipeline` (`admn train`); baselines: `admn_core.train.baselines`
 - `evaluate_task`, `evaluate_controller`, `allocations` for validation
 """
 
@@ -24,14 +26,39 @@ from admn_core.train.config import (
     train_config_from_dict,
 )
 from admn_core.train.controllers import allocations, evaluate_controller, new_controller, train_controller
+from admn_core.train.mae import MAEConfig, MaskedAutoencoder, load_mae_backbones, pretrain_mae
 from admn_core.train.stage1 import evaluate_task, train_stage1
 from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
 
 __all__ = [
-    "AutoencoderConfig", "Batch", "BatchCollator", "ControllerAutoencoder", "ControllerTrainConfig",
-    "CorruptionTargets", "PipelineConfig", "Stage1Config", "UniversalController", "UniversalTrainConfig",
-    "allocations", "build_universal_controller", "checkpoint_path", "evaluate_controller", "evaluate_task",
-    "load_checkpoint", "load_train_config", "new_controller", "pretrain_autoencoder", "save_checkpoint",
-    "task_targets", "train_config_from_dict", "train_controller", "train_stage1", "train_universal_controller",
+    "AutoencoderConfig",
+    "Batch",
+    "BatchCollator",
+    "ControllerAutoencoder",
+    "ControllerTrainConfig",
+    "CorruptionTargets",
+    "MAEConfig",
+    "MaskedAutoencoder",
+    "PipelineConfig",
+    "Stage1Config",
+    "UniversalController",
+    "UniversalTrainConfig",
+    "allocations",
+    "build_universal_controller",
+    "checkpoint_path",
+    "evaluate_controller",
+    "evaluate_task",
+    "load_checkpoint",
+    "load_mae_backbones",
+    "load_train_config",
+    "new_controller",
+    "pretrain_autoencoder",
+    "pretrain_mae",
+    "save_checkpoint",
+    "task_targets",
+    "train_config_from_dict",
+    "train_controller",
+    "train_stage1",
+    "train_universal_controller",
     "transfer_encoder",
 ]

@@ -1,0 +1,55 @@
+"""`admn train` and `admn evaluate` (registered through admn_core.cli.COMMAND_GROUPS)."""
+
+from __future__ import annotations
+
+import argparse
+
+from admn_core.data.corruptions.presets import PRESETS as CORRUPTION_PRESETS
+from admn_core.presets import PRESETS
+
+
+def command_train(args) -> int:
+    import torch
+
+    from admn_core.train.pipeline import run_pipeline
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_pipeline(args.out, preset=args.preset, corruptions=tuple(args.corruption or ()), quick=args.quick,
+                 config_path=args.train_config, seed=args.seed, device=args.device)
+    return 0
+
+
+def command_evaluate(args) -> int:
+    from admn_core.eval.evaluate import evaluate_from_disk
+
+    evaluate_from_disk(args.run)
+    return 0
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="run the whole pipeline: data → MAE → Stage 1 → controllers → baselines → eval → bundle",
+        description="Generate (or reuse) the world caches, pretrain (MAE + LayerDrop), fine-tune with LayerDrop, "
+                    "train the controllers and baselines, evaluate, and export <out>/bundle.safetensors. "
+                    "Every stage is reused when its artifact exists (resumable).")
+    train.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    train.add_argument("--out", default="artifacts/tiny", help="output directory (default artifacts/tiny)")
+    train.add_argument("--corruption", nargs="+", choices=sorted(CORRUPTION_PRESETS),
+                       help="world corruption preset(s); one run each under <out>/<corruption>/ "
+                            "(default: the config's, gaussian)")
+    train.add_argument("--quick", action="store_true", help="a seconds-long configuration for tests")
+    train.add_argument("--train-config", help="pipeline settings YAML (e.g. config/train_tiny.yaml)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="cpu | cuda | cuda:N")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    train.set_defaults(handler=command_train)
+    evaluate = subparsers.add_parser(
+        "evaluate", help="(re)evaluate a finished pipeline run: tables, JSON, FLOPs/latency, figures",
+        description="Rebuilds the run from <run>/settings.json, reusing every trained stage, and writes "
+                    "<run>/eval/{results.md,results.json,error_vs_budget.png,allocations.png}.")
+    evaluate.add_argument("--run", default="artifacts/tiny/gaussian", help="a run directory (<out>/<corruption>)")
+    evaluate.set_defaults(handler=command_evaluate)
+
+
+_ = argparse  # the parser type comes from the caller

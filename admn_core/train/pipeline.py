@@ -1,0 +1,422 @@
+"""The whole ADMN pipeline on the simulated world: data → Stage 0 (MAE) → Stage 1 → controllers → baselines →
+evaluation → one model bundle. `admn train --preset tiny --out artifacts/tiny [--corruption ...] [--quick]`.
+
+Every stage writes its artifact under `<out>/<corruption>/` and is skipped when that artifact exists (resumable;
+the training stages also resume mid-stage from their checkpoints). Layout of a run directory:
+
+    data/{train,test}/               world caches (admn-world-cache), reused across runs with the same settings
+    mae/<modality>.safetensors       Stage 0 encoders (timm key names)
+    stage1/model.safetensors         Stage-1 task model (LayerDrop); stage1_nold/ the no-LayerDrop ablation
+    controllers/<name>.safetensors   + <name>.json (ControllerInfo) — admn_b<L>, universal, ae_b<L>, plain_st_b<L>
+    baselines/scratch_b<L>.safetensors, baselines/mns_b<L>_<expert>.safetensors, mns_gate_b<L>.safetensors
+    bundle.safetensors               task model + ADMN per-budget controllers + universal (what the ROS node serves)
+    ablation_bundle.safetensors      the same task model + the ablation controllers (ADMN_AE, plain ST)
+    eval/                            results.md, results.json, error_vs_budget.png, allocations.png, ...
+    timings.json                     seconds per stage
+
+The bundle holds only the serving controllers: the engine picks a per-budget controller by budget, so putting an
+ablation controller trained for the same budget next to ADMN's would make the choice ambiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Subset
+
+from admn_core.bundle import Bundle, ControllerInfo, build_controller, save_bundle
+from admn_core.config import ConfigError, LayerDropSpec, ModelConfig
+from admn_core.models.task_model import ADMNModel
+from admn_core.presets import preset_config
+from admn_core.train.baselines import (
+    MNSConfig,
+    ScratchConfig,
+    expert_outputs,
+    mns_expert_masks,
+    train_fixed_mask_model,
+    train_mns_gate,
+)
+from admn_core.train.batching import CorruptionTargets
+from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
+from admn_core.train.mae import MAEConfig, load_mae_backbones, pretrain_mae
+
+CONTROLLER_VARIANT_PREFIX = {"corruption_supervised": "admn", "autoencoder": "ae", "plain_st": "plain_st",
+                             "task_only": "task_only"}
+
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class DataSettings:
+    train: int = 1000
+    test: int = 300
+    world_seed: int = 0  # the room (textures, noise beds)
+    train_seed: int = 0  # sample i of the training cache = World.generate(i, preset, train_seed)
+    test_seed: int = 1
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class Stage1Settings:
+    epochs: int = 12
+    lr: float = 5e-4  # [code]
+    batch_size: int = 32  # [code]
+    freeze_backbones: bool = False  # [ours] MAE on a few thousand frames is far weaker than ImageNet MAE; see docs
+    layerdrop_max_rate: float = 0.2  # [code] and [paper]
+    layerdrop_step: float = 0.1  # [code]
+    layerdrop_every_epochs: int = 2  # [ours, scaled] official: every 10 of 200 epochs
+    full_backbone_drop: float = 0.1  # [code]
+    no_layerdrop_ablation: bool = True  # also train the Table-8 "without LayerDrop" model (same epochs)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    epochs: int = 3  # [ours, reduced] official 10
+    lr: float = 1e-3  # [code]
+    batch_size: int = 32  # [code]
+    warmup_epochs: int = 1  # [code] corruption-only warm-up
+    train_limit: int = 0  # 0 = the whole training set
+    universal_epochs: int = 4
+    autoencoder_epochs: int = 5  # [ours, reduced] official 100
+    ablation_budgets: tuple[int, ...] = (6, 8)  # ADMN_AE and plain ST trained at these budgets only
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    preset: str = "tiny"
+    corruption: str = "gaussian"
+    seed: int = 100  # [code] --seed 100
+    device: str = "cpu"
+    budgets: tuple[int, ...] = (6, 8, 12, 16)
+    universal_extra_budgets: tuple[int, ...] = (4, 10, 20, 24)
+    data: DataSettings = field(default_factory=DataSettings)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    stage1: Stage1Settings = field(default_factory=Stage1Settings)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    mns: MNSConfig = field(default_factory=MNSConfig)
+    mns_budgets: tuple[int, ...] = (6, 8, 12, 16)
+    latency_samples: int = 20
+    num_workers: int = 0  # DataLoader workers for the training stages (preprocessing runs in them)
+    progress: bool = True
+
+
+QUICK_OVERRIDES: dict[str, Any] = {
+    "budgets": (6, 8), "universal_extra_budgets": (5,), "mns_budgets": (6,), "latency_samples": 2,
+    "data": {"train": 12, "test": 6, "workers": 1},
+    "mae": {"epochs": 1, "batch_size": 16},
+    "stage1": {"epochs": 1, "batch_size": 6},
+    "controller": {"epochs": 1, "warmup_epochs": 0, "batch_size": 6, "universal_epochs": 1,
+                   "autoencoder_epochs": 1, "ablation_budgets": (6,)},
+    "scratch": {"epochs": 1, "batch_size": 6},
+    "mns": {"epochs": 1, "batch_size": 6},
+}
+
+
+def settings_from_dict(data: dict[str, Any], base: PipelineSettings | None = None) -> PipelineSettings:
+    """Strict merge of plain data (YAML) into `base`: unknown keys are errors."""
+    return _merge(base or PipelineSettings(), data, "settings")
+
+
+def _merge(obj, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(obj)}
+    changes = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; known: {sorted(known)}")
+        current = getattr(obj, key)
+        if hasattr(current, "__dataclass_fields__"):
+            changes[key] = _merge(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = type(current)(value) if current is not None else value
+    return replace(obj, **changes)
+
+
+def load_settings(path: str | Path | None = None, quick: bool = False, **overrides) -> PipelineSettings:
+    import yaml
+
+    settings = PipelineSettings()
+    if path is not None:
+        settings = settings_from_dict(yaml.safe_load(Path(path).read_text()) or {}, settings)
+    if quick:
+        settings = settings_from_dict(QUICK_OVERRIDES, settings)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return settings_from_dict(clean, settings) if clean else settings
+
+
+def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTargets:
+    """The controller's corruption supervision for a world preset (reference §3.3)."""
+    names = config.modality_names
+    if corruption == "gaussian":
+        return CorruptionTargets()  # [code] GDTM Noise: σ_rgb, σ_depth regression, L1 + 20·L1
+    if corruption == "lowlight":
+        # [code] GDTM Lowlight: a categorical condition; here rgb severity (clean/medium/severe) × depth saturated
+        return CorruptionTargets(kind="category", modalities=("rgb", "depth"), classes=(3, 2))
+    # any other preset: corrupted-or-not per modality, one joint class
+    return CorruptionTargets(kind="category", modalities=names, classes=(2,) * len(names))
+
+
+# ---------------------------------------------------------------------------------------------- run
+class Pipeline:
+    def __init__(self, settings: PipelineSettings, run_dir: str | Path, log=print):
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.config = preset_config(settings.preset)
+        self.targets = corruption_targets(settings.corruption, self.config)
+        self.timings: dict[str, float] = {}
+        timings_path = self.run_dir / "timings.json"
+        if timings_path.is_file():
+            self.timings = json.loads(timings_path.read_text())
+
+    # -- helpers
+    def _stage(self, name: str, function, *args, **kwargs):
+        started = time.perf_counter()
+        self.log(f"== {name} ==")
+        result = function(*args, **kwargs)
+        seconds = time.perf_counter() - started
+        if seconds > 0.5 or name not in self.timings:  # a stage reused from disk keeps its original timing
+            self.timings[name] = round(seconds, 2)
+        self.log(f"== {name}: {seconds:.1f} s ==")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        return result
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    # -- stages
+    def data(self):
+        from admn_core.data.cache import write_cache
+        from admn_core.data.dataset import WorldCacheDataset
+        from admn_core.data.world import WorldConfig
+
+        s = self.settings.data
+        world = WorldConfig(seed=s.world_seed)
+        sets = {}
+        for split, count, seed in (("train", s.train, s.train_seed), ("test", s.test, s.test_seed)):
+            root = self.path("data", split)
+            if root.is_dir() and (root / "manifest.json").is_file():
+                manifest = json.loads((root / "manifest.json").read_text())
+                if (manifest.get("num_samples") != count or manifest.get("preset") != self.settings.corruption
+                        or manifest.get("seed") != seed):
+                    self.log(f"data/{split}: cache settings changed; regenerating")
+                    shutil.rmtree(root)
+            if not (root / "manifest.json").is_file():
+                write_cache(root, count, self.settings.corruption, seed, world, s.workers, overwrite=True)
+            sets[split] = WorldCacheDataset(root)
+        return sets["train"], sets["test"]
+
+    def stage0(self, train):
+        mae = replace(self.settings.mae, seed=self.settings.seed, device=self.settings.device,
+                      progress=self.settings.progress)
+        return pretrain_mae(self.config, train, mae, self.path("mae"), log=self.log)
+
+    def stage1(self, train, layerdrop: bool = True) -> ADMNModel:
+        name = "stage1" if layerdrop else "stage1_nold"
+        final = self.path(name, "model.safetensors")
+        model = ADMNModel(self.config)
+        if final.is_file():
+            model.load_state_dict(load_file(str(final)))
+            return model.eval()
+        load_mae_backbones(model, self.path("mae"), log=self.log)
+        s = self.settings.stage1
+        spec = (LayerDropSpec(max_rate=s.layerdrop_max_rate, step=s.layerdrop_step,
+                              every_epochs=s.layerdrop_every_epochs, full_backbone_drop=s.full_backbone_drop)
+                if layerdrop
+                else LayerDropSpec(max_rate=0.0, step=0.0, every_epochs=1, full_backbone_drop=0.0))
+        config = Stage1Config(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, freeze_backbones=s.freeze_backbones,
+                              layerdrop=spec, seed=self.settings.seed, device=self.settings.device,
+                              progress=self.settings.progress, num_workers=self.settings.num_workers)
+        from admn_core.train.stage1 import train_stage1
+
+        train_stage1(model, train, config, run_dir=self.path(name, "run"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(final))
+        return model.eval()
+
+    def _controller_config(self, variant: str, universal: bool = False):
+        c = self.settings.controller
+        common = dict(variant=variant, epochs=c.universal_epochs if universal else c.epochs, lr=c.lr,
+                      batch_size=c.batch_size, warmup_epochs=c.warmup_epochs, seed=self.settings.seed,
+                      device=self.settings.device, progress=self.settings.progress,
+                      num_workers=self.settings.num_workers)
+        return UniversalTrainConfig(**common) if universal else ControllerTrainConfig(**common)
+
+    def controller_subset(self, train):
+        limit = self.settings.controller.train_limit
+        return train if not limit or limit >= len(train) else Subset(train, range(limit))
+
+    def controllers(self, model: ADMNModel, train) -> dict[str, tuple[ControllerInfo, torch.nn.Module]]:
+        from admn_core.train.autoencoder import pretrain_autoencoder
+        from admn_core.train.controllers import train_controller
+        from admn_core.train.universal import train_universal_controller
+
+        subset = self.controller_subset(train)
+        c = self.settings.controller
+        jobs = [("corruption_supervised", b) for b in self.settings.budgets]
+        jobs.append(("corruption_supervised", None))
+        jobs += [(variant, b) for b in c.ablation_budgets for variant in ("autoencoder", "plain_st")]
+        result = {}
+        autoencoder = None
+        for variant, budget in jobs:
+            name = ("universal" if budget is None else f"{CONTROLLER_VARIANT_PREFIX[variant]}_b{budget}")
+            weights, meta = self.path("controllers", f"{name}.safetensors"), self.path("controllers", f"{name}.json")
+            if weights.is_file() and meta.is_file():
+                info = ControllerInfo(**json.loads(meta.read_text()))
+                module = build_controller(self.config, info)
+                module.load_state_dict(load_file(str(weights)))
+                result[name] = (info, module.eval())
+                continue
+            started = time.perf_counter()
+            if variant == "autoencoder" and autoencoder is None:
+                ae_config = AutoencoderConfig(epochs=c.autoencoder_epochs, batch_size=c.batch_size,
+                                              seed=self.settings.seed, device=self.settings.device,
+                                              progress=self.settings.progress,
+                                              num_workers=self.settings.num_workers)
+                autoencoder, _ = pretrain_autoencoder(self.config, subset, ae_config,
+                                                      run_dir=self.path("controllers", "autoencoder"))
+            run = self.path("controllers", f"{name}_run")
+            if budget is None:
+                module, _ = train_universal_controller(model, subset, self._controller_config(variant, True),
+                                                       corruption=self.targets, run_dir=run)
+                kind = "universal"
+            else:
+                module, _ = train_controller(model, subset, budget, self._controller_config(variant),
+                                             corruption=self.targets, autoencoder=autoencoder, run_dir=run)
+                kind = "per_budget"
+            outputs = 0 if module.corruption_head is None else module.corruption_head[-1].out_features
+            info = ControllerInfo(name=name, budget=budget, kind=kind, variant=variant, corruption_outputs=outputs)
+            module = module.cpu().eval()
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(weights))
+            meta.write_text(json.dumps(asdict(info)))
+            self.timings[f"controller {name}"] = round(time.perf_counter() - started, 2)
+            result[name] = (info, module)
+        return result
+
+    def baselines(self, train_tensors) -> dict:
+        """Naive Scratch per budget and MNS (experts + gate) per mns budget; → {"scratch": {L: model},
+        "mns": {L: (gate, {expert: model}, {expert: mask})}}."""
+        from admn_core.allocation import naive_allocation
+        from admn_core.train.baselines import MNSGate
+
+        scratch_cfg = replace(self.settings.scratch, seed=self.settings.seed, device=self.settings.device)
+        mns_cfg = replace(self.settings.mns, seed=self.settings.seed, device=self.settings.device)
+        out = {"scratch": {}, "mns": {}}
+        directory = self.path("baselines")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def scratch_model(tag: str, mask: torch.Tensor) -> ADMNModel:
+            path = directory / f"{tag}.safetensors"
+            model = ADMNModel(self.config)
+            if path.is_file():
+                model.load_state_dict(load_file(str(path)))
+                return model.eval()
+            started = time.perf_counter()
+            model, _ = train_fixed_mask_model(self.config, train_tensors, mask, scratch_cfg, log=self.log, name=tag)
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+            self.timings[f"baseline {tag}"] = round(time.perf_counter() - started, 2)
+            return model.cpu().eval()
+
+        for budget in sorted(set(self.settings.budgets) | set(self.settings.mns_budgets)):
+            out["scratch"][budget] = scratch_model(f"scratch_b{budget}", naive_allocation(self.config, budget))
+        for budget in self.settings.mns_budgets:
+            masks = mns_expert_masks(self.config, budget)
+            experts = {name: (out["scratch"][budget] if name == "fused" else
+                              scratch_model(f"mns_b{budget}_{name}", mask)) for name, mask in masks.items()}
+            gate_path = directory / f"mns_gate_b{budget}.safetensors"
+            gate = MNSGate(self.config, len(experts))
+            if gate_path.is_file():
+                gate.load_state_dict(load_file(str(gate_path)))
+            else:
+                started = time.perf_counter()
+                means, covs = expert_outputs(experts, masks, train_tensors, device=self.settings.device)
+                head = next(iter(experts.values())).head
+                gate, _ = train_mns_gate(self.config, head.loss, train_tensors, means, covs, mns_cfg, log=self.log)
+                save_file({k: v.detach().cpu().contiguous() for k, v in gate.state_dict().items()}, str(gate_path))
+                self.timings[f"baseline mns_gate_b{budget}"] = round(time.perf_counter() - started, 2)
+            for expert in experts.values():
+                expert.cpu().eval()
+            out["mns"][budget] = (gate.cpu().eval(), experts, masks)
+        return out
+
+    def export(self, model: ADMNModel, controllers: dict) -> tuple[Path, Path]:
+        serving = {n: v for n, v in controllers.items() if v[0].variant == "corruption_supervised"}
+        ablation = {n: v for n, v in controllers.items() if v[0].variant != "corruption_supervised"}
+        extra = {"corruption": self.settings.corruption, "seed": str(self.settings.seed),
+                 "preset": self.settings.preset, "pipeline": "admn_core.train.pipeline"}
+        bundle = Bundle(self.config, model.cpu().eval(), {n: m for n, (_, m) in serving.items()},
+                        {n: i for n, (i, _) in serving.items()}, extra)
+        path = save_bundle(self.path("bundle.safetensors"), bundle)
+        ab = Bundle(self.config, model, {n: m for n, (_, m) in ablation.items()},
+                    {n: i for n, (i, _) in ablation.items()}, {**extra, "role": "ablation controllers"})
+        ab_path = save_bundle(self.path("ablation_bundle.safetensors"), ab)
+        return path, ab_path
+
+    # -- everything
+    def run(self) -> dict:
+        from admn_core.eval.data import tensor_set
+        from admn_core.eval.evaluate import evaluate_run
+
+        torch.manual_seed(self.settings.seed)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "settings.json").write_text(json.dumps(_plain(self.settings), indent=1))
+        total = time.perf_counter()
+        train, test = self._stage("data", self.data)
+        self._stage("stage0_mae", self.stage0, train)
+        model = self._stage("stage1", self.stage1, train, True)
+        model_nold = (self._stage("stage1_no_layerdrop", self.stage1, train, False)
+                      if self.settings.stage1.no_layerdrop_ablation else None)
+        controllers = self._stage("controllers", self.controllers, model, train)
+        train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
+        baselines = self._stage("baselines", self.baselines, train_tensors)
+        bundle_path, _ = self._stage("export", self.export, model, controllers)
+        results = self._stage("evaluate", evaluate_run, self, model, model_nold, controllers, baselines, test)
+        self.timings["total"] = round(time.perf_counter() - total, 2)
+        (self.run_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        self.log("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()
+                                                  if not k.startswith(("controller ", "baseline "))))
+        self.log(f"bundle: {bundle_path}")
+        return results
+
+
+def _plain(value):
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def run_pipeline(out: str | Path, preset: str = "tiny", corruptions: tuple[str, ...] | None = None,
+                 quick: bool = False, config_path: str | Path | None = None, seed: int | None = None,
+                 device: str | None = None, log=print) -> dict[str, dict]:
+    """Run the pipeline for each corruption under `<out>/<corruption>/`; the first corruption's bundle is copied
+    to `<out>/bundle.safetensors` (what `make run` / the ROS node loads). → {corruption: results}."""
+    out = Path(out)
+    base = load_settings(config_path, quick=quick, preset=preset, seed=seed, device=device)
+    corruptions = tuple(corruptions) if corruptions else (base.corruption,)
+    if quick:
+        base = replace(base, progress=False)
+    results = {}
+    for index, corruption in enumerate(corruptions):
+        settings = replace(base, corruption=corruption)
+        pipeline = Pipeline(settings, out / corruption, log=log)
+        results[corruption] = pipeline.run()
+        if index == 0:
+            shutil.copyfile(pipeline.path("bundle.safetensors"), out / "bundle.safetensors.partial")
+            (out / "bundle.safetensors.partial").replace(out / "bundle.safetensors")
+    if len(corruptions) > 1:
+        from admn_core.eval.report import combined_markdown
+
+        (out / "results.md").write_text(combined_markdown(results))
+    return results

@@ -1,0 +1,38 @@
+"""The quick pipeline end to end: a loadable bundle whose controllers the InferenceEngine serves at every budget."""
+
+import json
+
+import pytest
+
+from admn_core.allocation import maximum_budget, minimum_budget
+from admn_core.runtime import InferenceEngine
+from admn_core.train.pipeline import QUICK_OVERRIDES, load_settings
+
+
+def test_quick_settings_and_strict_keys():
+    settings = load_settings("config/train_tiny.yaml", quick=True)
+    assert settings.data.train == QUICK_OVERRIDES["data"]["train"]
+    from admn_core.config import ConfigError
+    from admn_core.train.pipeline import settings_from_dict
+    with pytest.raises(ConfigError):
+        settings_from_dict({"stage1": {"epoch": 3}})
+
+
+@pytest.mark.slow
+def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
+    from admn_core.data.world import World, WorldConfig
+    from admn_core.train.pipeline import run_pipeline
+
+    run_pipeline(tmp_path, quick=True, log=lambda *a: None)
+    engine = InferenceEngine.from_bundle(tmp_path / "bundle.safetensors")
+    assert {"admn_b6", "admn_b8", "universal"} <= set(engine.controller_infos)
+    sample, _ = World(WorldConfig()).generate(0, "gaussian", 5)
+    config = engine.config
+    for budget in range(minimum_budget(config), maximum_budget(config) + 1):
+        result = engine.infer(sample, budget)
+        assert result.ran and result.allocation.budget_used <= budget
+    results = json.loads((tmp_path / "gaussian" / "eval" / "results.json").read_text())
+    for method in ("Upper Bound", "Naive Alloc.", "ADMN", "ADMN universal", "Naive Scratch", "MNS"):
+        assert "6" in results["table_cm"][method]
+    assert (tmp_path / "gaussian" / "eval" / "error_vs_budget.png").is_file()
+    assert (tmp_path / "gaussian" / "eval" / "allocations.png").is_file()
