@@ -41,14 +41,32 @@ Design choices (the why):
   configure/activate (as yolo_ros does) would add states without adding behaviour. Revisit for large models sharing a
   Jetson's memory.
 
+* Faults (robustness): a device error during inference never kills the worker. Out of memory (torch.OutOfMemoryError
+  or a RuntimeError saying "out of memory") is retried at once at a lower budget (halfway to the minimum, repeatedly)
+  and the budget stays capped there for OOM_CAP_HOLD_S before the full request is tried again; when even the minimum
+  does not fit on a GPU the engine moves to the CPU for good. Each step is logged and shown as a diagnostics ERROR;
+  any other exception counts as `failed`, is logged, and shows as ERROR until the next good inference. A model output
+  that is not finite is never published (`dropped_non_finite_output`).
+* Configuration mistakes: parameters given in a params file or with -p that the node does not declare (a typo such
+  as `sync_slopp`) would be ignored silently by rclpy; the node logs them with the closest valid name and reports
+  them in diagnostics (ERROR when a close match exists, i.e. almost certainly a typo; WARN otherwise, e.g. a shared
+  `/**` params file). A microphone whose chunk stamps advance at a different rate than audio_sample_rate (a driver
+  set to 44.1 or 48 kHz) is reported on the inputs status and in the log.
+* Budget floods (/compute_budget at 1 kHz) cost one integer store per message; the change log is throttled.
+
 Test-only: `debug_inference_delay_s` sleeps on the worker before each inference, to emulate a slow model (the
-"parameters stay responsive during inference" test). Keep it 0 in production.
+"parameters stay responsive during inference" test). `debug_fault_injection` raises device errors inside the
+inference call, exactly where the engine would raise them: '' (off), 'oom' (every inference, any device),
+'oom_cuda' (only while the engine is on a CUDA device), 'oom_above:<budget>' (any budget above this), 'error' (a
+plain RuntimeError). Keep both off in production.
 """
 
 from __future__ import annotations
 
 import collections
+import difflib
 import re
+import statistics
 import sys
 import threading
 import time
@@ -66,7 +84,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from admn_core.preprocess import InputError
 from admn_core.runtime import InferenceEngine
-from admn_ros.audio import AudioRingBuffer, audio_message_class
+from admn_ros.audio import AudioRingBuffer, audio_message_class, audio_to_numpy, header_stamp_ns
 from admn_ros.conversions import (
     DEPTH_ENCODINGS,
     ConversionError,
@@ -93,6 +111,12 @@ DIAGNOSTICS_PERIOD_S = 1.0
 LOG_THROTTLE_S = 5.0
 LATENCY_WINDOW = 200
 INPUT_QUEUE_DEPTH = {"rgb": 5, "depth": 5, "audio": 50}  # audio chunks are small and frequent: keep more
+OOM_CAP_HOLD_S = 30.0  # after an out-of-memory error the budget stays capped this long, then the request is retried
+FAULT_PATTERN = re.compile(r"^(|oom|oom_cuda|error|oom_above:\d+)$")
+# Parameters every rclpy node may receive besides ours (not typos).
+STANDARD_PARAMETERS = {"use_sim_time", "start_type_description_service"}
+AUDIO_RATE_TOLERANCE = 0.2  # a microphone whose stamps imply a rate off by more than this fraction is reported
+AUDIO_RATE_MIN_CHUNKS = 10
 
 
 class ModelLoadError(RuntimeError):
@@ -149,6 +173,11 @@ class Counters:
     audio_windows_missing: int = 0
     audio_samples_zero_filled: int = 0
     depth_frames_all_invalid: int = 0
+    dropped_non_finite_output: int = 0
+    budget_messages: int = 0
+    oom_errors: int = 0
+    oom_retries: int = 0
+    device_fallbacks: int = 0
 
 
 @dataclass
@@ -161,6 +190,7 @@ class Settings:
     default_budget: int = 12
     no_input_warning_s: float = 5.0
     debug_inference_delay_s: float = 0.0
+    debug_fault_injection: str = ""
 
 
 class LatestSlot:
@@ -183,6 +213,48 @@ class LatestSlot:
                 self._condition.wait(timeout)
             item, self._item = self._item, None
             return item
+
+    def __len__(self) -> int:
+        return 0 if self._item is None else 1
+
+
+class AudioRateCheck:
+    """Flags a microphone whose chunk stamps advance unlike its sample count at the configured rate.
+
+    The Image carrier and AudioDataStamped do not carry a rate, so a driver left at 44.1/48 kHz would be windowed as
+    16 kHz silently (chunks overlap or leave gaps on the sample grid). The median over recent chunk pairs of
+    (stamp step) / (samples / rate) is ~1 for a correct rate; an occasional lost chunk (ratio 2) does not move it."""
+
+    def __init__(self, sample_rate: int, window: int = 2 * AUDIO_RATE_MIN_CHUNKS):
+        self.sample_rate = sample_rate
+        self._ratios: collections.deque[float] = collections.deque(maxlen=window)
+        self._last_stamp_ns: int | None = None
+        self.problem: str | None = None
+
+    def update(self, stamp_ns: int, samples: int) -> str | None:
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if last is not None and samples > 0:
+            step_ns = stamp_ns - last
+            if step_ns > 0:
+                self._ratios.append(step_ns * self.sample_rate / (1e9 * samples))
+            elif step_ns < -TIME_JUMP_BACK_S * 1e9:  # a looping bag: measure afresh
+                self._ratios.clear()
+        if len(self._ratios) < AUDIO_RATE_MIN_CHUNKS:
+            return self.problem
+        ratio = statistics.median(self._ratios)
+        if abs(ratio - 1.0) <= AUDIO_RATE_TOLERANCE:
+            self.problem = None
+        else:
+            rate = self.sample_rate
+            self.problem = (f"chunk stamps advance {ratio:.2f} x the duration of their samples at {rate} Hz: the "
+                            f"microphone runs at about {rate / ratio:.0f} Hz (or loses chunks); set the driver to "
+                            f"{rate} Hz (the model's rate)")
+        return self.problem
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
 class ThrottledLog:
@@ -233,6 +305,11 @@ def percentiles(values, quantiles=(50, 90)) -> list[float]:
     return [float(v) for v in np.percentile(np.asarray(values, dtype=np.float64), quantiles)]
 
 
+def _finite_result(result) -> bool:
+    arrays = (result.position_m, result.covariance_m2, result.class_probabilities)
+    return all(bool(np.all(np.isfinite(a))) for a in arrays if a is not None)
+
+
 def _descriptor(description: str, read_only: bool = False, float_range=None, int_range=None) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
     if float_range:
@@ -278,6 +355,8 @@ PARAMETERS = {
                                             float_range=(0.1, 3600.0))),
     "debug_inference_delay_s": (0.0, _descriptor("TEST ONLY: extra sleep before each inference to emulate a slow "
                                                  "model; keep 0", float_range=(0.0, 60.0))),
+    "debug_fault_injection": ("", _descriptor("TEST ONLY: raise device errors inside inference: '' off | oom | "
+                                              "oom_cuda | oom_above:<budget> | error; keep empty")),
 }
 
 
@@ -293,6 +372,8 @@ def validate_parameter(name: str, value) -> str | None:
         return f"expected_sha256 must be empty or 64 hex digits, got {value!r}"
     if name == "frame_id" and not str(value).strip():
         return "frame_id must not be empty"
+    if name == "debug_fault_injection" and not FAULT_PATTERN.match(str(value)):
+        return f"debug_fault_injection must be '', oom, oom_cuda, oom_above:<budget> or error, got {value!r}"
     return None
 
 
@@ -337,6 +418,11 @@ class AdmnNode(Node):
         self._started = time.monotonic()
         self._last_set_monotonic: float | None = None
         self._last_sync_counts: dict[str, tuple[int, int]] = {}
+        self._inference_problem: str | None = None  # the last failure; cleared by the next good inference
+        self._oom_cap: int | None = None
+        self._oom_cap_since = 0.0
+        self._audio_rate_checks: dict[tuple[str, str], AudioRateCheck] = {}
+        self.parameter_problems = self._check_unknown_parameters()
 
         self._create_publishers()
         self._create_inputs()
@@ -355,6 +441,24 @@ class AdmnNode(Node):
     def _param(self, name: str):
         return self.get_parameter(name).value
 
+    def _check_unknown_parameters(self) -> list[tuple[str, str]]:
+        """(level, text) for every override (params file, -p) that names no parameter of this node."""
+        problems = []
+        for name in sorted(self._parameter_overrides):
+            if name in PARAMETERS or name in STANDARD_PARAMETERS or name.startswith("qos_overrides."):
+                continue
+            close = difflib.get_close_matches(name, list(PARAMETERS), n=1, cutoff=0.75)
+            if close:
+                text = (f"unknown parameter {name!r} is ignored: did you mean {close[0]!r}? (check the params file "
+                        f"and -p arguments; {close[0]!r} keeps its value {self._param(close[0])!r})")
+                problems.append(("error", text))
+                self.get_logger().error(text)
+            else:
+                text = f"unknown parameter {name!r} is ignored (admn_node does not declare it)"
+                problems.append(("warning", text))
+                self.get_logger().warning(text)
+        return problems
+
     def _load_engine(self) -> InferenceEngine:
         from admn_core.bundle import BundleError
 
@@ -372,6 +476,7 @@ class AdmnNode(Node):
             engine = InferenceEngine.from_bundle(path, self.device, PRECISIONS[self._param("precision")],
                                                  expected_sha256=self._param("expected_sha256") or None)
         except BundleError as error:
+            self.get_logger().error(f"cannot load the model bundle {path}: {error}")
             raise ModelLoadError(str(error)) from None
         self.model_path = path
         return engine
@@ -410,6 +515,7 @@ class AdmnNode(Node):
                 qos = sensor_qos(qos_name, depth=INPUT_QUEUE_DEPTH[spec.kind])
                 if spec.kind == "audio":
                     self._audio_rings[key] = self._make_audio_ring(spec)
+                    self._audio_rate_checks[key] = AudioRateCheck(self._audio_rings[key].sample_rate)
                     subscription = self.create_subscription(
                         msg_type, topic, lambda msg, entry=entry: self._on_audio(msg, entry), qos)
                     entry.resolved_topic = subscription.topic_name
@@ -472,15 +578,31 @@ class AdmnNode(Node):
 
     def _on_audio(self, msg, entry: InputSpec) -> None:
         self._on_arrival(msg, entry)
+        ring = self._audio_rings[entry.key]
         try:
-            self._audio_rings[entry.key].append_message(msg)
+            samples, rate = audio_to_numpy(msg, sample_rate=ring.sample_rate, channels=ring.channels)
+            stamp_ns = header_stamp_ns(msg)
+            ring.append(stamp_ns, samples, rate)
         except ConversionError as error:
             self._bad_input(entry, str(error))
+            return
+        except Exception as error:  # never let one malformed chunk take the executor down
+            self._bad_input(entry, f"{type(error).__name__}: {error}")
+            return
+        check = self._audio_rate_checks[entry.key]
+        before = check.problem
+        problem = check.update(stamp_ns, samples.shape[-1])
+        if problem and problem != before:
+            entry.errors += 1
+            entry.last_error = problem
+        if problem:
+            self._throttled("warning", f"audio_rate:{entry.resolved_topic}", f"{entry.resolved_topic}: {problem}")
 
     def _on_budget(self, msg) -> None:
         value = int(msg.data)
-        if value != self._latest_budget:
-            self.get_logger().info(f"/compute_budget: {self._latest_budget} -> {value}")
+        self.counters.budget_messages += 1
+        if value != self._latest_budget:  # throttled: a budget publisher gone wild must not flood the log
+            self._throttled("info", "budget_change", f"/compute_budget: {self._latest_budget} -> {value}")
         self._latest_budget = value
 
     def _on_synchronized(self, *messages) -> None:
@@ -516,7 +638,9 @@ class AdmnNode(Node):
                 self.process(synced)
             except Exception as error:  # the worker must survive anything; the traceback goes to the log once
                 self.counters.failed += 1
-                self._throttled("error", "worker", f"inference failed: {type(error).__name__}: {error}")
+                self._inference_problem = (f"inference failed for the set stamped {synced.stamp_ns / 1e9:.3f} s on "
+                                           f"{self.device}: {type(error).__name__}: {error}")
+                self._throttled("error", "worker", self._inference_problem)
 
     def process(self, synced: SyncedSet) -> Timings | None:
         """Decode, window the audio, infer and publish one synchronized set; None when it was skipped."""
@@ -539,7 +663,9 @@ class AdmnNode(Node):
             windowed = time.perf_counter()
             if self.settings.debug_inference_delay_s > 0:
                 self._stop.wait(self.settings.debug_inference_delay_s)
-            result = self.engine.infer(sample, budget)
+            result, budget, capped = self._infer_with_fallback(sample, budget)
+            if capped:
+                origin += "+oom_cap"
         except BadInput as error:
             self.counters.dropped_bad_input += 1
             self._bad_input(error.entry, error.reason)
@@ -553,6 +679,14 @@ class AdmnNode(Node):
             self._budget_problem = result.skipped_reason
             self._throttled("warning", "budget", result.skipped_reason)
             return None
+        if not _finite_result(result):
+            self.counters.dropped_non_finite_output += 1
+            self._inference_problem = (f"model output is not finite (NaN/Inf) for the set stamped "
+                                       f"{synced.stamp_ns / 1e9:.3f} s at budget {budget}: not published")
+            self._throttled("error", "non_finite", self._inference_problem)
+            return None
+        if self._oom_cap is None:
+            self._inference_problem = None
         inferred = time.perf_counter()
         self._publish(result, synced.stamp_ns, origin)
         published = time.perf_counter()
@@ -567,6 +701,82 @@ class AdmnNode(Node):
         self.last_result = result
         self.counters.sets_processed += 1
         return timings
+
+    # ---------------------------------------------------------------------------------- device faults
+
+    def _infer_with_fallback(self, sample: dict, budget: int):
+        """-> (result, budget actually run, capped?). Out of memory: lower budget, then the CPU; see the docstring."""
+        capped, requested = False, budget
+        if self._oom_cap is not None:
+            if time.monotonic() - self._oom_cap_since >= OOM_CAP_HOLD_S:
+                self.get_logger().info(f"no out-of-memory error for {OOM_CAP_HOLD_S:.0f} s: lifting the budget cap "
+                                       f"{self._oom_cap}")
+                self._oom_cap = None
+                self._inference_problem = None
+            elif budget > self._oom_cap:
+                budget, capped = self._oom_cap, True
+        while True:
+            try:
+                self._inject_fault(budget)
+                return self.engine.infer(sample, budget), budget, capped
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                self.counters.oom_errors += 1
+                if self.engine.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                lower = self._lower_budget(budget)
+                if lower is not None:
+                    self.counters.oom_retries += 1
+                    self._oom_cap, self._oom_cap_since = lower, time.monotonic()
+                    self._inference_problem = (f"device out of memory on {self.device} at budget {budget}: retried "
+                                               f"at {lower}; budget capped at {lower} for {OOM_CAP_HOLD_S:.0f} s "
+                                               f"({type(error).__name__}: {str(error)[:200]})")
+                    self._throttled("error", "oom", self._inference_problem)
+                    budget, capped = lower, True
+                    continue
+                if self.engine.device.type != "cpu":
+                    self._fall_back_to_cpu(error)
+                    budget, capped = requested, False  # the CPU has its own memory: try the full request again
+                    continue
+                raise
+
+    def _lower_budget(self, budget: int) -> int | None:
+        """A budget about halfway down to the minimum (so a few retries reach it), or None at the minimum."""
+        budget = min(budget, self.engine.max_budget)
+        low = self.engine.min_budget
+        if budget <= low:
+            return None
+        return max(low, min(budget - 1, (budget + low) // 2))
+
+    def _fall_back_to_cpu(self, error: BaseException) -> None:
+        failed_on = self.device
+        self.engine.model.to("cpu")
+        for controller in self.engine.controllers.values():
+            controller.to("cpu")
+        self.engine.device = torch.device("cpu")
+        if getattr(self.engine, "fast", None) is not None:  # a fast path (CUDA graphs) is bound to the GPU
+            self.engine.fast = None
+        self.device = "cpu"
+        self._oom_cap = None
+        self.counters.device_fallbacks += 1
+        self.device_problem = (f"out of memory on {failed_on} even at the minimum budget {self.engine.min_budget}: "
+                               f"moved the model to the CPU for the rest of this run ({type(error).__name__}: "
+                               f"{str(error)[:200]})")
+        self.get_logger().error(self.device_problem)
+
+    def _inject_fault(self, budget: int) -> None:
+        """Test hook (parameter debug_fault_injection): raise where the engine would raise a device error."""
+        fault = self.settings.debug_fault_injection
+        if not fault:
+            return
+        if fault == "error":
+            raise RuntimeError("injected device error (debug_fault_injection=error)")
+        oom = (fault == "oom" or (fault == "oom_cuda" and self.engine.device.type == "cuda")
+               or (fault.startswith("oom_above:") and budget > int(fault.split(":", 1)[1])))
+        if oom:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 MiB at budget {budget} "
+                                         f"(injected by debug_fault_injection={fault!r})")
 
     def _accept_stamp(self, stamp_ns: int) -> bool:
         last = self._last_processed_stamp_ns
@@ -624,7 +834,7 @@ class AdmnNode(Node):
 
     def _add_audio_windows(self, sample: dict, stamp_ns: int) -> None:
         tolerance_ns = round(self.settings.sync_slop * 1e9)
-        problems = []
+        problems, partial = [], []
         for key, ring in self._audio_rings.items():
             window = ring.window(stamp_ns, tolerance_ns)
             sample[key] = window.samples
@@ -632,9 +842,16 @@ class AdmnNode(Node):
             if window.missing_samples >= ring.window_samples:
                 self.counters.audio_windows_missing += 1
                 problems.append(self.inputs[key].resolved_topic)
-        self._audio_problem = (f"no audio at or before the frame stamp on {', '.join(problems)}: silent window used"
-                               if problems else None)
+            elif window.missing_samples * 2 >= ring.window_samples:  # mostly gaps: short or lost chunks
+                partial.append(f"{self.inputs[key].resolved_topic} "
+                               f"({100 * window.missing_samples // ring.window_samples}%)")
+        texts = []
         if problems:
+            texts.append(f"no audio at or before the frame stamp on {', '.join(problems)}: silent window used")
+        if partial:
+            texts.append(f"audio window mostly zero-filled (chunks missing or too short) on {', '.join(partial)}")
+        self._audio_problem = "; ".join(texts) or None
+        if texts:
             self._throttled("warning", "audio_missing", self._audio_problem)
 
     def _publish(self, result, stamp_ns: int, origin: str) -> None:
@@ -730,13 +947,18 @@ class AdmnNode(Node):
         with self._timings_lock:
             timings = list(self._timings)
         fields = ("decode_ms", "audio_ms", "preprocess_ms", "model_ms", "publish_ms", "end_to_end_ms")
-        return {name: percentiles([getattr(t, name) for t in timings]) for name in fields}
+        return {name: percentiles([getattr(t, name) for t in timings], (50, 90, 99)) for name in fields}
 
     def _inference_status(self) -> DiagnosticStatus:
         budget, origin = self.current_budget()
         status = DiagnosticStatus(name=f"{NODE_NAME}: inference", hardware_id=str(self.model_path))
+        typos = [text for level, text in self.parameter_problems if level == "error"]
         if self.device_problem:
             status.level, status.message = DiagnosticStatus.ERROR, self.device_problem
+        elif self._inference_problem:
+            status.level, status.message = DiagnosticStatus.ERROR, self._inference_problem
+        elif typos:
+            status.level, status.message = DiagnosticStatus.ERROR, "; ".join(typos)
         elif self._budget_problem:
             status.level, status.message = DiagnosticStatus.WARN, self._budget_problem
         else:
@@ -752,9 +974,12 @@ class AdmnNode(Node):
             pairs += [(f"active_blocks.{name}", ",".join(map(str, blocks)))
                       for name, blocks in allocation.active_blocks().items()]
         for name in ("model_ms", "preprocess_ms", "end_to_end_ms"):
-            p50, p90 = latency[name]
-            pairs += [(f"{name}_p50", f"{p50:.2f}"), (f"{name}_p90", f"{p90:.2f}")]
+            p50, p90, p99 = latency[name]
+            pairs += [(f"{name}_p50", f"{p50:.2f}"), (f"{name}_p90", f"{p90:.2f}"), (f"{name}_p99", f"{p99:.2f}")]
         pairs += [(name, str(value)) for name, value in self.counters.__dict__.items()]
+        pairs += [("oom_budget_cap", "none" if self._oom_cap is None else str(self._oom_cap)),
+                  ("pending_sets", str(len(self._slot)))]
+        pairs += [(f"parameter_problem.{index}", text) for index, (_, text) in enumerate(self.parameter_problems)]
         pairs.append(("qoi_estimate", "unavailable (the engine does not expose controller QoI)"))
         status.values = [KeyValue(key=k, value=v) for k, v in pairs]
         return status
@@ -763,9 +988,13 @@ class AdmnNode(Node):
         status = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=self._param("input_qos"))
         if self._audio_problem:
             problems = [*problems, self._audio_problem]
+        problems = [*problems, *(f"{self.inputs[key].resolved_topic}: {check.problem}"
+                                 for key, check in self._audio_rate_checks.items() if check.problem)]
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) if problems else "inputs arriving"
-        pairs = self.sync_stats().as_key_values(now)
+        sync_stats = self.sync_stats()
+        pairs = sync_stats.as_key_values(now)
+        pairs += [(f"{s.topic}.queued", str(s.queued)) for s in sync_stats.inputs]
         for entry in self.inputs.values():
             age = "never" if entry.last_arrival is None else f"{now - entry.last_arrival:.3f}"
             pairs += [(f"{entry.resolved_topic}.messages", str(entry.received)),
@@ -789,7 +1018,7 @@ class AdmnNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     import rclpy
-    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.exceptions import InvalidParameterValueException, ParameterException
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     rclpy.init(args=args if args is not None else sys.argv)
@@ -802,7 +1031,7 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ModelLoadError, InvalidParameterValueException, ValueError, ImportError) as error:
+    except (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError) as error:
         print(f"admn_node: cannot start: {error}", file=sys.stderr)
         return 2
     finally:
