@@ -16,7 +16,7 @@ from admn_core.presets import PRESETS, preset_config
 
 # Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
 # so the core command works in a partial install.
-COMMAND_GROUPS = ("admn_core.data.cli",)
+COMMAND_GROUPS = ("admn_core.data.cli", "admn_core.train.cli")
 
 
 def _model_config(args) -> ModelConfig:
@@ -55,14 +55,46 @@ def command_bench(args) -> int:
         budgets = [b for b in args.budgets if minimum_budget(config) <= b <= maximum_budget(config)]
         repeats = args.repeats if args.repeats else (30 if "tiny" in preset else 5)
         result = benchmark_budgets(config, budgets, repeats=repeats, device=args.device,
-                                   dtype=getattr(torch, args.dtype))
+                                   dtype=getattr(torch, args.dtype), fast=args.fast,
+                                   fast_dtype=getattr(torch, args.fast_dtype) if args.fast_dtype else None,
+                                   throughput_batch=args.batch, distinct_allocations=args.distinct,
+                                   throughput_repeats=args.throughput_repeats)
+        if args.node:
+            result["node"] = _node_overhead(preset, args.node_budget, args.node_repeats)
         results.append(result)
         print(format_table(result), flush=True)
+        if result.get("node"):
+            node = result["node"]
+            print(f"node overhead (admn_node, CPU, budget {node['budget']}): p50 {node['overhead_ms'][0]:.3f} ms, "
+                  f"p90 {node['overhead_ms'][1]:.3f} ms; model p50 {node['model_ms'][0]:.3f} ms")
         print()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _node_overhead(preset: str, budget: int, repeats: int) -> dict | None:
+    """admn_node's per-set overhead (admn_ros.benchmark_node) for a random bundle of `preset`; None without ROS."""
+    try:
+        from admn_ros.benchmark_node import measure, summarize
+    except ImportError as exc:
+        print(f"node overhead skipped: {exc}", file=sys.stderr)
+        return None
+    import tempfile
+
+    from admn_core.bench import random_bundle
+    from admn_core.bundle import save_bundle
+
+    with tempfile.TemporaryDirectory(prefix="admn_bench_node_") as scratch:
+        bundle = random_bundle(preset_config(preset), [6, 8, 12, 16])
+        path = save_bundle(Path(scratch) / f"{preset}.safetensors", bundle)
+        try:
+            summary = summarize(measure(str(path), budget, repeats))
+        except (ImportError, RuntimeError) as exc:  # no ROS 2 here, or the node could not run: say so, go on
+            print(f"node overhead skipped: {exc}", file=sys.stderr)
+            return None
+    return {"budget": budget, "repeats": repeats, **summary}
 
 
 def command_make_bundle(args) -> int:
@@ -130,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--fast", action="store_true", help="also time the fast path (admn_core.fastpath)")
+    bench.add_argument("--fast-dtype", choices=["float32", "bfloat16", "float16"],
+                       help="the fast path's dtype (default: --dtype)")
+    bench.add_argument("--batch", type=int, default=0,
+                       help="also measure allocation-grouped batching vs a per-sample loop at this batch size")
+    bench.add_argument("--distinct", type=int, default=4, help="distinct allocations in that batch (default 4)")
+    bench.add_argument("--throughput-repeats", type=int, default=3)
+    bench.add_argument("--node", action="store_true", help="also measure admn_node's overhead (needs ROS 2)")
+    bench.add_argument("--node-budget", type=int, default=12)
+    bench.add_argument("--node-repeats", type=int, default=20)
     bench.add_argument("--json", help="also write the results as JSON here")
     bench.set_defaults(handler=command_bench)
 

@@ -64,7 +64,10 @@ class Result:
 
 
 class InferenceEngine:
-    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 fast: bool = False):
+        """`fast=True` serves through `admn_core.fastpath.FastPath` (CUDA graphs on a GPU, a lean forward on the
+        CPU); the eager model stays the reference and is what `fast=False` (the default) runs."""
         self.config: ModelConfig = bundle.config
         self.device = torch.device(device)
         self.dtype = dtype
@@ -74,10 +77,16 @@ class InferenceEngine:
         self.costs = layer_costs(self.config)
         self.min_budget = minimum_budget(self.config)
         self.max_budget = maximum_budget(self.config)
+        self.fast = None
+        if fast:
+            from admn_core.fastpath import FastPath
+
+            self.fast = FastPath(self.model, self.controllers)
 
     @classmethod
-    def from_bundle(cls, path, device="cpu", dtype=torch.float32, expected_sha256: str | None = None):
-        return cls(load_bundle(path, "cpu", expected_sha256), device, dtype)
+    def from_bundle(cls, path, device="cpu", dtype=torch.float32, expected_sha256: str | None = None,
+                    fast: bool = False):
+        return cls(load_bundle(path, "cpu", expected_sha256), device, dtype, fast=fast)
 
     @property
     def trained_budgets(self) -> list[int]:
@@ -115,6 +124,8 @@ class InferenceEngine:
             mask = naive_allocation(self.config, budget).to(self.device)
             return mask.expand(batch, -1, -1), "naive"
         controller_budget = self.controller_infos[name].budget
+        if self.fast is not None:
+            return self.fast.select(name, inputs, controller_budget, self.costs), f"controller:{name}"
         logits, _ = self.controllers[name](inputs)
         return select_layers(logits.float(), controller_budget, self.costs), f"controller:{name}"
 
@@ -133,7 +144,7 @@ class InferenceEngine:
         preprocessed = time.perf_counter()
         masks, source = self.allocate(inputs, budget)
         allocated = time.perf_counter()
-        output = self.model(inputs, masks)
+        output = self.run_model(inputs, masks)
         results = self._results(output, masks, budget, source)
         finished = time.perf_counter()
         timings = {"preprocess": 1e3 * (preprocessed - started), "controller": 1e3 * (allocated - preprocessed),
@@ -141,6 +152,11 @@ class InferenceEngine:
         for result in results:
             result.timings_ms = dict(timings)
         return results
+
+    @torch.inference_mode()
+    def run_model(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor):
+        """The masked model forward on preprocessed inputs: the fast path when enabled, else the eager model."""
+        return self.fast(inputs, masks) if self.fast is not None else self.model(inputs, masks)
 
     def _results(self, output, masks: torch.Tensor, budget: int, source: str) -> list[Result]:
         masks_cpu = masks.cpu()

@@ -1,0 +1,406 @@
+"""Fast inference path: the same weights and the same allocation semantics as the eager model, less overhead.
+
+Eager (`ADMNModel.forward`) stays the reference; this path must match it within floating-point tolerance
+(test/test_fastpath.py). What it changes is only *how* the work is issued:
+
+* GPU (any CUDA device): CUDA graphs, captured lazily and replayed for any allocation:
+  - one graph per (controller, batch size): controller → top-L selection, writing the mask on the device;
+  - one graph per batch size for the patch embeddings of every modality (launched before the mask is read,
+    so it runs while the host waits for the mask);
+  - one graph per (modality, block, rows) — each block's graph runs the block on a static token buffer in
+    place, so any allocation is a sequence of block replays and only active blocks ever run;
+  - one graph per batch size for final norms → adapters → fusion → head.
+  The single host synchronisation is the [B, M, depth] mask read (B·M·12 booleans) that decides which block
+  graphs to replay; the embeddings overlap it. Eager GPU issues ~20 kernels per block from Python; a replay
+  issues one launch. Any dtype the engine was built with (bf16 / fp16 weights) is used as is.
+* CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
+  attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
+  controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
+
+Allocation-grouped batching is inherited: rows are grouped by identical mask per modality, and each group runs
+only its own blocks (on the GPU through the block graphs of that group's row count).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from admn_core.allocation import select_layers
+from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
+from admn_core.models.controller import QoIController
+from admn_core.models.fusion import TransformerEncoder
+from admn_core.models.task_model import ADMNModel
+
+
+def _timed(function: Callable[[], object], repeats: int = 5) -> float:
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1).matmul(v)
+
+
+class _MkldnnOff:
+    """Run a region without oneDNN (faster for the controller's tiny convolutions on some CPUs)."""
+
+    def __enter__(self):
+        self.previous = torch._C._get_mkldnn_enabled()
+        torch._C._set_mkldnn_enabled(False)
+
+    def __exit__(self, *exc):
+        torch._C._set_mkldnn_enabled(self.previous)
+
+
+class _LeanBlock:
+    """A timm ViT Block's inference forward written with functional ops on the block's own parameters.
+
+    Falls back to the module itself if the block has anything this form does not cover (layer scale, q/k norm,
+    gating, a non-GELU activation, ...)."""
+
+    def __init__(self, block: nn.Module):
+        self.block = block
+        attn, mlp = block.attn, block.mlp
+        identity = lambda m: m is None or isinstance(m, (nn.Identity, nn.Dropout))  # noqa: E731
+        self.supported = (
+            all(identity(getattr(block, n, None)) for n in ("ls1", "ls2", "drop_path1", "drop_path2"))
+            and all(identity(getattr(attn, n, None)) for n in ("q_norm", "k_norm", "norm", "attn_drop", "proj_drop"))
+            and getattr(attn, "gate", None) is None
+            and isinstance(getattr(mlp, "act", None), nn.GELU) and getattr(mlp.act, "approximate", "none") == "none"
+            and identity(getattr(mlp, "norm", None))
+            and isinstance(block.norm1, nn.LayerNorm) and isinstance(block.norm2, nn.LayerNorm))
+        if not self.supported:
+            return
+        self.heads = attn.num_heads
+        self.head_dim = attn.qkv.weight.shape[0] // (3 * self.heads)
+        self.scale = self.head_dim ** -0.5
+        self.norm1 = (block.norm1.normalized_shape, block.norm1.weight, block.norm1.bias, block.norm1.eps)
+        self.norm2 = (block.norm2.normalized_shape, block.norm2.weight, block.norm2.bias, block.norm2.eps)
+        self.qkv = (attn.qkv.weight, attn.qkv.bias)
+        self.proj = (attn.proj.weight, attn.proj.bias)
+        self.fc1 = (mlp.fc1.weight, mlp.fc1.bias)
+        self.fc2 = (mlp.fc2.weight, mlp.fc2.bias)
+        self.manual_attention = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.supported:
+            return self.block(x)
+        batch, tokens, _ = x.shape
+        h = F.layer_norm(x, *self.norm1[:3], self.norm1[3])
+        qkv = F.linear(h, *self.qkv).view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.manual_attention:
+            attended = _manual_attention(q, k, v, self.scale)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), *self.proj)
+        h = F.layer_norm(x, *self.norm2[:3], self.norm2[3])
+        return x + F.linear(F.gelu(F.linear(h, *self.fc1)), *self.fc2)
+
+
+def _lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_attention: bool) -> torch.Tensor:
+    """The fusion / controller encoder (pre-norm, qkv without bias) with functional ops."""
+    x = tokens + encoder._positions(tokens)
+    batch, count, _ = x.shape
+    for attention, feed_forward in encoder.layers:
+        norm = attention.norm
+        h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        qkv = F.linear(h, attention.to_qkv.weight).view(batch, count, 3, attention.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if manual_attention:
+            attended = _manual_attention(q, k, v, q.shape[-1] ** -0.5)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, -1), attention.to_out.weight,
+                         attention.to_out.bias)
+        norm, first, _, second = feed_forward.net
+        h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        x = x + F.linear(F.gelu(F.linear(h, first.weight, first.bias)), second.weight, second.bias)
+    norm = encoder.norm
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class FastPath:
+    """Fast forward of an `ADMNModel` and its controllers on the device they already live on.
+
+    `select(name, inputs, budget, costs)` → bool masks [B, M, depth] on the device (controller + top-L);
+    `forward(inputs, masks)` → the head's output, equal to `model(inputs, masks)` within tolerance.
+    `graphs=None` uses CUDA graphs exactly when the model is on a CUDA device (unless ADMN_FASTPATH_GRAPHS=0).
+    """
+
+    def __init__(self, model: ADMNModel, controllers: dict[str, QoIController] | None = None,
+                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True):
+        self.model = model
+        self.controllers = dict(controllers or {})
+        self.config = model.config
+        self.device = model.head_device
+        if graphs is None:  # ADMN_FASTPATH_GRAPHS=0 keeps a GPU on the lean (graph-free) forward
+            graphs = self.device.type == "cuda" and os.environ.get("ADMN_FASTPATH_GRAPHS", "1") != "0"
+        self.graphs = bool(graphs)
+        if self.graphs and self.device.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.blocks = {spec.name: [_LeanBlock(b) for b in model.backbones[spec.name].blocks]
+                       for spec in self.config.modalities}
+        self.fusion_manual_attention = False
+        self.controller_manual_attention = False
+        self.controller_without_mkldnn = False
+        self.max_batch_sizes = max_batch_sizes
+        self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
+        self._pool = None
+        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0}
+        if tune and self.device.type == "cpu":
+            self._tune_cpu()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # CPU choices, timed once on this machine with the real shapes (the outputs are equal either way).
+    @torch.inference_mode()
+    def _tune_cpu(self) -> None:
+        dtype = next(self.model.parameters()).dtype
+        for spec in self.config.modalities:
+            blocks = self.blocks[spec.name]
+            if not blocks or not blocks[0].supported:
+                continue
+            lean = blocks[0]
+            q = torch.randn(len(spec.views), lean.heads, spec.num_tokens, lean.head_dim, dtype=dtype)
+            manual = _timed(lambda q=q, lean=lean: _manual_attention(q, q, q, lean.scale))
+            fused = _timed(lambda q=q: F.scaled_dot_product_attention(q, q, q))
+            for block in blocks:
+                if block.supported:
+                    block.manual_attention = manual < fused
+        # Fusion and controller encoders see a handful of tokens: explicit attention is never slower there.
+        self.fusion_manual_attention = True
+        self.controller_manual_attention = True
+        if self.controllers and torch.backends.mkldnn.is_available():
+            controller = next(iter(self.controllers.values()))
+            inputs = {spec.name: torch.randn(1, len(spec.views), spec.channels, *spec.input_size, dtype=dtype)
+                      for spec in self.config.modalities}
+            with_mkldnn = _timed(lambda: self._stems(controller, inputs))
+            with _MkldnnOff():
+                without = _timed(lambda: self._stems(controller, inputs))
+            self.controller_without_mkldnn = without < 0.9 * with_mkldnn
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Controller → allocation.
+    def _stems(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        tokens = []
+        for modality in self.config.modalities:
+            x = inputs[modality.name]
+            batch, views = x.shape[:2]
+            tokens.append(controller.stems[modality.name](x.flatten(0, 1)).view(batch, views, -1))
+        return tokens
+
+    def controller_logits(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Layer logits [B, M, depth] (the controller's forward without its corruption head)."""
+        if self.controller_without_mkldnn:
+            with _MkldnnOff():
+                tokens = self._stems(controller, inputs)
+        else:
+            tokens = self._stems(controller, inputs)
+        tokens = torch.cat([controller.cls.expand(tokens[0].shape[0], -1, -1), *tokens], dim=1)
+        e_corr = _lean_encoder(controller.encoder, tokens, self.controller_manual_attention)[:, 0]
+        return controller.layer_logits(e_corr).view(-1, controller.num_modalities, controller.depth)
+
+    @torch.inference_mode()
+    def select(self, name: str, inputs: dict[str, torch.Tensor], budget: int, costs: torch.Tensor) -> torch.Tensor:
+        """Controller `name` + top-L selection at `budget` → bool masks [B, M, depth] on the device."""
+        controller = self.controllers[name]
+
+        def run(tensors):
+            return select_layers(self.controller_logits(controller, tensors).float(), budget, costs)
+
+        if not self.graphs or not bool((costs == 1).all()):  # the unequal-cost greedy pass runs on the host
+            return run(inputs)
+        state = self._state_for(inputs)
+        state.load(inputs)
+        graph, mask = state.graph(("select", name, budget), lambda: run(state.inputs))
+        graph.replay()
+        self.counters["graph_replays"] += 1
+        return mask.clone()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Masked model forward.
+    @torch.inference_mode()
+    def forward(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None):
+        for spec in self.config.modalities:
+            x = inputs.get(spec.name)
+            if x is None:
+                raise KeyError(f"missing input for modality {spec.name!r}; got {sorted(inputs)}")
+            if x.dim() != 5 or x.shape[1] != len(spec.views):
+                raise ValueError(f"{spec.name}: expected [B, {len(spec.views)}, C, H, W], got {list(x.shape)}")
+        batch = next(iter(inputs.values())).shape[0]
+        depth = self.config.blocks_per_backbone
+        if masks is None:
+            masks = torch.ones(batch, len(self.config.modalities), depth, dtype=torch.bool, device=self.device)
+        if masks.shape != (batch, len(self.config.modalities), depth):
+            expected = [batch, len(self.config.modalities), depth]
+            raise ValueError(f"masks must be {expected}, got {list(masks.shape)}")
+        if self.graphs:
+            return self._forward_graphs(inputs, masks)
+        return self._forward_lean(inputs, masks)
+
+    __call__ = forward
+
+    def _embed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {spec.name: self.model.backbones[spec.name].embed(inputs[spec.name].flatten(0, 1))
+                for spec in self.config.modalities}
+
+    def _head(self, cls_tokens: dict[str, torch.Tensor], batch: int):
+        tokens = []
+        for spec in self.config.modalities:
+            backbone: LayerDropViT = self.model.backbones[spec.name]
+            norm = backbone.norm
+            cls = F.layer_norm(cls_tokens[spec.name], norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            tokens.append(self.model.adapters[spec.name](cls).view(batch, len(spec.views), -1))
+        fused = _lean_encoder(self.model.fusion, torch.cat(tokens, dim=1), self.fusion_manual_attention)
+        return self.model.head(fused.mean(dim=1))
+
+    def _run_blocks(self, name: str, tokens: torch.Tensor, indices) -> torch.Tensor:
+        blocks = self.blocks[name]
+        for index in indices:
+            tokens = blocks[index](tokens)
+        self.counters["block_runs"] += len(indices)
+        return tokens
+
+    def _forward_lean(self, inputs, masks):
+        batch = masks.shape[0]
+        embedded = self._embed(inputs)
+        cls_tokens = {}
+        for index, spec in enumerate(self.config.modalities):
+            tokens = embedded[spec.name]
+            views = len(spec.views)
+            groups = group_rows_by_mask(masks[:, index])
+            if len(groups) == 1:
+                (active, _), = groups.items()
+                cls_tokens[spec.name] = self._run_blocks(spec.name, tokens, active)[:, 0]
+                continue
+            tokens = tokens.view(batch, views, *tokens.shape[1:])
+            cls = tokens.new_empty(batch, views, tokens.shape[-1])
+            for active, members in groups.items():
+                rows = torch.tensor(members, device=tokens.device)
+                cls[rows] = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)[:, 0].view(
+                    len(members), views, -1)
+            cls_tokens[spec.name] = cls.flatten(0, 1)
+        return self._head(cls_tokens, batch)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # CUDA graphs.
+    def _state_for(self, inputs: dict[str, torch.Tensor]) -> _BatchGraphs:
+        batch = next(iter(inputs.values())).shape[0]
+        state = self._graph_state.get(batch)
+        if state is None:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            while len(self._graph_state) >= self.max_batch_sizes:  # least recently used batch size goes
+                self._graph_state.popitem(last=False)
+            state = self._graph_state[batch] = _BatchGraphs(self, inputs)
+        self._graph_state.move_to_end(batch)
+        return state
+
+    def _forward_graphs(self, inputs, masks):
+        state = self._state_for(inputs)
+        state.load(inputs)
+        # Embeddings into the static token buffers, launched before the mask is read so they overlap the sync.
+        graph, _ = state.graph(("embed",), state.embed_into_buffers)
+        graph.replay()
+        host_masks = masks.cpu()  # the one host synchronisation: B·M·depth booleans
+        groups_per_modality = [group_rows_by_mask(host_masks[:, index]) for index in range(host_masks.shape[1])]
+        replays = 1
+        for index, spec in enumerate(self.config.modalities):
+            buffer = state.tokens[spec.name]
+            groups = groups_per_modality[index]
+            if len(groups) == 1:
+                (active, _), = groups.items()
+                replays += state.run_blocks(spec.name, buffer, active)
+                continue
+            views = len(spec.views)
+            for active, members in groups.items():
+                rows = torch.tensor([m * views + v for m in members for v in range(views)], device=self.device)
+                group_buffer = state.group_buffer(spec.name, len(rows))
+                torch.index_select(buffer, 0, rows, out=group_buffer)
+                replays += state.run_blocks(spec.name, group_buffer, active)
+                buffer.index_copy_(0, rows, group_buffer)
+        graph, output = state.graph(("head",), state.head_from_buffers)
+        graph.replay()
+        self.counters["graph_replays"] += replays + 1
+        if isinstance(output, torch.Tensor):
+            return output.clone()
+        return type(output)(**{k: v.clone() for k, v in vars(output).items()})
+
+
+class _BatchGraphs:
+    """Static buffers and captured graphs for one batch size."""
+
+    def __init__(self, fast: FastPath, inputs: dict[str, torch.Tensor]):
+        self.fast = fast
+        self.inputs = {name: torch.empty_like(x) for name, x in inputs.items()}
+        self.batch = next(iter(inputs.values())).shape[0]
+        with torch.inference_mode():
+            embedded = fast._embed(inputs)
+        self.tokens = {name: torch.empty_like(t) for name, t in embedded.items()}
+        self.group_buffers: dict[tuple[str, int], torch.Tensor] = {}
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
+
+    def load(self, inputs: dict[str, torch.Tensor]) -> None:
+        for name, static in self.inputs.items():
+            if inputs[name].data_ptr() != static.data_ptr():
+                static.copy_(inputs[name], non_blocking=True)
+
+    def embed_into_buffers(self):
+        for name, tokens in self.fast._embed(self.inputs).items():
+            self.tokens[name].copy_(tokens)
+
+    def head_from_buffers(self):
+        return self.fast._head({name: tokens[:, 0] for name, tokens in self.tokens.items()}, self.batch)
+
+    def group_buffer(self, name: str, rows: int) -> torch.Tensor:
+        key = (name, rows)
+        if key not in self.group_buffers:
+            full = self.tokens[name]
+            self.group_buffers[key] = full.new_empty(rows, *full.shape[1:])
+        return self.group_buffers[key]
+
+    def run_blocks(self, name: str, buffer: torch.Tensor, indices) -> int:
+        block_list = self.fast.model.backbones[name].blocks
+        for index in indices:
+            block = block_list[index]
+            graph, _ = self.graph(("block", name, index, buffer.data_ptr(), buffer.shape[0]),
+                                  lambda block=block: buffer.copy_(block(buffer)), restore=buffer)
+            graph.replay()
+        self.fast.counters["block_runs"] += len(indices)
+        return len(indices)
+
+    def graph(self, key: tuple, function: Callable[[], object], restore: torch.Tensor | None = None):
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self.graphs[key] = self._capture(function, restore)
+        return entry
+
+    def _capture(self, function: Callable[[], object], restore: torch.Tensor | None = None):
+        """Warm up on a side stream, then capture `function` into a graph sharing the path's memory pool.
+        Everything that outlives a replay lives in buffers allocated outside the graphs, so sharing is safe
+        (graphs replay one at a time on one stream)."""
+        stream = torch.cuda.Stream(self.fast.device)
+        stream.wait_stream(torch.cuda.current_stream(self.fast.device))
+        saved = None if restore is None else restore.clone()  # the warm-up must not apply an in-place block twice
+        with torch.cuda.stream(stream), torch.inference_mode():
+            function()
+            if saved is not None:
+                restore.copy_(saved)
+        torch.cuda.current_stream(self.fast.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self.fast._pool):
+            output = function()
+        self.fast.counters["graph_captures"] += 1
+        return graph, output
