@@ -17,10 +17,11 @@ $(STAMP): $(REQUIREMENTS) setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# The main job (until the end-to-end demo lands): the tiny model's per-budget FLOPs and a real latency run.
+# The main job: train (or reuse) the tiny model, write a corrupted trajectory bag, start admn_node + thermal_monitor,
+# replay the bag live with /clock and show the adaptation; summary, CSV and PNG under artifacts/demo/.
+# Extra options: make run DEMO_ARGS="--duration 30 --random-bundle"
 run: $(STAMP)
-	$(PY) -m admn_core.cli flops --preset tiny
-	$(PY) -m admn_core.cli bench --presets tiny --repeats 20
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONDONTWRITEBYTECODE=1 $(PY) -m admn_ros.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -33,9 +34,11 @@ test-slow: $(STAMP)
 	@mkdir -p .test-ros-home
 	$(TEST_ENV) $(PY) -m pytest -m slow -q
 
-# Per-budget FLOPs and batch-1 latency for the tiny and paper presets on CPU (figures, not a pass/fail test).
+# Per-budget FLOPs, batch-1 latency (eager and fast path), grouped batching of 16 samples vs a per-sample loop,
+# memory, and admn_node's overhead, for the tiny and paper presets on CPU (figures, not a pass/fail test).
+# On a GPU: scripts/gpu_bench.sh (paper preset, eager fp32 vs fast path bf16).
 bench: $(STAMP)
-	$(PY) -m admn_core.cli bench --presets tiny paper --json bench-results.json
+	$(PY) -m admn_core.cli bench --presets tiny paper --fast --batch 16 --node --json bench-results.json
 
 clean:
 	rm -rf $(VENV) .test-ros-home .pytest_cache .ruff_cache build *.egg-info

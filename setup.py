@@ -34,7 +34,9 @@ setup(
             "admn_node = admn_ros.admn_node:main",
             "thermal_monitor = admn_ros.thermal_monitor:main",
             "admn_bringup = admn_ros.bringup:main",
+            "admn_demo = admn_ros.demo:main",
             "admn_node_benchmark = admn_ros.benchmark_node:main",
+            "admn_soak = admn_ros.soak:main",
         ],
     },
 )

@@ -26,3 +26,9 @@ def test_bad_bundle_is_an_error_message_not_a_traceback(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert "bogus.safetensors" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_world_commands_run_through_the_main_command(tmp_path):
+    bag = tmp_path / "run.bag"
+    assert admn_main(["world-bag", "--out", str(bag), "--duration", "1"]) == 0
+    assert bag.exists() and any(bag.iterdir())

@@ -99,7 +99,12 @@ def register(subparsers) -> None:
 
     def add(name: str, help_text: str, handler) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
-        parser.set_defaults(func=handler)
+
+        def run(args) -> int:  # the `admn` command expects `handler(args) -> exit code`
+            handler(args)
+            return 0
+
+        parser.set_defaults(func=handler, handler=run)  # func: the plain function (returns its result)
         return parser
 
     def resolution_arg(parser):

@@ -1,0 +1,166 @@
+"""Synchronized camera/depth messages + audio ring buffers -> the engine's Sample, shared by admn_node and bag replay.
+
+This is admn_node's decode/assemble step as plain functions on plain message objects, so that rclpy messages (the
+node, live replay) and rosbags-deserialized messages (offline bag evaluation) go through exactly the same code:
+
+* `decode_rgb(msg)` / `decode_depth(msg)`: sensor_msgs/Image or CompressedImage (detected by fields, not by class,
+  so both message families work) -> numpy in sensor units; `ConversionError` on bad input.
+* `FrameAssembler`: one AudioRingBuffer per audio input (same sizing as the node: window + 2 s history), and
+  `assemble(stamp_ns, messages)` -> `Assembled(sample, ...)`: decoded frames plus, per microphone, the window ending
+  at the newest chunk stamped <= stamp + sync_slop (the node's rule), with the same missing-audio bookkeeping.
+* `input_topics(config, ...)`: the node's input topic names and kinds per (view, modality).
+
+Errors name the input: `FrameError(key, reason)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from admn_ros.audio import AudioRingBuffer
+from admn_ros.conversions import (
+    DEPTH_ENCODINGS,
+    ConversionError,
+    compressed_to_numpy,
+    compressed_to_rgb8,
+    image_to_numpy,
+    image_to_rgb8,
+)
+
+AUDIO_HISTORY_S = 2.0  # ring capacity beyond the window (covers the worker's lag), as in admn_node
+
+
+class FrameError(ValueError):
+    """A message of one input cannot be used; `key` is its (view, modality)."""
+
+    def __init__(self, key, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def is_compressed(msg) -> bool:
+    """sensor_msgs/CompressedImage (rclpy or rosbags): has `format`, no `encoding`."""
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    # rosbags messages are zero-copy views of read-only bag bytes; torch warns on those. Copy (same values).
+    return array if array.flags.writeable else array.copy()
+
+
+def decode_rgb(msg) -> np.ndarray:
+    return _writable(compressed_to_rgb8(msg) if is_compressed(msg) else image_to_rgb8(msg))
+
+
+def decode_depth(msg) -> tuple[np.ndarray, bool]:
+    """-> (depth array, has at least one valid return). Raises ConversionError for wrong encodings or shapes."""
+    if is_compressed(msg):
+        array, encoding = compressed_to_numpy(msg)
+    else:
+        array, encoding = image_to_numpy(msg), msg.encoding
+    if encoding not in DEPTH_ENCODINGS:
+        raise ConversionError(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
+    if array.ndim != 2:
+        raise ConversionError(f"depth image must be single-channel, got shape {array.shape}")
+    has_return = array.any() if array.dtype == np.uint16 else bool(np.any(np.isfinite(array) & (array > 0)))
+    return _writable(array), bool(has_return)
+
+
+@dataclass(frozen=True)
+class InputTopic:
+    key: tuple[str, str]  # (view, modality)
+    kind: str  # rgb | depth | audio
+    topic: str  # relative name, as admn_node subscribes
+    type_name: str  # ROS type name, e.g. sensor_msgs/msg/Image
+
+
+def input_topics(config, camera_transport: str = "raw", depth_transport: str = "raw") -> list[InputTopic]:
+    """The node's inputs in its order (modalities, then views), with admn_node's topic naming."""
+    topics = []
+    for spec in config.modalities:
+        for view in spec.views:
+            if spec.kind == "rgb":
+                compressed = camera_transport == "compressed"
+                topic = f"{view}/camera/image_raw" + ("/compressed" if compressed else "")
+                type_name = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+            elif spec.kind == "depth":
+                compressed = depth_transport == "compressedDepth"
+                topic = f"{view}/depth/image_raw" + ("/compressedDepth" if compressed else "")
+                type_name = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+            else:
+                topic, type_name = f"{view}/mic/audio", "sensor_msgs/msg/Image"
+            topics.append(InputTopic((view, spec.name), spec.kind, topic, type_name))
+    return topics
+
+
+@dataclass
+class Assembled:
+    sample: dict  # (view, modality) -> numpy, the engine's Sample
+    depth_all_invalid: list = field(default_factory=list)  # keys whose depth frame had no valid pixel
+    audio_missing: list = field(default_factory=list)  # keys whose audio window was entirely empty
+    audio_zero_filled: int = 0  # samples zero-filled over all audio windows
+
+
+class FrameAssembler:
+    """Decode a synchronized set and add the audio windows, exactly as admn_node does it."""
+
+    def __init__(self, config, sync_slop: float = 0.05, audio_sample_rate: int | None = None,
+                 audio_channels: int = 1):
+        self.config = config
+        self.sync_slop = float(sync_slop)
+        self.kinds = {(view, spec.name): spec.kind for spec in config.modalities for view in spec.views}
+        self.rings: dict[tuple[str, str], AudioRingBuffer] = {}
+        for spec in config.modalities:
+            if spec.kind != "audio":
+                continue
+            rate = audio_sample_rate or spec.audio.sample_rate
+            if rate != spec.audio.sample_rate:
+                raise ValueError(f"audio_sample_rate {rate} Hz differs from the model's {spec.audio.sample_rate} Hz "
+                                 f"(modality {spec.name!r}); resample at the microphone driver")
+            window = spec.audio_window_seconds
+            for view in spec.views:
+                self.rings[(view, spec.name)] = AudioRingBuffer(rate, audio_channels, window,
+                                                                capacity_seconds=window + AUDIO_HISTORY_S)
+
+    def add_audio(self, key, msg) -> None:
+        """Append one audio chunk message; raises FrameError for a bad chunk."""
+        try:
+            self.rings[key].append_message(msg)
+        except ConversionError as error:
+            raise FrameError(key, str(error)) from None
+
+    def decode(self, messages: dict) -> tuple[dict, list]:
+        """{key: camera/depth message} -> ({key: array}, keys of depth frames without a valid pixel)."""
+        sample, all_invalid = {}, []
+        for key, msg in messages.items():
+            try:
+                if self.kinds[key] == "rgb":
+                    sample[key] = decode_rgb(msg)
+                else:
+                    sample[key], has_return = decode_depth(msg)
+                    if not has_return:
+                        all_invalid.append(key)
+            except ConversionError as error:
+                raise FrameError(key, str(error)) from None
+        return sample, all_invalid
+
+    def add_audio_windows(self, assembled: Assembled, stamp_ns: int) -> None:
+        tolerance_ns = round(self.sync_slop * 1e9)
+        for key, ring in self.rings.items():
+            window = ring.window(stamp_ns, tolerance_ns)
+            assembled.sample[key] = window.samples
+            assembled.audio_zero_filled += window.missing_samples
+            if window.missing_samples >= ring.window_samples:
+                assembled.audio_missing.append(key)
+
+    def assemble(self, stamp_ns: int, messages: dict) -> Assembled:
+        sample, all_invalid = self.decode(messages)
+        assembled = Assembled(sample, all_invalid)
+        self.add_audio_windows(assembled, stamp_ns)
+        return assembled
+
+    def reset_audio(self) -> None:
+        for ring in self.rings.values():
+            ring.clear()

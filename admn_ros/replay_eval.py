@@ -1,0 +1,324 @@
+"""Offline bag evaluation: stream a rosbag2 through admn_node's own pipeline (no DDS) and score it.
+
+Exactly as the node: the camera/depth messages go through `admn_ros.sync.ApproximateTimeSynchronizer` with the
+node's default slop / queue size / time-jump threshold, microphone chunks into the node's AudioRingBuffers, and each
+synchronized set is decoded and assembled by `admn_ros.frame_assembly` (the node's decode step) at the moment it is
+emitted, i.e. with the audio that has arrived by then, in bag order (what an idle node worker sees). The node's rules
+for budgets below the minimum (skipped, nothing published) and out-of-order sets are mirrored. What the node does
+differently by design: it drops sets while its worker is busy (`dropped_stale`); offline evaluates every set.
+
+Budget sources (`BudgetSource`): a fixed budget, a schedule [(seconds since bag start, budget), ...], the bag's own
+`/compute_budget` (latest value wins, `default_budget` before the first), or a per-stamp map (to re-run a live
+replay's budgets and compare).
+
+Results are `FrameRecord`s; `write_csv`, `summarize`, `format_summary` (replay_report) and `plots.plot_timeline`
+turn them into the per-frame CSV, the summary table and the PNG.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from admn_ros.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
+from admn_ros.frame_assembly import FrameAssembler, FrameError
+from admn_ros.sync import ApproximateTimeSynchronizer, SimpleFilter
+
+# admn_node's defaults (admn_ros.admn_node.PARAMETERS / TIME_JUMP_BACK_S); imported lazily there to avoid pulling
+# the node's rclpy message imports into pure offline use, and checked equal by test_bag_eval.
+NODE_SYNC_SLOP = 0.05
+NODE_SYNC_QUEUE = 10
+NODE_DEFAULT_BUDGET = 12
+TIME_JUMP_BACK_S = 1.0
+GT_TOLERANCE_S = 0.034  # ground truth joined to the nearest pose stamp within this (half a 15 Hz frame)
+
+
+@dataclass
+class FrameRecord:
+    stamp_ns: int
+    status: str = "ok"  # ok | skipped_budget | bad_input | out_of_order | no_output
+    reason: str = ""
+    budget: int | None = None
+    budget_origin: str = ""
+    budget_used: int | None = None
+    source: str = ""
+    active_blocks: dict = field(default_factory=dict)  # modality -> list of block indices
+    position: tuple | None = None  # (x, y) metres
+    ground_truth: tuple | None = None
+    error_cm: float | None = None
+    corruption: str = ""
+    episode: str = ""
+    inference_ms: float | None = None
+    t_s: float = 0.0  # seconds since the bag's start
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class BudgetSource:
+    """Which budget each synchronized set is evaluated under (see the module docstring)."""
+
+    def __init__(self, kind: str, fixed: int | None = None, schedule: Sequence | None = None,
+                 per_stamp: dict | None = None, default: int = NODE_DEFAULT_BUDGET):
+        if kind not in ("fixed", "schedule", "bag", "per_stamp"):
+            raise ValueError(f"budget source must be fixed | schedule | bag | per_stamp, got {kind!r}")
+        self.kind, self.fixed, self.default = kind, fixed, int(default)
+        self.schedule = sorted((float(t), int(b)) for t, b in (schedule or []))
+        self._schedule_times = [t for t, _ in self.schedule]
+        self.per_stamp = per_stamp or {}
+        self.latest_topic: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, default: int = NODE_DEFAULT_BUDGET) -> BudgetSource:
+        """'12' -> fixed; 'bag' -> /compute_budget; '0:36,20:16,40:6' -> schedule (seconds:budget)."""
+        text = str(text).strip()
+        if text == "bag":
+            return cls("bag", default=default)
+        if ":" in text:
+            try:
+                points = [(float(t), int(b)) for t, b in (item.split(":") for item in text.split(","))]
+            except ValueError:
+                raise ValueError(f"budget schedule must look like '0:36,20:16', got {text!r}") from None
+            return cls("schedule", schedule=points, default=default)
+        try:
+            return cls("fixed", fixed=int(text))
+        except ValueError:
+            raise ValueError(f"budget must be an integer, 'bag' or a schedule 't:b,...', got {text!r}") from None
+
+    def on_budget_message(self, value: int) -> None:
+        self.latest_topic = int(value)
+
+    def budget_at(self, stamp: int, t_s: float) -> tuple[int | None, str]:
+        if self.kind == "fixed":
+            return self.fixed, "fixed"
+        if self.kind == "schedule":
+            index = bisect.bisect_right(self._schedule_times, t_s) - 1
+            return (self.schedule[index][1], "schedule") if index >= 0 else (self.default, "default")
+        if self.kind == "bag":
+            return (self.latest_topic, "topic") if self.latest_topic is not None else (self.default, "default")
+        budget = self.per_stamp.get(stamp)
+        return (budget, "live") if budget is not None else (None, "no live budget")
+
+
+class _Input(SimpleFilter):
+    def __init__(self, topic: str):
+        super().__init__()
+        self.topic = topic
+
+    def getTopic(self) -> str:
+        return self.topic
+
+
+@dataclass
+class EvalResult:
+    records: list
+    bag: str
+    warnings: list
+    sets: int = 0
+    bad_input: dict = field(default_factory=dict)  # topic/key -> count
+    stream_error: str | None = None
+    seconds: float = 0.0
+    duration_s: float = 0.0
+
+    def ok_records(self) -> list:
+        return [r for r in self.records if r.ok]
+
+
+class SyncedStream:
+    """The node's synchronizer over a bag: calls on_set(stamp_ns, {key: msg}) per emitted set."""
+
+    def __init__(self, plan: BagPlan, config, on_set: Callable, slop: float = NODE_SYNC_SLOP,
+                 queue_size: int = NODE_SYNC_QUEUE):
+        self.keys, self.inputs = [], {}
+        by_key = {sensor.key: topic for topic, sensor in plan.sensors.items()}
+        # The node's input order: modalities then views; camera/depth only (audio is not synchronized).
+        for spec in config.modalities:
+            for view in spec.views:
+                topic = by_key.get((view, spec.name))
+                if spec.kind != "audio" and topic is not None:
+                    self.inputs[topic] = _Input(topic)
+                    self.keys.append((view, spec.name))
+        filters = list(self.inputs.values())
+        self._on_set = on_set
+        if len(filters) >= 2:
+            self.synchronizer = ApproximateTimeSynchronizer(filters, queue_size, slop,
+                                                            time_jump_threshold=TIME_JUMP_BACK_S)
+            self.synchronizer.registerCallback(self._emit)
+        else:
+            self.synchronizer = None
+            filters[0].registerCallback(self._emit)
+
+    def _emit(self, *messages) -> None:
+        self._on_set(stamp_ns(messages[0]), dict(zip(self.keys, messages, strict=True)))
+
+    def feed(self, topic: str, msg) -> None:
+        self.inputs[topic].signalMessage(msg)
+
+
+def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_SYNC_SLOP) -> list[int]:
+    """Stamps of every set the node's synchronizer forms from the bag (no decoding, no inference)."""
+    stamps = []
+    with open_bag(bag, config, namespace) as plan:
+        plan.ground_truth = plan.corruption = plan.budget = None
+        sync = SyncedStream(plan, config, lambda stamp, _m: stamps.append(stamp), slop)
+        for topic, _t, msg in stream(plan):
+            if topic in sync.inputs:
+                sync.feed(topic, msg)
+    return stamps
+
+
+def read_ground_truth(bag, config, namespace: str = "") -> tuple[list, list]:
+    """-> (sorted [(stamp_ns, x, y)], sorted [(stamp_ns, detail, episode)]) from the bag's ground-truth topics."""
+    poses, labels = [], []
+    with open_bag(bag, config, namespace) as plan:
+        plan.sensors = {}
+        plan.budget = None
+        for topic, _t, msg in stream(plan):
+            if topic == plan.ground_truth:
+                poses.append((stamp_ns(msg), *position_of(msg)))
+            elif topic == plan.corruption:
+                labels.append((stamp_ns(msg), *corruption_label(msg)))
+    return sorted(poses), sorted(labels)
+
+
+def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
+                        tolerance_s: float = GT_TOLERANCE_S) -> None:
+    """Join each record to the nearest ground-truth pose / corruption label by stamp; computes error_cm."""
+    pose_stamps = [p[0] for p in poses]
+    label_stamps = [label[0] for label in labels]
+    tolerance_ns = round(tolerance_s * 1e9)
+
+    def nearest(stamps, stamp):
+        index = bisect.bisect_left(stamps, stamp)
+        best = min((i for i in (index - 1, index) if 0 <= i < len(stamps)),
+                   key=lambda i: abs(stamps[i] - stamp), default=None)
+        return best if best is not None and abs(stamps[best] - stamp) <= tolerance_ns else None
+
+    for record in records:
+        record.t_s = (record.stamp_ns - start_ns) / 1e9
+        index = nearest(pose_stamps, record.stamp_ns)
+        if index is not None:
+            record.ground_truth = poses[index][1:]
+            if record.position is not None:
+                record.error_cm = 100.0 * math.dist(record.position, record.ground_truth)
+        index = nearest(label_stamps, record.stamp_ns)
+        if index is not None:
+            record.corruption, record.episode = labels[index][1], labels[index][2]
+        elif labels:
+            record.episode = "unlabelled"
+
+
+def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BUDGET, namespace: str = "",
+                 sync_slop: float = NODE_SYNC_SLOP, sync_queue_size: int = NODE_SYNC_QUEUE,
+                 on_record: Callable | None = None, max_sets: int | None = None) -> EvalResult:
+    """Run `engine` (an admn_core.runtime.InferenceEngine) over every synchronized set of `bag`."""
+    if not isinstance(budget, BudgetSource):
+        budget = BudgetSource.parse(str(budget))
+    started = time.perf_counter()
+    config = engine.config
+    assembler = FrameAssembler(config, sync_slop)
+    records, bad_input = [], {}
+    state = {"last": None, "sets": 0}
+    with open_bag(bag, config, namespace) as plan:
+        if budget.kind == "bag" and plan.budget is None:
+            plan.warnings.append(f"budget source 'bag' but the bag has no std_msgs/Int32 /compute_budget: "
+                                 f"default budget {budget.default} throughout")
+        start_ns = plan.start_ns
+        poses, labels = [], []
+
+        def on_set(stamp: int, messages: dict) -> None:
+            state["sets"] += 1
+            t_s = (stamp - start_ns) / 1e9
+            requested, origin = budget.budget_at(stamp, t_s)
+            record = FrameRecord(stamp, budget=requested, budget_origin=origin)
+            records.append(record)
+            if requested is None:
+                record.status, record.reason = "skipped_budget", origin
+            elif requested < engine.min_budget:  # the node: nothing runs, nothing is published
+                record.status = "skipped_budget"
+                record.reason = f"budget {requested} is below the model's minimum {engine.min_budget}"
+            elif not _accept_stamp(state, stamp):
+                record.status, record.reason = "out_of_order", "set not newer than the last processed one"
+            else:
+                _infer(engine, assembler, record, messages, bad_input, plan)
+            if on_record is not None:
+                on_record(record)
+
+        sync = SyncedStream(plan, config, on_set, sync_slop, sync_queue_size)
+        for topic, _t, msg in stream(plan):
+            if topic in sync.inputs:
+                sync.feed(topic, msg)
+                if max_sets is not None and state["sets"] >= max_sets:
+                    break
+            elif topic in plan.sensors:  # audio
+                sensor = plan.sensors[topic]
+                try:
+                    assembler.add_audio(sensor.key, msg)
+                except FrameError as error:
+                    bad_input[topic] = bad_input.get(topic, 0) + 1
+                    if bad_input[topic] == 1:
+                        plan.warnings.append(f"bad audio chunk on {topic}: {error.reason}; skipped "
+                                             "(further ones are counted)")
+            elif topic == plan.budget:
+                budget.on_budget_message(msg.data)
+            elif topic == plan.ground_truth:
+                poses.append((stamp_ns(msg), *position_of(msg)))
+            elif topic == plan.corruption:
+                labels.append((stamp_ns(msg), *corruption_label(msg)))
+        warnings = list(plan.warnings)
+        warnings += [f"{topic}: {count} message(s) did not deserialize and were skipped"
+                     for topic, count in plan.deserialize_errors.items()]
+        result = EvalResult(records, str(plan.path), warnings, state["sets"], bad_input, plan.stream_error,
+                            duration_s=plan.duration_s)
+    attach_ground_truth(records, sorted(poses), sorted(labels), start_ns)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _accept_stamp(state: dict, stamp: int) -> bool:
+    last = state["last"]
+    if last is not None and stamp <= last and last - stamp <= TIME_JUMP_BACK_S * 1e9:
+        return False
+    state["last"] = stamp
+    return True
+
+
+def _infer(engine, assembler: FrameAssembler, record: FrameRecord, messages: dict, bad_input: dict,
+           plan: BagPlan) -> None:
+    from admn_core.preprocess import InputError
+
+    try:
+        assembled = assembler.assemble(record.stamp_ns, messages)
+        result = engine.infer(assembled.sample, record.budget)
+    except (FrameError, InputError) as error:
+        record.status, record.reason = "bad_input", str(error)
+        key = str(getattr(error, "key", "input"))
+        bad_input[key] = bad_input.get(key, 0) + 1
+        if bad_input[key] == 1:
+            plan.warnings.append(f"bad input at {record.stamp_ns / 1e9:.3f} s: {error}; set skipped "
+                                 "(as admn_node does; further ones are counted)")
+        return
+    if not result.ran:
+        record.status, record.reason = "skipped_budget", result.skipped_reason or ""
+        return
+    fill_from_result(record, result)
+
+
+def fill_from_result(record: FrameRecord, result) -> None:
+    allocation = result.allocation
+    record.budget_used = int(allocation.budget_used)
+    record.source = allocation.source
+    record.active_blocks = {name: list(map(int, blocks)) for name, blocks in allocation.active_blocks().items()}
+    if result.position_m is not None:
+        record.position = (float(result.position_m[0]), float(result.position_m[1]))
+    record.inference_ms = float(result.timings_ms.get("total", float("nan")))
+
+
+def errors_of(records) -> np.ndarray:
+    return np.array([r.error_cm for r in records if r.ok and r.error_cm is not None], dtype=np.float64)

@@ -1,0 +1,155 @@
+"""Per-frame CSV, summary tables (per budget, per corruption episode) and offline/live comparison of FrameRecords."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+CSV_FIELDS = ("stamp_ns", "stamp_s", "t_s", "status", "budget", "budget_origin", "budget_used", "source",
+              "pred_x_m", "pred_y_m", "gt_x_m", "gt_y_m", "error_cm", "episode", "corruption", "inference_ms",
+              "reason")
+
+
+def modalities_of(records) -> list[str]:
+    names = []
+    for record in records:
+        for name in record.active_blocks:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _fmt(value, digits=4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_csv(records, path: str | Path) -> Path:
+    """One row per synchronized set: stamp, budget, allocation per modality (count + blocks), prediction, truth."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    modalities = modalities_of(records)
+    header = list(CSV_FIELDS[:8]) + [f"blocks_{m}" for m in modalities] + [f"active_{m}" for m in modalities]
+    header += list(CSV_FIELDS[8:])
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for r in records:
+            pred = r.position or (None, None)
+            truth = r.ground_truth or (None, None)
+            row = [r.stamp_ns, f"{r.stamp_ns / 1e9:.9f}", f"{r.t_s:.3f}", r.status, _fmt(r.budget),
+                   r.budget_origin, _fmt(r.budget_used), r.source]
+            row += [len(r.active_blocks[m]) if m in r.active_blocks else "" for m in modalities]
+            row += [",".join(map(str, r.active_blocks[m])) if m in r.active_blocks else "" for m in modalities]
+            row += [_fmt(pred[0]), _fmt(pred[1]), _fmt(truth[0]), _fmt(truth[1]), _fmt(r.error_cm, 2), r.episode,
+                    r.corruption, _fmt(r.inference_ms, 2), r.reason]
+            writer.writerow(row)
+    return path
+
+
+def _stats(errors) -> dict:
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.size == 0:
+        return {"n": 0, "mean": float("nan"), "median": float("nan"), "p90": float("nan")}
+    return {"n": int(errors.size), "mean": float(errors.mean()), "median": float(np.median(errors)),
+            "p90": float(np.percentile(errors, 90))}
+
+
+def summarize(records) -> dict:
+    """{'overall': stats, 'per_budget': {budget: stats+blocks}, 'per_episode': {label: stats+blocks}, counts}."""
+    modalities = modalities_of(records)
+    scored = [r for r in records if r.ok and r.error_cm is not None]
+
+    def group(key):
+        groups = defaultdict(list)
+        for r in scored:
+            groups[key(r)].append(r)
+        out = {}
+        for name, rows in groups.items():
+            stats = _stats([r.error_cm for r in rows])
+            stats["blocks"] = {m: float(np.mean([len(r.active_blocks.get(m, [])) for r in rows])) for m in modalities}
+            out[name] = stats
+        return out
+
+    status_counts = defaultdict(int)
+    for r in records:
+        status_counts[r.status] += 1
+    overall = group(lambda r: "all").get("all", _stats([]))
+    return {"overall": overall, "per_budget": dict(sorted(group(lambda r: r.budget)
+                                                                                         .items())),
+            "per_episode": group(lambda r: r.episode or "unlabelled"), "modalities": modalities,
+            "sets": len(records), "status": dict(status_counts)}
+
+
+def format_summary(summary: dict, title: str = "") -> str:
+    modalities = summary["modalities"]
+    short = {m: m[:5] for m in modalities}
+    lines = [title] if title else []
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["status"].items()))
+    lines.append(f"{summary['sets']} synchronized sets ({counts})")
+    head = f"{'':28s} {'n':>5s} {'mean':>7s} {'median':>7s} {'p90':>7s}  " + " ".join(
+        f"{short[m]:>5s}" for m in modalities)
+    lines.append(head + "   (error cm; mean active blocks per modality)")
+
+    def row(label, stats):
+        blocks = " ".join(f"{stats.get('blocks', {}).get(m, float('nan')):5.1f}" for m in modalities)
+        return (f"{label[:28]:28s} {stats['n']:5d} {stats['mean']:7.1f} {stats['median']:7.1f} {stats['p90']:7.1f}  "
+                f"{blocks}")
+
+    overall = dict(summary["overall"])
+    lines.append(row("all", overall))
+    lines.append("per budget")
+    for budget, stats in summary["per_budget"].items():
+        lines.append(row(f"  budget {budget}", stats))
+    lines.append("per corruption episode")
+    for label, stats in sorted(summary["per_episode"].items(), key=lambda item: (item[0] != "clean", item[0])):
+        lines.append(row(f"  {label}", stats))
+    return "\n".join(lines)
+
+
+def compare(offline, live) -> dict:
+    """Join offline and live records by stamp; how closely do they agree?"""
+    by_stamp = {r.stamp_ns: r for r in offline if r.ok}
+    joined = [(by_stamp[r.stamp_ns], r) for r in live if r.ok and r.stamp_ns in by_stamp]
+    same_alloc = sum(1 for a, b in joined if a.active_blocks == b.active_blocks and a.budget == b.budget)
+    position_diff = [100.0 * math.dist(a.position, b.position) for a, b in joined
+                     if a.position is not None and b.position is not None]
+    error_diff = [abs(a.error_cm - b.error_cm) for a, b in joined if a.error_cm is not None and b.error_cm is not None]
+    live_ok = [r for r in live if r.ok]
+    return {"joined": len(joined), "live_outputs": len(live_ok), "offline_sets": len(by_stamp),
+            "identical_allocations": same_alloc,
+            "max_position_diff_cm": max(position_diff, default=float("nan")),
+            "mean_position_diff_cm": float(np.mean(position_diff)) if position_diff else float("nan"),
+            "max_error_diff_cm": max(error_diff, default=float("nan")),
+            "differing_stamps": [a.stamp_ns for a, b in joined if a.active_blocks != b.active_blocks][:20]}
+
+
+def format_comparison(c: dict) -> str:
+    if not c["joined"]:
+        return "offline vs live: no common stamps"
+    return (f"offline vs live on {c['joined']} common stamps: identical allocations {c['identical_allocations']}/"
+            f"{c['joined']}, position difference mean {c['mean_position_diff_cm']:.4f} cm, max "
+            f"{c['max_position_diff_cm']:.4f} cm; error difference max {c['max_error_diff_cm']:.4f} cm")
+
+
+def find_gaps(expected_stamps, output_stamps, period_s: float, min_missing: int = 3) -> list[tuple[int, int, int]]:
+    """Runs of >= min_missing consecutive expected sets without an output: [(first_ns, last_ns, count)]."""
+    have = set(output_stamps)
+    gaps, run = [], []
+    for stamp in sorted(expected_stamps):
+        if stamp in have:
+            if len(run) >= min_missing:
+                gaps.append((run[0], run[-1], len(run)))
+            run = []
+        else:
+            run.append(stamp)
+    if len(run) >= min_missing:
+        gaps.append((run[0], run[-1], len(run)))
+    return gaps
