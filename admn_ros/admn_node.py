@@ -20,6 +20,11 @@ Design choices (the why):
   diagnostics warning (inference still runs: ADMN is built to spend its budget away from a dead modality).
 * The output stamp is the stamp of the first synchronized input (the first view's camera), i.e. exactly the stamp of
   a real input message, so bag evaluation can join on it.
+* Decoding and audio windows are `admn_ros.frame_assembly.FrameAssembler` (also used by the bag evaluator, so
+  offline evaluation decodes exactly as the node does); the node adds counters, throttled logs and diagnostics.
+* Warm-up: after loading the bundle and before subscribing, one inference per trained budget and the full budget runs
+  on a synthetic sample (the first inferences pay 2-4 s of lazy initialisation, which would otherwise make the first
+  real sets stale); its duration is logged and reported in diagnostics (warmup_ms, warmup_budgets, warmup_problem).
 * Inference runs on a worker thread fed through a latest-only slot: the synchronizer callback only stores the newest
   set; a set not yet taken when a newer one arrives is dropped and counted (dropped_stale). Raw messages are decoded on
   the worker, so dropped sets cost nothing. Executor: SingleThreadedExecutor, because the MultiThreadedExecutor
@@ -66,7 +71,6 @@ from __future__ import annotations
 import collections
 import difflib
 import re
-import statistics
 import sys
 import threading
 import time
@@ -82,19 +86,11 @@ from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from admn_core.preprocess import InputError
+from admn_core.preprocess import InputError, synthetic_sample
 from admn_core.runtime import InferenceEngine
-from admn_ros.audio import AudioRingBuffer, audio_message_class, audio_to_numpy, header_stamp_ns
-from admn_ros.conversions import (
-    DEPTH_ENCODINGS,
-    ConversionError,
-    compressed_to_numpy,
-    compressed_to_rgb8,
-    image_to_numpy,
-    image_to_rgb8,
-    ns_to_stamp,
-    stamp_to_ns,
-)
+from admn_ros.audio import audio_message_class
+from admn_ros.conversions import ns_to_stamp, stamp_to_ns
+from admn_ros.frame_assembly import TIME_JUMP_BACK_S, FrameAssembler, FrameError
 from admn_ros.outputs import allocation_message, classification_message, classification_message_class, pose_message
 from admn_ros.qos import DIAGNOSTICS_QOS, sensor_qos, subscribe_budget
 from admn_ros.sync import MESSAGE_FILTERS, InputStats, Subscriber, SyncStats, make_synchronizer
@@ -106,7 +102,6 @@ INPUT_QOS_CHOICES = ("sensor_data", "reliable")
 CAMERA_TRANSPORTS = ("raw", "compressed")
 DEPTH_TRANSPORTS = ("raw", "compressedDepth")
 AUDIO_MSG_TYPES = {"image_carrier": "Image", "AudioStamped": "AudioStamped", "AudioDataStamped": "AudioDataStamped"}
-TIME_JUMP_BACK_S = 1.0  # a set older than the last by more than this is a bag loop / simulator restart, not disorder
 DIAGNOSTICS_PERIOD_S = 1.0
 LOG_THROTTLE_S = 5.0
 LATENCY_WINDOW = 200
@@ -115,8 +110,6 @@ OOM_CAP_HOLD_S = 30.0  # after an out-of-memory error the budget stays capped th
 FAULT_PATTERN = re.compile(r"^(|oom|oom_cuda|error|oom_above:\d+)$")
 # Parameters every rclpy node may receive besides ours (not typos).
 STANDARD_PARAMETERS = {"use_sim_time", "start_type_description_service"}
-AUDIO_RATE_TOLERANCE = 0.2  # a microphone whose stamps imply a rate off by more than this fraction is reported
-AUDIO_RATE_MIN_CHUNKS = 10
 
 
 class ModelLoadError(RuntimeError):
@@ -216,40 +209,6 @@ class LatestSlot:
 
     def __len__(self) -> int:
         return 0 if self._item is None else 1
-
-
-class AudioRateCheck:
-    """Flags a microphone whose chunk stamps advance unlike its sample count at the configured rate.
-
-    The Image carrier and AudioDataStamped do not carry a rate, so a driver left at 44.1/48 kHz would be windowed as
-    16 kHz silently (chunks overlap or leave gaps on the sample grid). The median over recent chunk pairs of
-    (stamp step) / (samples / rate) is ~1 for a correct rate; an occasional lost chunk (ratio 2) does not move it."""
-
-    def __init__(self, sample_rate: int, window: int = 2 * AUDIO_RATE_MIN_CHUNKS):
-        self.sample_rate = sample_rate
-        self._ratios: collections.deque[float] = collections.deque(maxlen=window)
-        self._last_stamp_ns: int | None = None
-        self.problem: str | None = None
-
-    def update(self, stamp_ns: int, samples: int) -> str | None:
-        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
-        if last is not None and samples > 0:
-            step_ns = stamp_ns - last
-            if step_ns > 0:
-                self._ratios.append(step_ns * self.sample_rate / (1e9 * samples))
-            elif step_ns < -TIME_JUMP_BACK_S * 1e9:  # a looping bag: measure afresh
-                self._ratios.clear()
-        if len(self._ratios) < AUDIO_RATE_MIN_CHUNKS:
-            return self.problem
-        ratio = statistics.median(self._ratios)
-        if abs(ratio - 1.0) <= AUDIO_RATE_TOLERANCE:
-            self.problem = None
-        else:
-            rate = self.sample_rate
-            self.problem = (f"chunk stamps advance {ratio:.2f} x the duration of their samples at {rate} Hz: the "
-                            f"microphone runs at about {rate / ratio:.0f} Hz (or loses chunks); set the driver to "
-                            f"{rate} Hz (the model's rate)")
-        return self.problem
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -405,9 +364,12 @@ class AdmnNode(Node):
             torch.set_num_threads(self._param("torch_threads"))
         self.engine = self._load_engine()
         self.config = self.engine.config
+        # Decoding and audio windows: the one implementation, shared with the bag evaluator (admn_ros.replay_eval).
+        self.assembler = FrameAssembler(self.config, self._param("sync_slop"), self._param("audio_sample_rate"),
+                                        self._param("audio_channels"))
+        self._warm_up()
 
         self.inputs: dict[tuple[str, str], InputSpec] = {}
-        self._audio_rings: dict[tuple[str, str], AudioRingBuffer] = {}
         self._latest_budget: int | None = None
         self._budget_problem: str | None = None
         self._last_processed_stamp_ns: int | None = None
@@ -421,7 +383,6 @@ class AdmnNode(Node):
         self._inference_problem: str | None = None  # the last failure; cleared by the next good inference
         self._oom_cap: int | None = None
         self._oom_cap_since = 0.0
-        self._audio_rate_checks: dict[tuple[str, str], AudioRateCheck] = {}
         self.parameter_problems = self._check_unknown_parameters()
 
         self._create_publishers()
@@ -434,7 +395,8 @@ class AdmnNode(Node):
         self.get_logger().info(
             f"admn_node ready: model {self.config.name} on {self.device} ({self._param('precision')}), budgets "
             f"{self.engine.min_budget}..{self.engine.max_budget} (trained {self.engine.trained_budgets}), "
-            f"{len(self.inputs)} inputs ({self._param('input_qos')} QoS), sync {self._sync_implementation}")
+            f"{len(self.inputs)} inputs ({self._param('input_qos')} QoS), sync {self._sync_implementation}, "
+            f"warm-up {self.warmup_ms:.0f} ms")
 
     # ------------------------------------------------------------------------------------------- setup
 
@@ -481,6 +443,30 @@ class AdmnNode(Node):
         self.model_path = path
         return engine
 
+    def _warm_up(self) -> None:
+        """One inference per trained budget and the full budget on a synthetic sample, before any input is taken.
+
+        The first inferences pay lazy initialisation (2-4 s on a CPU: allocator, kernels, controller paths); without a
+        warm-up the first real sets wait behind them and are dropped as stale. A failure here is logged and reported
+        in diagnostics but does not stop the node: the worker's fault handling (OOM fallback) applies to real sets."""
+        engine = self.engine
+        budgets = sorted({b for b in engine.trained_budgets if b >= engine.min_budget} | {engine.max_budget})
+        self.warmup_budgets: list[int] = []
+        self.warmup_problem: str | None = None
+        sample = synthetic_sample(self.config)
+        started = time.perf_counter()
+        for budget in budgets:
+            try:
+                engine.infer(sample, budget)
+            except Exception as error:  # the node still starts; real sets get the worker's handling
+                self.warmup_problem = f"warm-up inference at budget {budget} failed: {type(error).__name__}: {error}"
+                self.get_logger().warning(self.warmup_problem)
+                break
+            self.warmup_budgets.append(budget)
+        self.warmup_ms = 1e3 * (time.perf_counter() - started)
+        self.get_logger().info(f"warm-up: {len(self.warmup_budgets)} inference(s) at budgets {self.warmup_budgets} "
+                               f"took {self.warmup_ms:.0f} ms")
+
     def _create_publishers(self) -> None:
         task = self.config.head.task
         self.pose_publisher = self.classification_publisher = None
@@ -514,8 +500,6 @@ class AdmnNode(Node):
                 self.inputs[key] = entry
                 qos = sensor_qos(qos_name, depth=INPUT_QUEUE_DEPTH[spec.kind])
                 if spec.kind == "audio":
-                    self._audio_rings[key] = self._make_audio_ring(spec)
-                    self._audio_rate_checks[key] = AudioRateCheck(self._audio_rings[key].sample_rate)
                     subscription = self.create_subscription(
                         msg_type, topic, lambda msg, entry=entry: self._on_audio(msg, entry), qos)
                     entry.resolved_topic = subscription.topic_name
@@ -538,15 +522,6 @@ class AdmnNode(Node):
         self._synchronizer.registerCallback(self._on_synchronized)
         self._sync_implementation = self._synchronizer.implementation
 
-    def _make_audio_ring(self, spec) -> AudioRingBuffer:
-        rate = self._param("audio_sample_rate")
-        if rate != spec.audio.sample_rate:
-            raise ValueError(f"audio_sample_rate {rate} Hz differs from the model's {spec.audio.sample_rate} Hz "
-                             f"(modality {spec.name!r}); resample at the microphone driver")
-        window = spec.audio_window_seconds
-        # History beyond the window covers the worker's lag behind the newest chunk.
-        return AudioRingBuffer(rate, self._param("audio_channels"), window, capacity_seconds=window + 2.0)
-
     # ----------------------------------------------------------------------------------------- parameters
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
@@ -557,6 +532,8 @@ class AdmnNode(Node):
         for parameter in parameters:
             if hasattr(self.settings, parameter.name):
                 setattr(self.settings, parameter.name, parameter.value)
+            if parameter.name == "sync_slop" and getattr(self, "assembler", None) is not None:
+                self.assembler.sync_slop = float(parameter.value)  # the audio window end tolerance
             if parameter.name == "sync_slop" and self._synchronizer is not None:
                 self._set_slop(parameter.value)
         return SetParametersResult(successful=True)
@@ -578,20 +555,15 @@ class AdmnNode(Node):
 
     def _on_audio(self, msg, entry: InputSpec) -> None:
         self._on_arrival(msg, entry)
-        ring = self._audio_rings[entry.key]
+        before = self.assembler.rate_checks[entry.key].problem
         try:
-            samples, rate = audio_to_numpy(msg, sample_rate=ring.sample_rate, channels=ring.channels)
-            stamp_ns = header_stamp_ns(msg)
-            ring.append(stamp_ns, samples, rate)
-        except ConversionError as error:
-            self._bad_input(entry, str(error))
+            problem = self.assembler.add_audio(entry.key, msg)
+        except FrameError as error:
+            self._bad_input(entry, error.reason)
             return
         except Exception as error:  # never let one malformed chunk take the executor down
             self._bad_input(entry, f"{type(error).__name__}: {error}")
             return
-        check = self._audio_rate_checks[entry.key]
-        before = check.problem
-        problem = check.update(stamp_ns, samples.shape[-1])
         if problem and problem != before:
             entry.errors += 1
             entry.last_error = problem
@@ -655,15 +627,15 @@ class AdmnNode(Node):
         if not self._accept_stamp(synced.stamp_ns):
             return None
         timings = Timings()
-        started = time.perf_counter()
         try:
-            sample = self._decode(synced)
-            decoded = time.perf_counter()
-            self._add_audio_windows(sample, synced.stamp_ns)
-            windowed = time.perf_counter()
+            try:
+                assembled = self.assembler.assemble(synced.stamp_ns, synced.messages)
+            except FrameError as error:
+                raise BadInput(self.inputs[error.key], error.reason) from None
+            self._report_assembly(assembled)
             if self.settings.debug_inference_delay_s > 0:
                 self._stop.wait(self.settings.debug_inference_delay_s)
-            result, budget, capped = self._infer_with_fallback(sample, budget)
+            result, budget, capped = self._infer_with_fallback(assembled.sample, budget)
             if capped:
                 origin += "+oom_cap"
         except BadInput as error:
@@ -690,8 +662,7 @@ class AdmnNode(Node):
         inferred = time.perf_counter()
         self._publish(result, synced.stamp_ns, origin)
         published = time.perf_counter()
-        timings.decode_ms = 1e3 * (decoded - started)
-        timings.audio_ms = 1e3 * (windowed - decoded)
+        timings.decode_ms, timings.audio_ms = assembled.decode_ms, assembled.audio_ms
         timings.preprocess_ms = result.timings_ms.get("preprocess", 0.0)
         timings.model_ms = result.timings_ms.get("controller", 0.0) + result.timings_ms.get("model", 0.0)
         timings.publish_ms = 1e3 * (published - inferred)
@@ -799,57 +770,26 @@ class AdmnNode(Node):
                 return entry
         return next(iter(self.inputs.values()))
 
-    def _decode(self, synced: SyncedSet) -> dict:
-        sample = {}
-        for key, msg in synced.messages.items():
+    def _report_assembly(self, assembled) -> None:
+        """Counters, input errors, throttled warnings and the audio diagnostics for one assembled set."""
+        for key in assembled.depth_all_invalid:  # used anyway: "no return" everywhere is what ADMN is built for
             entry = self.inputs[key]
-            try:
-                sample[key] = self._decode_rgb(msg) if entry.kind == "rgb" else self._decode_depth(msg, entry)
-            except ConversionError as error:
-                raise BadInput(entry, str(error)) from None
-        return sample
-
-    def _decode_rgb(self, msg) -> np.ndarray:
-        return compressed_to_rgb8(msg) if isinstance(msg, CompressedImage) else image_to_rgb8(msg)
-
-    def _decode_depth(self, msg, entry: InputSpec) -> np.ndarray:
-        if isinstance(msg, CompressedImage):
-            array, encoding = compressed_to_numpy(msg)
-        else:
-            array, encoding = image_to_numpy(msg), msg.encoding
-        if encoding not in DEPTH_ENCODINGS:
-            raise ConversionError(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
-        if array.ndim != 2:
-            raise ConversionError(f"depth image must be single-channel, got shape {array.shape}")
-        # The engine treats 0 / NaN / Inf / negative as "no return"; a frame without a single return is suspicious.
-        has_return = array.any() if array.dtype == np.uint16 else bool(np.any(np.isfinite(array) & (array > 0)))
-        if not has_return:
             self.counters.depth_frames_all_invalid += 1
             entry.errors += 1
             entry.last_error = "depth frame has no valid pixel (all 0/NaN/Inf/negative)"
             self._throttled("warning", f"depth_invalid:{entry.resolved_topic}",
                             f"{entry.resolved_topic}: depth frame has no valid pixel (all 0/NaN/Inf/negative); "
                             "used as 'no return' everywhere")
-        return array
-
-    def _add_audio_windows(self, sample: dict, stamp_ns: int) -> None:
-        tolerance_ns = round(self.settings.sync_slop * 1e9)
-        problems, partial = [], []
-        for key, ring in self._audio_rings.items():
-            window = ring.window(stamp_ns, tolerance_ns)
-            sample[key] = window.samples
-            self.counters.audio_samples_zero_filled += window.missing_samples
-            if window.missing_samples >= ring.window_samples:
-                self.counters.audio_windows_missing += 1
-                problems.append(self.inputs[key].resolved_topic)
-            elif window.missing_samples * 2 >= ring.window_samples:  # mostly gaps: short or lost chunks
-                partial.append(f"{self.inputs[key].resolved_topic} "
-                               f"({100 * window.missing_samples // ring.window_samples}%)")
+        self.counters.audio_samples_zero_filled += assembled.audio_zero_filled
+        self.counters.audio_windows_missing += len(assembled.audio_missing)
         texts = []
-        if problems:
-            texts.append(f"no audio at or before the frame stamp on {', '.join(problems)}: silent window used")
-        if partial:
-            texts.append(f"audio window mostly zero-filled (chunks missing or too short) on {', '.join(partial)}")
+        if assembled.audio_missing:
+            topics = ", ".join(self.inputs[key].resolved_topic for key in assembled.audio_missing)
+            texts.append(f"no audio at or before the frame stamp on {topics}: silent window used")
+        if assembled.audio_partial:
+            topics = ", ".join(f"{self.inputs[key].resolved_topic} ({percent}%)"
+                               for key, percent in assembled.audio_partial)
+            texts.append(f"audio window mostly zero-filled (chunks missing or too short) on {topics}")
         self._audio_problem = "; ".join(texts) or None
         if texts:
             self._throttled("warning", "audio_missing", self._audio_problem)
@@ -978,7 +918,9 @@ class AdmnNode(Node):
             pairs += [(f"{name}_p50", f"{p50:.2f}"), (f"{name}_p90", f"{p90:.2f}"), (f"{name}_p99", f"{p99:.2f}")]
         pairs += [(name, str(value)) for name, value in self.counters.__dict__.items()]
         pairs += [("oom_budget_cap", "none" if self._oom_cap is None else str(self._oom_cap)),
-                  ("pending_sets", str(len(self._slot)))]
+                  ("pending_sets", str(len(self._slot))),
+                  ("warmup_ms", f"{self.warmup_ms:.1f}"), ("warmup_budgets", ",".join(map(str, self.warmup_budgets))),
+                  ("warmup_problem", self.warmup_problem or "")]
         pairs += [(f"parameter_problem.{index}", text) for index, (_, text) in enumerate(self.parameter_problems)]
         pairs.append(("qoi_estimate", "unavailable (the engine does not expose controller QoI)"))
         status.values = [KeyValue(key=k, value=v) for k, v in pairs]
@@ -989,7 +931,7 @@ class AdmnNode(Node):
         if self._audio_problem:
             problems = [*problems, self._audio_problem]
         problems = [*problems, *(f"{self.inputs[key].resolved_topic}: {check.problem}"
-                                 for key, check in self._audio_rate_checks.items() if check.problem)]
+                                 for key, check in self.assembler.rate_checks.items() if check.problem)]
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) if problems else "inputs arriving"
         sync_stats = self.sync_stats()
@@ -1001,7 +943,7 @@ class AdmnNode(Node):
                       (f"{entry.resolved_topic}.last_arrival_s_ago", age),
                       (f"{entry.resolved_topic}.errors", str(entry.errors)),
                       (f"{entry.resolved_topic}.last_error", entry.last_error)]
-        for key, ring in self._audio_rings.items():
+        for key, ring in self.assembler.rings.items():
             topic = self.inputs[key].resolved_topic
             pairs += [(f"{topic}.chunks_buffered", str(len(ring))), (f"{topic}.chunks_rejected", str(ring.rejected))]
         status.values = [KeyValue(key=k, value=v) for k, v in pairs]

@@ -5,21 +5,27 @@ node, live replay) and rosbags-deserialized messages (offline bag evaluation) go
 
 * `decode_rgb(msg)` / `decode_depth(msg)`: sensor_msgs/Image or CompressedImage (detected by fields, not by class,
   so both message families work) -> numpy in sensor units; `ConversionError` on bad input.
-* `FrameAssembler`: one AudioRingBuffer per audio input (same sizing as the node: window + 2 s history), and
+* `FrameAssembler`: one AudioRingBuffer and one AudioRateCheck per audio input (window + 2 s history), and
   `assemble(stamp_ns, messages)` -> `Assembled(sample, ...)`: decoded frames plus, per microphone, the window ending
-  at the newest chunk stamped <= stamp + sync_slop (the node's rule), with the same missing-audio bookkeeping.
+  at the newest chunk stamped <= stamp + sync_slop, with what went wrong on the way (depth frames without a valid
+  pixel, missing or mostly zero-filled audio windows) and the decode/window timings. `add_audio(key, msg)` appends a
+  chunk and returns the microphone's sample-rate problem, if any.
 * `input_topics(config, ...)`: the node's input topic names and kinds per (view, modality).
 
-Errors name the input: `FrameError(key, reason)`.
+Errors name the input: `FrameError(key, reason)`. This is admn_node's only implementation of decoding and audio
+windowing; the node adds what is node-only (counters, throttled logs, diagnostics) on top of the results.
 """
 
 from __future__ import annotations
 
+import collections
+import statistics
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from admn_ros.audio import AudioRingBuffer
+from admn_ros.audio import AudioRingBuffer, audio_to_numpy, header_stamp_ns
 from admn_ros.conversions import (
     DEPTH_ENCODINGS,
     ConversionError,
@@ -29,7 +35,10 @@ from admn_ros.conversions import (
     image_to_rgb8,
 )
 
-AUDIO_HISTORY_S = 2.0  # ring capacity beyond the window (covers the worker's lag), as in admn_node
+AUDIO_HISTORY_S = 2.0  # ring capacity beyond the window (covers the worker's lag behind the newest chunk)
+TIME_JUMP_BACK_S = 1.0  # a stamp older than the last by more than this is a bag loop / simulator restart
+AUDIO_RATE_TOLERANCE = 0.2  # a microphone whose stamps imply a rate off by more than this fraction is reported
+AUDIO_RATE_MIN_CHUNKS = 10
 
 
 class FrameError(ValueError):
@@ -38,6 +47,40 @@ class FrameError(ValueError):
     def __init__(self, key, reason: str):
         super().__init__(f"{key}: {reason}")
         self.key, self.reason = key, reason
+
+
+class AudioRateCheck:
+    """Flags a microphone whose chunk stamps advance unlike its sample count at the configured rate.
+
+    The Image carrier and AudioDataStamped do not carry a rate, so a driver left at 44.1/48 kHz would be windowed as
+    16 kHz silently (chunks overlap or leave gaps on the sample grid). The median over recent chunk pairs of
+    (stamp step) / (samples / rate) is ~1 for a correct rate; an occasional lost chunk (ratio 2) does not move it."""
+
+    def __init__(self, sample_rate: int, window: int = 2 * AUDIO_RATE_MIN_CHUNKS):
+        self.sample_rate = sample_rate
+        self._ratios: collections.deque[float] = collections.deque(maxlen=window)
+        self._last_stamp_ns: int | None = None
+        self.problem: str | None = None
+
+    def update(self, stamp_ns: int, samples: int) -> str | None:
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if last is not None and samples > 0:
+            step_ns = stamp_ns - last
+            if step_ns > 0:
+                self._ratios.append(step_ns * self.sample_rate / (1e9 * samples))
+            elif step_ns < -TIME_JUMP_BACK_S * 1e9:  # a looping bag: measure afresh
+                self._ratios.clear()
+        if len(self._ratios) < AUDIO_RATE_MIN_CHUNKS:
+            return self.problem
+        ratio = statistics.median(self._ratios)
+        if abs(ratio - 1.0) <= AUDIO_RATE_TOLERANCE:
+            self.problem = None
+        else:
+            rate = self.sample_rate
+            self.problem = (f"chunk stamps advance {ratio:.2f} x the duration of their samples at {rate} Hz: the "
+                            f"microphone runs at about {rate / ratio:.0f} Hz (or loses chunks); set the driver to "
+                            f"{rate} Hz (the model's rate)")
+        return self.problem
 
 
 def is_compressed(msg) -> bool:
@@ -64,6 +107,7 @@ def decode_depth(msg) -> tuple[np.ndarray, bool]:
         raise ConversionError(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
     if array.ndim != 2:
         raise ConversionError(f"depth image must be single-channel, got shape {array.shape}")
+    # The engine treats 0 / NaN / Inf / negative as "no return"; a frame without a single return is suspicious.
     has_return = array.any() if array.dtype == np.uint16 else bool(np.any(np.isfinite(array) & (array > 0)))
     return _writable(array), bool(has_return)
 
@@ -100,11 +144,14 @@ class Assembled:
     sample: dict  # (view, modality) -> numpy, the engine's Sample
     depth_all_invalid: list = field(default_factory=list)  # keys whose depth frame had no valid pixel
     audio_missing: list = field(default_factory=list)  # keys whose audio window was entirely empty
+    audio_partial: list = field(default_factory=list)  # (key, percent zero-filled) for windows at least half gaps
     audio_zero_filled: int = 0  # samples zero-filled over all audio windows
+    decode_ms: float = 0.0  # decoding the camera/depth messages
+    audio_ms: float = 0.0  # cutting the audio windows
 
 
 class FrameAssembler:
-    """Decode a synchronized set and add the audio windows, exactly as admn_node does it."""
+    """Decode a synchronized set and add the audio windows (admn_node's and the bag evaluator's one implementation)."""
 
     def __init__(self, config, sync_slop: float = 0.05, audio_sample_rate: int | None = None,
                  audio_channels: int = 1):
@@ -112,6 +159,7 @@ class FrameAssembler:
         self.sync_slop = float(sync_slop)
         self.kinds = {(view, spec.name): spec.kind for spec in config.modalities for view in spec.views}
         self.rings: dict[tuple[str, str], AudioRingBuffer] = {}
+        self.rate_checks: dict[tuple[str, str], AudioRateCheck] = {}
         for spec in config.modalities:
             if spec.kind != "audio":
                 continue
@@ -123,13 +171,19 @@ class FrameAssembler:
             for view in spec.views:
                 self.rings[(view, spec.name)] = AudioRingBuffer(rate, audio_channels, window,
                                                                 capacity_seconds=window + AUDIO_HISTORY_S)
+                self.rate_checks[(view, spec.name)] = AudioRateCheck(rate)
 
-    def add_audio(self, key, msg) -> None:
-        """Append one audio chunk message; raises FrameError for a bad chunk."""
+    def add_audio(self, key, msg) -> str | None:
+        """Append one audio chunk message -> the microphone's sample-rate problem (None when its stamps fit the
+        configured rate, or too few chunks yet). Raises FrameError for a bad chunk (which is not appended)."""
+        ring = self.rings[key]
         try:
-            self.rings[key].append_message(msg)
+            samples, rate = audio_to_numpy(msg, sample_rate=ring.sample_rate, channels=ring.channels)
+            stamp_ns = header_stamp_ns(msg)
+            ring.append(stamp_ns, samples, rate)
         except ConversionError as error:
             raise FrameError(key, str(error)) from None
+        return self.rate_checks[key].update(stamp_ns, samples.shape[-1])
 
     def decode(self, messages: dict) -> tuple[dict, list]:
         """{key: camera/depth message} -> ({key: array}, keys of depth frames without a valid pixel)."""
@@ -154,13 +208,21 @@ class FrameAssembler:
             assembled.audio_zero_filled += window.missing_samples
             if window.missing_samples >= ring.window_samples:
                 assembled.audio_missing.append(key)
+            elif window.missing_samples * 2 >= ring.window_samples:  # mostly gaps: short or lost chunks
+                assembled.audio_partial.append((key, 100 * window.missing_samples // ring.window_samples))
 
     def assemble(self, stamp_ns: int, messages: dict) -> Assembled:
+        """Raises FrameError (naming the input) for a message that cannot be decoded."""
+        started = time.perf_counter()
         sample, all_invalid = self.decode(messages)
+        decoded = time.perf_counter()
         assembled = Assembled(sample, all_invalid)
         self.add_audio_windows(assembled, stamp_ns)
+        assembled.decode_ms, assembled.audio_ms = 1e3 * (decoded - started), 1e3 * (time.perf_counter() - decoded)
         return assembled
 
     def reset_audio(self) -> None:
         for ring in self.rings.values():
             ring.clear()
+        for key, check in self.rate_checks.items():
+            self.rate_checks[key] = AudioRateCheck(check.sample_rate)

@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admn_ros.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
-from admn_ros.frame_assembly import FrameAssembler, FrameError
+from admn_ros.frame_assembly import TIME_JUMP_BACK_S, FrameAssembler, FrameError
 from admn_ros.sync import ApproximateTimeSynchronizer, SimpleFilter
 
-# admn_node's defaults (admn_ros.admn_node.PARAMETERS / TIME_JUMP_BACK_S); imported lazily there to avoid pulling
-# the node's rclpy message imports into pure offline use, and checked equal by test_bag_eval.
+# admn_node's parameter defaults (admn_ros.admn_node.PARAMETERS), repeated here so pure offline use does not pull in
+# the node's rclpy message imports; test_bag_eval checks they stay equal.
 NODE_SYNC_SLOP = 0.05
 NODE_SYNC_QUEUE = 10
 NODE_DEFAULT_BUDGET = 12
-TIME_JUMP_BACK_S = 1.0
 GT_TOLERANCE_S = 0.034  # ground truth joined to the nearest pose stamp within this (half a 15 Hz frame)
 
 

@@ -14,6 +14,11 @@ temperatures at which each next level starts (one fewer). Heating lowers the bud
 cooling raises it only after the temperature is `hysteresis_c` below the threshold, and by at most one level per
 `recover_interval_s` (no flapping around a threshold). A failing or vanished source gives the lowest budget and a
 diagnostics ERROR until it reads again. `budget_override` >= 0 wins over everything (field teams).
+
+Sim time: with use_sim_time:=true the ROS clock reads 0 until the first /clock message. A scripted profile does not
+start while the clock reads 0: it holds its first point (so the node publishes the budget for the first point's
+temperature) and starts its script at the first non-zero time. Otherwise the script would start at 0 and jump straight
+to "simulation time" seconds into the script (usually past its end) as soon as /clock arrives.
 """
 
 from __future__ import annotations
@@ -112,10 +117,12 @@ class ScriptedProfile:
 
     A point with celsius None makes the source fail from that time until the next point (rehearse the fail-safe).
     Before the first point the first value holds; after the last, the last value holds, or the script restarts when
-    `loop` is true. `now_seconds` is the clock (the node passes its ROS clock, so sim time works)."""
+    `loop` is true. `now_seconds` is the clock (the node passes its ROS clock, so sim time works). The script starts
+    (t = 0) at the first reading; with `wait_for_clock`, a reading while the clock reads 0 (ROS sim time before the
+    first /clock) does not start it: it returns the value at t = 0 and the script starts at the first non-zero time."""
 
     def __init__(self, points: Sequence[tuple[float, float | None]], loop: bool = False,
-                 now_seconds: Callable[[], float] = time.monotonic):
+                 now_seconds: Callable[[], float] = time.monotonic, wait_for_clock: bool = False):
         points = [(float(t), None if c is None else float(c)) for t, c in points]
         if not points:
             raise ValueError("a scripted temperature profile needs at least one (seconds, celsius) point")
@@ -128,10 +135,17 @@ class ScriptedProfile:
         self.loop = loop
         self._times = times
         self._now = now_seconds
+        self.wait_for_clock = wait_for_clock
         self._start: float | None = None
 
+    @property
+    def started_at(self) -> float | None:
+        """Clock time at which the script started (t = 0), or None while it has not."""
+        return self._start
+
     @classmethod
-    def from_yaml(cls, path: str, now_seconds: Callable[[], float] = time.monotonic) -> ScriptedProfile:
+    def from_yaml(cls, path: str, now_seconds: Callable[[], float] = time.monotonic,
+                  wait_for_clock: bool = False) -> ScriptedProfile:
         import yaml
 
         with open(path) as file:
@@ -142,7 +156,8 @@ class ScriptedProfile:
             points = [(point[0], point[1]) for point in document["points"]]
         except (TypeError, IndexError, KeyError) as error:
             raise ValueError(f"{path}: every point must be [seconds, celsius]") from error
-        return cls(points, loop=bool(document.get("loop", False)), now_seconds=now_seconds)
+        return cls(points, loop=bool(document.get("loop", False)), now_seconds=now_seconds,
+                   wait_for_clock=wait_for_clock)
 
     def describe(self) -> str:
         return f"scripted {len(self.points)} points{' loop' if self.loop else ''}"
@@ -164,9 +179,9 @@ class ScriptedProfile:
 
     def read_celsius(self) -> float:
         now = self._now()
-        if self._start is None:
+        if self._start is None and not (self.wait_for_clock and now == 0):
             self._start = now
-        elapsed = now - self._start
+        elapsed = 0.0 if self._start is None else now - self._start
         celsius = self.celsius_at(elapsed)
         if celsius is None:
             raise TemperatureReadError(f"scripted sensor failure at t={elapsed:.1f} s")
@@ -338,6 +353,7 @@ class ThermalMonitorNode(Node):
         self.source = self._make_source()
         self.last_error = ""
         self.last_decision: BudgetDecision | None = None
+        self._script_start_logged = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.budget_publisher = self.create_publisher(Int32, BUDGET_TOPIC, BUDGET_PUBLISHER_QOS)
@@ -363,7 +379,8 @@ class ThermalMonitorNode(Node):
                 path = self.get_parameter("profile_file").value
                 if not path:
                     raise TemperatureReadError("source 'scripted' needs the profile_file parameter")
-                return ScriptedProfile.from_yaml(path, now_seconds=self._now_s)
+                # The ROS clock reads 0 under use_sim_time until /clock arrives: start the script after that.
+                return ScriptedProfile.from_yaml(path, now_seconds=self._now_s, wait_for_clock=True)
         except (TemperatureReadError, OSError, ValueError) as error:
             # Keep running: publishing the fail-safe budget is safer for the robot than dying.
             self.get_logger().error(f"temperature source {kind!r} unavailable: {error}")
@@ -414,12 +431,22 @@ class ThermalMonitorNode(Node):
                 self.get_logger().error(f"temperature source failed, fail-safe budget: {error}")
             self.last_error = str(error) or type(error).__name__
             celsius = None
+        if isinstance(self.source, ScriptedProfile) and not self._script_start_logged:
+            self._log_script_start(self.source.started_at)
         decision = self.policy.update(celsius, self._now_s())
         self.last_decision = decision
         if decision.changed:
             self.get_logger().info(f"compute budget {decision.budget} ({decision.state}, "
                                    f"{'n/a' if celsius is None else f'{celsius:.1f} °C'})")
             self._publish(decision)
+
+    def _log_script_start(self, started_at: float | None) -> None:
+        if started_at is None:
+            self.get_logger().info("the clock reads 0 (use_sim_time, no /clock yet): the scripted profile holds its "
+                                   "first point and starts at the first non-zero time", once=True)
+            return
+        self._script_start_logged = True
+        self.get_logger().info(f"scripted profile started at clock {started_at:.3f} s")
 
     def _republish(self) -> None:
         if self.last_decision is not None:
@@ -442,6 +469,11 @@ class ThermalMonitorNode(Node):
             ("temperature_c", temperature), ("source", self.source.describe()),
             ("budget", str(decision.budget)), ("level", str(decision.level)), ("state", decision.state),
             ("budget_override", str(self.policy.override)), ("last_error", self.last_error))]
+        if isinstance(self.source, ScriptedProfile):
+            started = self.source.started_at
+            status.values.append(KeyValue(key="script", value=(
+                "waiting for the clock (sim time at 0): holding the first point" if started is None
+                else f"started at clock {started:.3f} s")))
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         return array

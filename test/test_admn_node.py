@@ -149,6 +149,20 @@ def test_synchronized_frames_give_a_stamped_pose_and_allocation(rig_factory):
     assert rig.node.counters.sets_processed == 1
 
 
+def test_warm_up_runs_every_trained_budget_before_inputs_and_is_reported(rig_factory):
+    rig = rig_factory()
+    node = rig.node
+    # Every trained budget and the full budget ran once on a synthetic sample while the node was built.
+    assert node.warmup_budgets == sorted({6, 8, node.engine.max_budget}) and node.warmup_problem is None
+    assert node.warmup_ms > 0 and node.last_result is None and node.counters.sets_processed == 0
+    values = {kv.key: kv.value for kv in rig.latest_status("admn_node: inference").values}
+    assert values["warmup_budgets"] == ",".join(map(str, node.warmup_budgets))
+    assert float(values["warmup_ms"]) == pytest.approx(node.warmup_ms, abs=0.1) and values["warmup_problem"] == ""
+    rig.publish_set(7.5)  # the first real set is answered
+    rig.next_allocation(7.5)
+    assert node.counters.sets_processed == 1
+
+
 def test_compressed_camera_transport(rig_factory):
     rig = rig_factory(camera_transport="compressed")
     assert rig.node.inputs[("node_1", "rgb")].resolved_topic.endswith("/node_1/camera/image_raw/compressed")

@@ -278,7 +278,7 @@ def case_audio_wrong_rate(rig):
     assert level == DiagnosticStatus.WARN and "runs at about 32000 Hz" in message
     assert rig.wait_log("runs at about 32000 Hz")
     _chunks(rig, 25, AUDIO_CHUNK, 0.1)  # the driver fixed: the warning clears
-    assert rig.node._audio_rate_checks[MIC_1].problem is None
+    assert rig.node.assembler.rate_checks[MIC_1].problem is None
 
 
 def case_audio_wrong_length(rig):

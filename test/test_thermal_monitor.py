@@ -110,6 +110,25 @@ def test_scripted_profile_interpolates_loops_and_fails():
         ScriptedProfile([(0, 40), (0, 50)])
 
 
+def test_scripted_profile_waits_for_a_nonzero_clock():
+    # Sim time before the first /clock reads 0: the script must not start there (it would be far past its end once
+    # /clock arrives); it holds its first point and starts at the first non-zero time.
+    now = [0.0]
+    profile = ScriptedProfile([(0, 40), (10, 60)], now_seconds=lambda: now[0], wait_for_clock=True)
+    assert [profile.read_celsius() for _ in range(3)] == [40.0, 40.0, 40.0]
+    assert profile.started_at is None
+    readings = []
+    for t in (500.0, 505.0, 510.0):
+        now[0] = t
+        readings.append(profile.read_celsius())
+    assert profile.started_at == 500.0 and readings == [40.0, 50.0, 60.0]
+    # Without wait_for_clock (a plain monotonic clock) a reading at 0 starts the script, as before.
+    now[0] = 0.0
+    plain = ScriptedProfile([(0, 40), (10, 60)], now_seconds=lambda: now[0])
+    plain.read_celsius()
+    assert plain.started_at == 0.0
+
+
 def test_demo_profile_loads_and_heats_then_cools():
     profile = ScriptedProfile.from_yaml(str(CONFIG_DIR / "thermal_profile_demo.yaml"))
     assert 50 <= profile.points[-1][0] <= 70
@@ -313,6 +332,43 @@ def test_params_file_and_scripted_source_failsafe(ros_context, temp_dir):  # noq
     executor.add_node(monitor)
     assert spin_until(executor, lambda: monitor.last_decision.state == FAILSAFE, timeout_s=3)
     assert "scripted sensor failure" in monitor.last_error
+    executor.shutdown()
+
+
+@pytest.mark.ros
+def test_scripted_source_under_sim_time_starts_at_the_first_clock(ros_context, temp_dir):  # noqa: F811
+    from builtin_interfaces.msg import Time
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rosgraph_msgs.msg import Clock
+
+    profile = Path(temp_dir) / "profile.yaml"
+    profile.write_text("points:\n  - [0, 50.0]\n  - [1.0, 90.0]\n")  # 36 at t = 0, 12 from t = 0.5 s
+    monitor = make_node(ros_context, temp_dir, "/" + unique_name("sim"), source="scripted",
+                        profile_file=str(profile), use_sim_time=True)
+    clock = Node(unique_name("clock"), context=ros_context)
+    clock_publisher = clock.create_publisher(Clock, "/clock", 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(monitor)
+    executor.add_node(clock)
+
+    def run_clock_until(seconds, predicate):
+        def tick():
+            clock_publisher.publish(Clock(clock=Time(sec=int(seconds), nanosec=int(seconds % 1 * 1e9))))
+            return predicate()
+        return spin_until(executor, tick, timeout_s=5)
+
+    # No /clock yet: the clock reads 0, the script holds its first point (the initial budget) and has not started.
+    assert monitor._now_s() == 0.0
+    assert monitor.last_decision.budget == 36 and monitor.source.started_at is None
+    values = {kv.key: kv.value for kv in monitor._diagnostics(monitor.last_decision).status[0].values}
+    assert values["script"].startswith("waiting for the clock")
+
+    # The first /clock starts the script there: still the first point, not 1000 s into the script.
+    assert run_clock_until(1000.0, lambda: monitor.source.started_at is not None)
+    assert monitor.source.started_at == 1000.0
+    assert monitor.last_decision.budget == 36 and monitor.last_decision.temperature_c == 50.0
+    assert run_clock_until(1001.0, lambda: monitor.last_decision.budget == 12)  # 90 °C one sim second later
     executor.shutdown()
 
 
