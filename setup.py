@@ -37,6 +37,7 @@ setup(
             "admn_demo = admn_ros.demo:main",
             "admn_node_benchmark = admn_ros.benchmark_node:main",
             "admn_soak = admn_ros.soak:main",
+            "admn_replay_eval = admn_ros.replay_cli:main",
         ],
     },
 )

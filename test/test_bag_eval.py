@@ -227,3 +227,17 @@ def test_gaps_are_runs_of_missing_outputs():
     outputs = [0, 10, 50, 60, 70, 80, 90]
     assert find_gaps(expected, outputs, 0.01) == [(20, 40, 3)]
     assert find_gaps(expected, expected, 0.01) == []
+
+
+def test_replay_cli_writes_csv_summary_and_plot_and_refuses_bad_paths(bag, tmp_path, capsys):
+    from admn_core.bundle import save_bundle
+    from admn_ros.replay_cli import main as replay_main
+
+    model = save_bundle(tmp_path / "micro.safetensors", random_bundle(micro_config(views=VIEWS), [6], seed=1))
+    out = tmp_path / "replay"
+    assert replay_main([str(bag), "--model", str(model), "--budget", "0:36,1:6", "--out", str(out)]) == 0
+    frames = (out / "frames.csv").read_text().splitlines()
+    assert len(frames) > 10 and "budget" in frames[0]
+    assert (out / "timeline.png").stat().st_size > 1000 and "per budget" in (out / "summary.txt").read_text()
+    assert replay_main([str(tmp_path / "nope"), "--model", str(model)]) == 2
+    assert "no such bag" in capsys.readouterr().err
