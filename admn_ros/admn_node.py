@@ -959,28 +959,13 @@ class AdmnNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    import rclpy
     from rclpy.exceptions import InvalidParameterValueException, ParameterException
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = AdmnNode()
-        # SingleThreadedExecutor: see the module docstring (MultiThreadedExecutor busy-loops under use_sim_time).
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError) as error:
-        print(f"admn_node: cannot start: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from admn_ros.processes import spin_node
+
+    return spin_node(AdmnNode, "admn_node",
+                     (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError),
+                     args)
 
 
 if __name__ == "__main__":

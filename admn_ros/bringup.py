@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from admn_ros.processes import escalate
+
 PACKAGE = "admn_ros"
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 NODES = (("admn_node", "admn_ros.admn_node"), ("thermal_monitor", "admn_ros.thermal_monitor"))
@@ -106,12 +108,7 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"admn_bringup: {name} ignored SIGINT for {GRACE_S:.0f} s; terminating", file=sys.stderr)
-            process.terminate()
-            try:
-                process.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            escalate(process)
 
 
 def run(specs: list[ProcessSpec]) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from admn_ros.bag_reader import CLOCK_TOPIC, BagError, open_bag, open_reader
+from admn_ros.processes import stop_process  # noqa: F401  (re-exported for the demo and tests)
 from admn_ros.replay_eval import FrameRecord, attach_ground_truth, read_ground_truth, synchronized_stamps
 from admn_ros.replay_report import find_gaps
 
@@ -224,21 +224,6 @@ def start_node(model, namespace: str = "", use_sim_time: bool = True, parameters
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(argv, env=ros_environment(env), stdout=output, stderr=subprocess.STDOUT,
                             start_new_session=True)
-
-
-def stop_process(process: subprocess.Popen, grace_s: float = 10.0) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(timeout=3.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    return process.returncode
 
 
 @dataclass

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from admn_ros.processes import stop_process
 
 MIB = 1024 * 1024
 
@@ -268,21 +269,6 @@ def _make_bundle(soak: SoakConfig, directory: Path) -> Path:
     return save_bundle(directory / f"{soak.preset}_random.safetensors", random_bundle(config, budgets, seed=0))
 
 
-def _stop_process(process: subprocess.Popen) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15.0)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            try:
-                process.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    return process.returncode
-
-
 def run_soak(soak: SoakConfig, log=print) -> SoakReport:
     """Run one soak; returns the report (never raises for a failing check: see report.checks)."""
     profile = _large_data_profile()
@@ -351,7 +337,7 @@ def run_soak(soak: SoakConfig, log=print) -> SoakReport:
             memory.append((time.monotonic() - started, rss_bytes(process.pid)))
     finally:
         publisher.stop()
-        report.node_exit_code = _stop_process(process)
+        report.node_exit_code = stop_process(process)
         spinning.clear()
         spinner.join(5.0)
         executor.shutdown()

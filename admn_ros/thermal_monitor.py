@@ -480,26 +480,10 @@ class ThermalMonitorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from admn_ros.processes import spin_node
 
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = ThermalMonitorNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:  # misconfiguration: say what is wrong, without a traceback
-        print(f"thermal_monitor: invalid configuration: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # ValueError = misconfiguration: one line saying what is wrong, without a traceback.
+    return spin_node(ThermalMonitorNode, "thermal_monitor", (ValueError,), args)
 
 
 if __name__ == "__main__":

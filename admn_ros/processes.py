@@ -1,0 +1,59 @@
+"""Process plumbing shared by the nodes' entry points, the bring-up, live replay and the soak driver."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+
+def spin_node(make_node: Callable, name: str, startup_errors: tuple[type[BaseException], ...],
+              args: list[str] | None = None) -> int:
+    """rclpy.init → make_node() → spin on a SingleThreadedExecutor until Ctrl-C / shutdown → clean up.
+
+    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time (measured; see
+    ros2-toolchain reference); nodes run their slow work on their own threads. A startup error of one of
+    `startup_errors` prints one line naming the problem (no traceback) and returns exit code 2.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except startup_errors as error:
+        print(f"{name}: cannot start: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 10.0, terminate_grace_s: float = 3.0) -> int | None:
+    """SIGINT (what `ros2 launch` sends; SIGTERM would orphan nodes), then SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            escalate(process, terminate_grace_s)
+    return process.returncode
+
+
+def escalate(process: subprocess.Popen, terminate_grace_s: float = 3.0) -> None:
+    """A process that ignored SIGINT: SIGTERM, and SIGKILL if that is ignored too."""
+    process.terminate()
+    try:
+        process.wait(timeout=terminate_grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
