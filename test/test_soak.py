@@ -3,7 +3,8 @@
 
 Load (60 s test and benchmark): every view of the tiny model (3) x (camera 640x480 rgb8 @ 30 Hz + depth 640x480
 16UC1 @ 30 Hz + microphone chunks @ 50 Hz); the short run uses 320x240 @ 15 Hz (see test_short_soak).
-Checked: the node stays alive and exits cleanly, outputs and diagnostics are published, queues stay within their bounds, memory stays flat, every synchronized set is accounted for in a published counter.
+Checked: the node stays alive and exits cleanly, outputs and diagnostics are published, queues stay within their
+bounds, memory stays flat, every synchronized set is accounted for in a published counter.
 """
 
 import pytest
