@@ -13,7 +13,7 @@ from admn_core.train.batching import BatchCollator, CorruptionTargets
 from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
 from admn_core.train.controllers import allocations, new_controller, train_controller
 from admn_core.train.stage1 import train_stage1
-from admn_core.train.toy import SquareDataset, toy_config
+from admn_core.train.toy import CrashAfter, SquareDataset, toy_config
 from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
 
 torch.set_num_threads(1)
@@ -148,20 +148,6 @@ def test_universal_controller_trains_and_rebuilds_from_bundle_info(stage1_model,
                                    allocations(config, controller, inputs, budget))
 
 
-class CrashAfter(torch.utils.data.Dataset):
-    """Raises after `items` fetches: an interrupted run (the crash, not the training, is simulated)."""
-
-    def __init__(self, dataset, items):
-        self.dataset, self.items, self.fetched = dataset, items, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        self.fetched += 1
-        if self.fetched > self.items:
-            raise RuntimeError("simulated crash")
-        return self.dataset[index]
 
 
 def test_controller_resume_repeats_the_uninterrupted_run(stage1_model, tmp_path):

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from admn_core.models.task_model import ADMNModel
 from admn_core.train.batching import BatchCollator, CorruptionTargets, task_targets
 from admn_core.train.checkpoint import checkpoint_path, load_checkpoint
 from admn_core.train.config import Stage1Config
 from admn_core.train.stage1 import train_stage1
-from admn_core.train.toy import SquareDataset, toy_config
+from admn_core.train.toy import CrashAfter, SquareDataset, toy_config
 
 torch.set_num_threads(1)
 
@@ -55,20 +54,6 @@ def test_frozen_blocks_stay_trainable_blocks_move():
         assert not torch.equal(before[key], after[key]), key
 
 
-class CrashAfter(Dataset):
-    """Raises after `items` fetches: an interrupted run (the crash, not the training, is simulated)."""
-
-    def __init__(self, dataset, items):
-        self.dataset, self.items, self.fetched = dataset, items, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        self.fetched += 1
-        if self.fetched > self.items:
-            raise RuntimeError("simulated crash")
-        return self.dataset[index]
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path):

@@ -4,6 +4,7 @@
 the target (metres, world frame). `noisy` picks which modality is replaced by pure noise (label σ = 1, severity 1):
 "none", a modality name, or "alternate" (per sample, one random modality is noise). Items follow the dataset
 contract: ({(view, modality): array in sensor units}, {"position_m", "label", "corruption": {modality: label}}).
+`CrashAfter`: a dataset wrapper that raises after N fetches, to test resuming an interrupted run.
 """
 
 from __future__ import annotations
@@ -87,3 +88,19 @@ class SquareDataset(Dataset):
                     sample[(view, spec.name)] = depth
         position = ((cell - (GRID - 1) / 2) * CELL_M).astype(np.float32)
         return sample, {"position_m": position, "label": int(cell[1] * GRID + cell[0]), "corruption": labels}
+
+
+class CrashAfter(Dataset):
+    """Raises after `items` fetches: an interrupted run (the crash, not the training, is simulated)."""
+
+    def __init__(self, dataset, items):
+        self.dataset, self.items, self.fetched = dataset, items, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.fetched += 1
+        if self.fetched > self.items:
+            raise RuntimeError("simulated crash")
+        return self.dataset[index]
