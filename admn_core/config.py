@@ -64,6 +64,9 @@ class ModalitySpec:
     depth_max_range_m: float = 10.0  # depth: metres mapped to 1.0 after clipping
     audio: AudioFrontend | None = None
     controller_input_size: tuple[int, int] = (100, 100)  # QoI stem resize (official 100×100, audio 128×512)
+    # Backbone embedding: "cls" = the CLS token after the final norm (official ADMN); "mean" = the final norm of
+    # the mean patch token (MAE's fine-tuning default, `global_pool`), which learns far faster from scratch.
+    readout: str = "cls"
 
     def __post_init__(self) -> None:
         if self.kind not in ("rgb", "depth", "audio"):
@@ -82,6 +85,8 @@ class ModalitySpec:
                 f"modality {self.name!r}: embed_dim {self.embed_dim} not divisible by num_heads {self.num_heads}")
         if len(self.norm_mean) != self.channels or len(self.norm_std) != self.channels:
             raise ConfigError(f"modality {self.name!r}: norm_mean/norm_std need {self.channels} values")
+        if self.readout not in ("cls", "mean"):
+            raise ConfigError(f"modality {self.name!r}: readout must be cls or mean, got {self.readout!r}")
         if self.layer_cost < 1:
             raise ConfigError(f"modality {self.name!r}: layer_cost must be >= 1")
         if not 0 <= self.trainable_last_blocks <= self.depth:

@@ -132,6 +132,11 @@ def _lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_atte
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
+def _pooled(spec, tokens: torch.Tensor) -> torch.Tensor:
+    """Final tokens [N, 1 + P, D] → the readout before the final norm (CLS, or the mean patch token)."""
+    return tokens[:, 1:].mean(dim=1) if spec.readout == "mean" else tokens[:, 0]
+
+
 def _patch_embed_is_plain(backbone: LayerDropViT) -> bool:
     """A non-overlapping, unpadded conv patch embedding without a norm: exactly a matmul over patches."""
     patch_embed = backbone.patch_embed
@@ -310,13 +315,13 @@ class FastPath:
             groups = group_rows_by_mask(masks[:, index])
             if len(groups) == 1:
                 (active, _), = groups.items()
-                cls_tokens[spec.name] = self._run_blocks(spec.name, tokens, active)[:, 0]
+                cls_tokens[spec.name] = _pooled(spec, self._run_blocks(spec.name, tokens, active))
                 continue
             tokens = tokens.view(batch, views, *tokens.shape[1:])
             cls = tokens.new_empty(batch, views, tokens.shape[-1])
             for active, members in groups.items():
                 rows = torch.tensor(members, device=tokens.device)
-                cls[rows] = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)[:, 0].view(
+                cls[rows] = _pooled(spec, self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)).view(
                     len(members), views, -1)
             cls_tokens[spec.name] = cls.flatten(0, 1)
         return self._head(cls_tokens, batch)
@@ -389,7 +394,9 @@ class _BatchGraphs:
             self.tokens[name].copy_(tokens)
 
     def head_from_buffers(self):
-        return self.fast._head({name: tokens[:, 0] for name, tokens in self.tokens.items()}, self.batch)
+        specs = {spec.name: spec for spec in self.fast.config.modalities}
+        return self.fast._head({name: _pooled(specs[name], tokens) for name, tokens in self.tokens.items()},
+                               self.batch)
 
     def group_buffer(self, name: str, rows: int) -> torch.Tensor:
         key = (name, rows)

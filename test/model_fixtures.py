@@ -5,8 +5,9 @@ from admn_core.config import AudioFrontend, ControllerSpec, FusionSpec, Modality
 VIEWS = ("node_1", "node_2")
 
 
-def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS) -> ModelConfig:
-    small = dict(views=views, patch_size=8, embed_dim=32, num_heads=2, controller_input_size=(16, 16))
+def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS, readout: str = "cls") -> ModelConfig:
+    small = dict(views=views, patch_size=8, embed_dim=32, num_heads=2, controller_input_size=(16, 16),
+                 readout=readout)
     modalities = [
         ModalitySpec(name="rgb", kind="rgb", channels=3, input_size=(16, 16), **small),
         ModalitySpec(name="depth", kind="depth", channels=1, input_size=(16, 24), norm_mean=(0.0,), norm_std=(1.0,),

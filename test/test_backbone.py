@@ -122,3 +122,23 @@ def test_wrong_mask_shape_is_a_clear_error():
     backbone = LayerDropViT(SPEC).eval()
     with pytest.raises(ValueError, match=r"layer mask must be \[batch=2, depth=12\]"):
         backbone(torch.randn(2, 3, 32, 48), torch.ones(2, 11, dtype=torch.bool))
+
+
+def test_mean_readout_equals_timm_global_average_pooling():
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, readout="mean")
+    torch.manual_seed(0)
+    ours = LayerDropViT(spec).eval()
+    reference = VisionTransformer(img_size=spec.input_size, patch_size=spec.patch_size, in_chans=spec.channels,
+                                  num_classes=0, embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads,
+                                  global_pool="avg").eval()  # timm: mean of patch tokens → fc_norm
+    state = {k.replace("norm.", "fc_norm.", 1) if k.startswith("norm.") else k: v for k, v in ours.state_dict().items()}
+    result = reference.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        assert (ours(x) - reference(x)).abs().max() <= 1e-5
+        mask = torch.ones(2, 12, dtype=torch.bool)
+        mask[1, 3:9] = False
+        assert (ours(x, mask)[0] - reference(x[:1])[0]).abs().max() <= 1e-5

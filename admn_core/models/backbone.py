@@ -23,7 +23,8 @@ from admn_core.config import ModalitySpec
 
 
 class LayerDropViT(nn.Module):
-    """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output CLS after the final norm [B, D]."""
+    """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output [B, D]: the CLS token (or the mean
+    patch token, `ModalitySpec.readout`) after the final norm."""
 
     def __init__(self, spec: ModalitySpec):
         super().__init__()
@@ -69,7 +70,12 @@ class LayerDropViT(nn.Module):
             tokens = self._run_mixed(tokens, mask)
         else:
             tokens = self._run_grouped(tokens, mask.bool())
-        return self.norm(tokens[:, 0])
+        return self.readout(tokens)
+
+    def readout(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final tokens [B, 1 + P, D] → the backbone's embedding [B, D] (CLS or mean patch token, then norm)."""
+        pooled = tokens[:, 1:].mean(dim=1) if self.spec.readout == "mean" else tokens[:, 0]
+        return self.norm(pooled)
 
     def _run_mixed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_mask(mask, tokens.shape[0])
