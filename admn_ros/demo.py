@@ -32,6 +32,9 @@ BAR = 12
 LOUD = "!" * 100
 
 
+# The first run trains a short version of every stage (minutes on 2 cores); `--full-training` runs the full one.
+DEMO_TRAIN_CONFIG = str(Path(__file__).resolve().parents[1] / "config" / "train_tiny_demo.yaml")
+
 def log(text: str = "") -> None:
     print(text, flush=True)
 
@@ -82,9 +85,13 @@ def get_bundle(args) -> tuple[Path, str]:
         return trained, "reused"
     if not args.random_bundle:
         if train_available():
-            log(f"training the tiny preset: admn train --preset tiny --out {args.train_out} (first run only)")
+            short = not args.full_training and Path(DEMO_TRAIN_CONFIG).is_file()
+            settings = ["--train-config", DEMO_TRAIN_CONFIG] if short else []
+            log(f"training the tiny preset: admn train --preset tiny --out {args.train_out} {' '.join(settings)} "
+                "(first run only)")
+            threads = ["--threads", str(args.threads)] if args.threads else []
             done = subprocess.run([sys.executable, "-m", "admn_core.cli", "train", "--preset", "tiny", "--out",
-                                   args.train_out, *(["--threads", str(args.threads)] if args.threads else [])])
+                                   args.train_out, *settings, *threads])
             if done.returncode == 0 and trained.is_file():
                 return trained, "trained"
             reason = f"`admn train` failed (exit code {done.returncode}) or wrote no {trained}"
@@ -220,6 +227,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-out", default="artifacts/tiny", help="admn train output (bundle.safetensors)")
     parser.add_argument("--bundle", help="use this bundle instead of the trained tiny one")
     parser.add_argument("--random-bundle", action="store_true", help="skip training: random weights (smoke tests)")
+    parser.add_argument("--full-training", action="store_true",
+                        help="train with the full tiny pipeline instead of config/train_tiny_demo.yaml")
     parser.add_argument("--duration", type=float, default=45.0, help="bag length in seconds (default 45)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera/depth rate of the bag (Hz)")
     parser.add_argument("--seed", type=int, default=0)
