@@ -23,6 +23,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # AudioMAE's log-mel normalisation constants (AudioSet statistics), used as the audio default.
 AUDIOSET_MEAN = (-4.2677393,)
 AUDIOSET_STD = (4.5689974,)
+READOUTS = ("cls", "mean", "flatten")  # ModalitySpec.readout
+FUSION_POOLINGS = ("mean", "flatten")  # FusionSpec.pooling
 
 
 class ConfigError(ValueError):
@@ -65,7 +67,9 @@ class ModalitySpec:
     audio: AudioFrontend | None = None
     controller_input_size: tuple[int, int] = (100, 100)  # QoI stem resize (official 100×100, audio 128×512)
     # Backbone embedding: "cls" = the CLS token after the final norm (official ADMN); "mean" = the final norm of
-    # the mean patch token (MAE's fine-tuning default, `global_pool`), which learns far faster from scratch.
+    # the mean patch token (MAE's fine-tuning default, `global_pool`); "flatten" (ours) = every patch token after
+    # the final norm, concatenated and projected by one Linear(P·D → D), which keeps *where* in the image a
+    # feature is without the network first having to learn it (see the README's training notes).
     readout: str = "cls"
 
     def __post_init__(self) -> None:
@@ -85,8 +89,8 @@ class ModalitySpec:
                 f"modality {self.name!r}: embed_dim {self.embed_dim} not divisible by num_heads {self.num_heads}")
         if len(self.norm_mean) != self.channels or len(self.norm_std) != self.channels:
             raise ConfigError(f"modality {self.name!r}: norm_mean/norm_std need {self.channels} values")
-        if self.readout not in ("cls", "mean"):
-            raise ConfigError(f"modality {self.name!r}: readout must be cls or mean, got {self.readout!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"modality {self.name!r}: readout must be one of {READOUTS}, got {self.readout!r}")
         if self.layer_cost < 1:
             raise ConfigError(f"modality {self.name!r}: layer_cost must be >= 1")
         if not 0 <= self.trainable_last_blocks <= self.depth:
@@ -127,6 +131,14 @@ class FusionSpec:
     heads: int = 4
     dim_head: int = 64
     mlp_dim: int = 768
+    # Fusion output → one vector: "mean" over tokens (official) or "flatten" (ours): the tokens concatenated in
+    # their fixed (modality, view) order and projected by Linear(T·dim → dim), so which view saw what stays
+    # explicit instead of having to be learnt through the positional encoding (see the README's training notes).
+    pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in FUSION_POOLINGS:
+            raise ConfigError(f"fusion.pooling must be one of {FUSION_POOLINGS}, got {self.pooling!r}")
 
 
 @dataclass(frozen=True)
@@ -140,10 +152,16 @@ class HeadSpec:
     mean_half_range: tuple[float, float] = (200.0, 200.0)  # official: ±200 cm
     min_variance: float = 1.0  # cov = L Lᵀ + min_variance·I (official: + I in cm²)
     distance_weight: float = 0.05  # loss = NLL + weight · Euclidean distance (official)
+    # Cholesky factor L = covariance_scale · [[softplus(a), 0], [c, softplus(b)]] (official: 1). In cm a fresh head
+    # predicts σ ≈ 0.7 cm for errors of ~130 cm, and the NLL then spends the early steps growing σ instead of moving
+    # the mean; a scale of the order of the expected error starts σ there (ours; see the README's training notes).
+    covariance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.task not in ("localization", "classification"):
             raise ConfigError(f"head.task must be localization or classification, got {self.task!r}")
+        if self.covariance_scale <= 0:
+            raise ConfigError(f"head.covariance_scale must be > 0, got {self.covariance_scale}")
         if self.task == "classification" and self.num_classes < 2:
             raise ConfigError("head.num_classes must be >= 2 for classification")
 
@@ -207,6 +225,11 @@ class ModelConfig:
     @property
     def blocks_per_backbone(self) -> int:
         return self.modalities[0].depth
+
+    @property
+    def num_fusion_tokens(self) -> int:
+        """One fusion token per (modality, view)."""
+        return sum(len(spec.views) for spec in self.modalities)
 
     def modality(self, name: str) -> ModalitySpec:
         for spec in self.modalities:

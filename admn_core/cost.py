@@ -31,6 +31,11 @@ def patch_embed_flops(spec: ModalitySpec) -> int:
     return 2 * spec.num_patches * spec.embed_dim * spec.channels * spec.patch_size ** 2
 
 
+def readout_flops(spec: ModalitySpec) -> int:
+    """The backbone's readout of one view: only "flatten" has a matrix product (Linear P·D → D)."""
+    return 2 * spec.num_patches * spec.embed_dim * spec.embed_dim if spec.readout == "flatten" else 0
+
+
 def transformer_flops(tokens: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int) -> int:
     inner = heads * dim_head
     per_layer = (2 * tokens * dim * 3 * inner + 2 * 2 * tokens * tokens * inner + 2 * tokens * inner * dim
@@ -90,10 +95,13 @@ def model_flops(config: ModelConfig, mask: torch.Tensor, include_controller: boo
         views = len(spec.views)
         embeddings += views * patch_embed_flops(spec)
         blocks += views * layers * block_flops(spec)
-        adapters += views * 2 * (spec.embed_dim * fusion.adapter_hidden + fusion.adapter_hidden * fusion.dim)
-    tokens = sum(len(spec.views) for spec in config.modalities)
-    fusion_total = adapters + transformer_flops(tokens, fusion.dim, fusion.depth, fusion.heads, fusion.dim_head,
-                                                fusion.mlp_dim)
+        # Readouts and adapters: the per-view steps between backbone and fusion, counted with the fusion.
+        adapters += views * (readout_flops(spec)
+                             + 2 * (spec.embed_dim * fusion.adapter_hidden + fusion.adapter_hidden * fusion.dim))
+    tokens = config.num_fusion_tokens
+    pooling = 2 * tokens * fusion.dim * fusion.dim if fusion.pooling == "flatten" else 0
+    fusion_total = adapters + pooling + transformer_flops(tokens, fusion.dim, fusion.depth, fusion.heads,
+                                                          fusion.dim_head, fusion.mlp_dim)
     if config.head.task == "localization":
         head = 2 * (2 * fusion.dim * fusion.dim + fusion.dim * 2 + fusion.dim * 3)
     else:

@@ -132,9 +132,6 @@ def _lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_atte
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
-def _pooled(spec, tokens: torch.Tensor) -> torch.Tensor:
-    """Final tokens [N, 1 + P, D] → the readout before the final norm (CLS, or the mean patch token)."""
-    return tokens[:, 1:].mean(dim=1) if spec.readout == "mean" else tokens[:, 0]
 
 
 def _patch_embed_is_plain(backbone: LayerDropViT) -> bool:
@@ -288,15 +285,16 @@ class FastPath:
             embedded[spec.name] = _embed_as_matmul(backbone, x) if lean else backbone.embed(x)
         return embedded
 
-    def _head(self, cls_tokens: dict[str, torch.Tensor], batch: int):
-        tokens = []
-        for spec in self.config.modalities:
-            backbone: LayerDropViT = self.model.backbones[spec.name]
-            norm = backbone.norm
-            cls = F.layer_norm(cls_tokens[spec.name], norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            tokens.append(self.model.adapters[spec.name](cls).view(batch, len(spec.views), -1))
+    def _readout(self, name: str, tokens: torch.Tensor) -> torch.Tensor:
+        """Final tokens [N, 1 + P, D] → the backbone's embedding [N, D] (CLS / mean / flatten, after the norm)."""
+        return self.model.backbones[name].readout(tokens)
+
+    def _head(self, embeddings: dict[str, torch.Tensor], batch: int):
+        """Backbone embeddings {modality: [B·V, D]} → adapters → fusion → pooling → head."""
+        tokens = [self.model.adapters[spec.name](embeddings[spec.name]).view(batch, len(spec.views), -1)
+                  for spec in self.config.modalities]
         fused = _lean_encoder(self.model.fusion, torch.cat(tokens, dim=1), self.fusion_manual_attention)
-        return self.model.head(fused.mean(dim=1))
+        return self.model.head(self.model.pooling(fused))
 
     def _run_blocks(self, name: str, tokens: torch.Tensor, indices) -> torch.Tensor:
         blocks = self.blocks[name]
@@ -315,15 +313,15 @@ class FastPath:
             groups = group_rows_by_mask(masks[:, index])
             if len(groups) == 1:
                 (active, _), = groups.items()
-                cls_tokens[spec.name] = _pooled(spec, self._run_blocks(spec.name, tokens, active))
+                cls_tokens[spec.name] = self._readout(spec.name, self._run_blocks(spec.name, tokens, active))
                 continue
             tokens = tokens.view(batch, views, *tokens.shape[1:])
-            cls = tokens.new_empty(batch, views, tokens.shape[-1])
+            embedding = tokens.new_empty(batch, views, tokens.shape[-1])
             for active, members in groups.items():
                 rows = torch.tensor(members, device=tokens.device)
-                cls[rows] = _pooled(spec, self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)).view(
-                    len(members), views, -1)
-            cls_tokens[spec.name] = cls.flatten(0, 1)
+                final = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)
+                embedding[rows] = self._readout(spec.name, final).view(len(members), views, -1)
+            cls_tokens[spec.name] = embedding.flatten(0, 1)
         return self._head(cls_tokens, batch)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -394,8 +392,7 @@ class _BatchGraphs:
             self.tokens[name].copy_(tokens)
 
     def head_from_buffers(self):
-        specs = {spec.name: spec for spec in self.fast.config.modalities}
-        return self.fast._head({name: _pooled(specs[name], tokens) for name, tokens in self.tokens.items()},
+        return self.fast._head({name: self.fast._readout(name, tokens) for name, tokens in self.tokens.items()},
                                self.batch)
 
     def group_buffer(self, name: str, rows: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ from admn_core.config import AudioFrontend, ControllerSpec, FusionSpec, Modality
 VIEWS = ("node_1", "node_2")
 
 
-def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS, readout: str = "cls") -> ModelConfig:
+def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS, readout: str = "cls",
+                 fusion_pooling: str = "mean") -> ModelConfig:
     small = dict(views=views, patch_size=8, embed_dim=32, num_heads=2, controller_input_size=(16, 16),
                  readout=readout)
     modalities = [
@@ -22,7 +23,7 @@ def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS,
     head = HeadSpec(task=task, num_classes=5 if task == "classification" else 0)
     return ModelConfig(
         name="micro", modalities=tuple(modalities), head=head,
-        fusion=FusionSpec(adapter_hidden=32, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64),
+        fusion=FusionSpec(adapter_hidden=32, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64, pooling=fusion_pooling),
         controller=ControllerSpec(stem_channels=4, stem_kernels=(3, 3, 3), stem_pool=2, embed_dim=32, depth=1,
                                   heads=2, dim_head=16, mlp_dim=64, logit_hidden=32),
     )

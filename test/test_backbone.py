@@ -142,3 +142,20 @@ def test_mean_readout_equals_timm_global_average_pooling():
         mask = torch.ones(2, 12, dtype=torch.bool)
         mask[1, 3:9] = False
         assert (ours(x, mask)[0] - reference(x[:1])[0]).abs().max() <= 1e-5
+
+
+def test_flatten_readout_is_a_linear_map_of_every_normed_patch_token():
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, readout="flatten")
+    torch.manual_seed(0)
+    backbone = LayerDropViT(spec).eval()
+    assert backbone.readout_proj.in_features == spec.num_patches * spec.embed_dim
+    tokens = torch.randn(2, spec.num_tokens, spec.embed_dim)
+    normed = backbone.norm(tokens[:, 1:])  # [2, P, D]
+    expected = normed.flatten(1) @ backbone.readout_proj.weight.T + backbone.readout_proj.bias
+    torch.testing.assert_close(backbone.readout(tokens), expected)
+    # Position matters: swapping two patch tokens changes the embedding (a mean readout could not tell).
+    swapped = tokens.clone()
+    swapped[:, [1, 2]] = tokens[:, [2, 1]]
+    assert (backbone.readout(swapped) - backbone.readout(tokens)).abs().max() > 1e-4

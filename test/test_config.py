@@ -52,6 +52,21 @@ def test_invalid_modality_specs_explain_themselves():
                      embed_dim=32, num_heads=2, norm_mean=(0.0,), norm_std=(1.0,))
 
 
+def test_readout_pooling_and_covariance_scale_are_checked():
+    from admn_core.config import FusionSpec, HeadSpec
+
+    with pytest.raises(ConfigError, match="readout must be one of"):
+        ModalitySpec(name="rgb", kind="rgb", views=("a",), channels=3, input_size=(32, 32), patch_size=8,
+                     embed_dim=32, num_heads=2, readout="max")
+    with pytest.raises(ConfigError, match=r"fusion\.pooling must be one of"):
+        FusionSpec(pooling="sum")
+    with pytest.raises(ConfigError, match="covariance_scale must be > 0"):
+        HeadSpec(covariance_scale=0.0)
+    paper = preset_config("paper")  # the paper preset keeps the official choices
+    assert paper.modality("rgb").readout == "cls" and paper.fusion.pooling == "mean"
+    assert paper.head.covariance_scale == 1.0
+
+
 def test_layerdrop_warmup_matches_the_official_schedule():
     spec = preset_config("tiny").layerdrop
     rates = [spec.rate_at(epoch) for epoch in range(25)]

@@ -13,9 +13,11 @@ from admn_core.presets import preset_config
 from model_fixtures import micro_config
 
 
-@pytest.mark.parametrize("config_name", ["micro", "tiny"])
+@pytest.mark.parametrize("config_name", ["micro", "micro_flatten", "tiny"])
 def test_analytic_flops_within_2_percent_of_the_counter(config_name):
-    config = micro_config() if config_name == "micro" else preset_config("tiny")
+    configs = {"micro": micro_config, "tiny": lambda: preset_config("tiny"),
+               "micro_flatten": lambda: micro_config(readout="flatten", fusion_pooling="flatten")}
+    config = configs[config_name]()
     torch.manual_seed(0)
     model, controller = ADMNModel(config).eval(), QoIController(config).eval()
     inputs = preprocess_batch(config, [synthetic_sample(config)])

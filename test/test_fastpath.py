@@ -13,8 +13,8 @@ from admn_core.runtime import InferenceEngine
 from model_fixtures import micro_config
 
 
-def _setup(task="localization", budgets=(5, 8), readout="cls"):
-    config = micro_config(task=task, readout=readout)
+def _setup(task="localization", budgets=(5, 8), readout="cls", fusion_pooling="mean"):
+    config = micro_config(task=task, readout=readout, fusion_pooling=fusion_pooling)
     bundle = random_bundle(config, budgets, seed=3)
     model = bundle.model.eval()
     controllers = {n: c.eval() for n, c in bundle.controllers.items()}
@@ -45,9 +45,9 @@ def test_fast_path_equals_eager_at_several_allocations(task, budget):
         _close(model(inputs, masks), fast(inputs, masks))
 
 
-@pytest.mark.parametrize("readout", ["cls", "mean"])
-def test_fast_path_equals_eager_in_a_mixed_batch(readout):
-    config, model, controllers = _setup(readout=readout)
+@pytest.mark.parametrize("readout, fusion_pooling", [("cls", "mean"), ("mean", "mean"), ("flatten", "flatten")])
+def test_fast_path_equals_eager_in_a_mixed_batch(readout, fusion_pooling):
+    config, model, controllers = _setup(readout=readout, fusion_pooling=fusion_pooling)
     fast = FastPath(model, controllers)
     inputs = preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(6)])
     masks = _random_masks(6, 3, 12, 9, seed=1)

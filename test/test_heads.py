@@ -18,6 +18,19 @@ def test_covariance_is_cholesky_form_plus_the_variance_floor():
     assert (torch.linalg.eigvalsh(prediction.covariance) >= 1.0 - 1e-5).all()
 
 
+def test_covariance_scale_multiplies_the_cholesky_factor():
+    torch.manual_seed(0)
+    unit = GaussianLocalizationHead(16, HeadSpec())
+    scaled = GaussianLocalizationHead(16, HeadSpec(covariance_scale=50.0))
+    scaled.load_state_dict(unit.state_dict())
+    pooled = torch.randn(4, 16)
+    floor = torch.eye(2)
+    # L → 50·L, so L Lᵀ → 2500·L Lᵀ; the variance floor is added after the scaling.
+    torch.testing.assert_close(scaled(pooled).covariance - floor, 2500 * (unit(pooled).covariance - floor),
+                               rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(scaled(pooled).mean, unit(pooled).mean)
+
+
 def test_mean_is_bounded_by_the_half_range_around_the_centre():
     head = GaussianLocalizationHead(8, HeadSpec(mean_center=(10.0, -5.0), mean_half_range=(200.0, 100.0)))
     with torch.no_grad():

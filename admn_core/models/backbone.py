@@ -23,8 +23,8 @@ from admn_core.config import ModalitySpec
 
 
 class LayerDropViT(nn.Module):
-    """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output [B, D]: the CLS token (or the mean
-    patch token, `ModalitySpec.readout`) after the final norm."""
+    """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output [B, D]: the CLS token after the final
+    norm, or the mean / the projected concatenation of the normed patch tokens (`ModalitySpec.readout`)."""
 
     def __init__(self, spec: ModalitySpec):
         super().__init__()
@@ -39,6 +39,9 @@ class LayerDropViT(nn.Module):
             for _ in range(spec.depth)
         ])
         self.norm = LayerNorm(spec.embed_dim)
+        # "flatten" readout: [B, P·D] → [B, D]. Not part of timm/MAE checkpoints (reported as missing on load).
+        self.readout_proj = (nn.Linear(spec.num_patches * spec.embed_dim, spec.embed_dim)
+                             if spec.readout == "flatten" else None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -73,9 +76,12 @@ class LayerDropViT(nn.Module):
         return self.readout(tokens)
 
     def readout(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final tokens [B, 1 + P, D] → the backbone's embedding [B, D] (CLS or mean patch token, then norm)."""
-        pooled = tokens[:, 1:].mean(dim=1) if self.spec.readout == "mean" else tokens[:, 0]
-        return self.norm(pooled)
+        """Final tokens [B, 1 + P, D] → the backbone's embedding [B, D] (`ModalitySpec.readout`)."""
+        if self.spec.readout == "cls":
+            return self.norm(tokens[:, 0])
+        if self.spec.readout == "mean":
+            return self.norm(tokens[:, 1:].mean(dim=1))
+        return self.readout_proj(self.norm(tokens[:, 1:]).flatten(1))  # [B, P, D] → [B, P·D] → [B, D]
 
     def _run_mixed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_mask(mask, tokens.shape[0])

@@ -79,6 +79,18 @@ class TransformerEncoder(nn.Module):
         return self.norm(x)
 
 
+class FusionPooling(nn.Module):
+    """Fusion tokens [B, T, dim] → [B, dim]: the mean (official) or Linear(T·dim → dim) of their concatenation."""
+
+    def __init__(self, mode: str, tokens: int, dim: int):
+        super().__init__()
+        self.mode = mode
+        self.proj = nn.Linear(tokens * dim, dim) if mode == "flatten" else None
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return fused.mean(dim=1) if self.proj is None else self.proj(fused.flatten(1))
+
+
 class Adapter(nn.Module):
     """Backbone CLS [B, in] → fusion token [B, out]: Linear → LeakyReLU → Linear, Xavier-uniform (official)."""
 

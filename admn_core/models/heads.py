@@ -4,7 +4,8 @@ Gaussian localization (official `models/output_head.py`), with its two bugs fixe
 - the MLP uses two distinct Linear layers (the official code applies `linear1` twice, `linear2` is unused);
 - all three covariance logits are used (the official slice `[3:6]` skips the first one and reads the
   second mean logit as a covariance logit). Lower-triangular L = [[softplus(a), 0], [c, softplus(b)]],
-  cov = L Lᵀ + min_variance·I (official: + I, i.e. 1 cm² at the paper's centimetre units).
+  cov = L Lᵀ + min_variance·I (official: + I, i.e. 1 cm² at the paper's centimetre units). L is multiplied by
+  `HeadSpec.covariance_scale` (official 1; ours for the tiny preset, see HeadSpec).
 Mean = center + (2·sigmoid(m) − 1)·half_range (official: (sigmoid − 0.5)·2·200 cm).
 Loss per sample: −log N(target; μ, Σ) + distance_weight·‖μ − target‖₂ (official `mseloss` is this distance).
 """
@@ -40,8 +41,9 @@ class GaussianLocalizationHead(nn.Module):
         hidden = self.mlp(pooled)
         mean = self.center + (2 * torch.sigmoid(self.mean_out(hidden)) - 1) * self.half_range
         logits = self.cov_out(hidden)  # [B, 3]
-        diagonal = F.softplus(logits[:, :2])  # L = [[d0, 0], [c, d1]]
-        c = logits[:, 2]
+        scale = self.spec.covariance_scale
+        diagonal = F.softplus(logits[:, :2]) * scale  # L = [[d0, 0], [c, d1]]
+        c = logits[:, 2] * scale
         # L Lᵀ = [[d0², d0·c], [d0·c, c² + d1²]], written out (fewer ops than building L; batch-1 latency).
         variance_x = diagonal[:, 0].square() + self.spec.min_variance
         variance_y = c.square() + diagonal[:, 1].square() + self.spec.min_variance

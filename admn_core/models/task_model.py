@@ -12,7 +12,7 @@ from torch import nn
 
 from admn_core.config import ModelConfig
 from admn_core.models.backbone import LayerDropViT
-from admn_core.models.fusion import Adapter, TransformerEncoder
+from admn_core.models.fusion import Adapter, FusionPooling, TransformerEncoder
 from admn_core.models.heads import build_head
 from admn_core.models.layerdrop import sample_layerdrop_masks
 
@@ -26,6 +26,7 @@ class ADMNModel(nn.Module):
         self.adapters = nn.ModuleDict({
             spec.name: Adapter(spec.embed_dim, fusion.adapter_hidden, fusion.dim) for spec in config.modalities})
         self.fusion = TransformerEncoder(fusion.dim, fusion.depth, fusion.heads, fusion.dim_head, fusion.mlp_dim)
+        self.pooling = FusionPooling(fusion.pooling, config.num_fusion_tokens, fusion.dim)
         self.head = build_head(fusion.dim, config.head)
 
     def forward(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None):
@@ -33,7 +34,7 @@ class ADMNModel(nn.Module):
         return self.head(self.fuse(inputs, masks))
 
     def fuse(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None) -> torch.Tensor:
-        """→ mean-pooled fusion embedding [B, fusion.dim]."""
+        """→ pooled fusion embedding [B, fusion.dim] (`FusionSpec.pooling`)."""
         tokens = []
         for index, spec in enumerate(self.config.modalities):
             if spec.name not in inputs:
@@ -46,7 +47,7 @@ class ADMNModel(nn.Module):
             view_masks = None if masks is None else masks[:, index].repeat_interleave(views, dim=0)
             cls = self.backbones[spec.name](x.flatten(0, 1), view_masks)  # [B·V, D]
             tokens.append(self.adapters[spec.name](cls).view(batch, views, -1))
-        return self.fusion(torch.cat(tokens, dim=1)).mean(dim=1)
+        return self.pooling(self.fusion(torch.cat(tokens, dim=1)))
 
     def loss(self, output, target: torch.Tensor) -> torch.Tensor:
         return self.head.loss(output, target)
