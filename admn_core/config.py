@@ -23,7 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # AudioMAE's log-mel normalisation constants (AudioSet statistics), used as the audio default.
 AUDIOSET_MEAN = (-4.2677393,)
 AUDIOSET_STD = (4.5689974,)
-READOUTS = ("cls", "mean", "flatten")  # ModalitySpec.readout
+READOUTS = ("cls", "mean", "grid")  # ModalitySpec.readout
 FUSION_POOLINGS = ("mean", "flatten")  # FusionSpec.pooling
 
 
@@ -67,10 +67,11 @@ class ModalitySpec:
     audio: AudioFrontend | None = None
     controller_input_size: tuple[int, int] = (100, 100)  # QoI stem resize (official 100×100, audio 128×512)
     # Backbone embedding: "cls" = the CLS token after the final norm (official ADMN); "mean" = the final norm of
-    # the mean patch token (MAE's fine-tuning default, `global_pool`); "flatten" (ours) = every patch token after
-    # the final norm, concatenated and projected by one Linear(P·D → D), which keeps *where* in the image a
-    # feature is without the network first having to learn it (see the README's training notes).
+    # the mean patch token (MAE's fine-tuning default, `global_pool`); "grid" (ours) = the normed patch tokens
+    # averaged over a readout_grid × readout_grid grid of image regions, concatenated and projected by one
+    # Linear(G²·D → D): coarse *where* is given, fine position must still come from the blocks (README, training).
     readout: str = "cls"
+    readout_grid: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in ("rgb", "depth", "audio"):
@@ -91,6 +92,9 @@ class ModalitySpec:
             raise ConfigError(f"modality {self.name!r}: norm_mean/norm_std need {self.channels} values")
         if self.readout not in READOUTS:
             raise ConfigError(f"modality {self.name!r}: readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout == "grid" and not 1 <= self.readout_grid <= min(height, width) // self.patch_size:
+            raise ConfigError(f"modality {self.name!r}: readout_grid must be in [1, patches per side "
+                              f"{min(height, width) // self.patch_size}], got {self.readout_grid}")
         if self.layer_cost < 1:
             raise ConfigError(f"modality {self.name!r}: layer_cost must be >= 1")
         if not 0 <= self.trainable_last_blocks <= self.depth:

@@ -32,8 +32,8 @@ def patch_embed_flops(spec: ModalitySpec) -> int:
 
 
 def readout_flops(spec: ModalitySpec) -> int:
-    """The backbone's readout of one view: only "flatten" has a matrix product (Linear P·D → D)."""
-    return 2 * spec.num_patches * spec.embed_dim * spec.embed_dim if spec.readout == "flatten" else 0
+    """The backbone's readout of one view: only "grid" has a matrix product (Linear G²·D → D)."""
+    return 2 * spec.readout_grid ** 2 * spec.embed_dim * spec.embed_dim if spec.readout == "grid" else 0
 
 
 def transformer_flops(tokens: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int) -> int:

@@ -8,7 +8,7 @@ VIEWS = ("node_1", "node_2")
 def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS, readout: str = "cls",
                  fusion_pooling: str = "mean") -> ModelConfig:
     small = dict(views=views, patch_size=8, embed_dim=32, num_heads=2, controller_input_size=(16, 16),
-                 readout=readout)
+                 readout=readout, readout_grid=2)
     modalities = [
         ModalitySpec(name="rgb", kind="rgb", channels=3, input_size=(16, 16), **small),
         ModalitySpec(name="depth", kind="depth", channels=1, input_size=(16, 24), norm_mean=(0.0,), norm_std=(1.0,),

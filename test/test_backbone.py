@@ -144,18 +144,21 @@ def test_mean_readout_equals_timm_global_average_pooling():
         assert (ours(x, mask)[0] - reference(x[:1])[0]).abs().max() <= 1e-5
 
 
-def test_flatten_readout_is_a_linear_map_of_every_normed_patch_token():
+def test_grid_readout_projects_region_means_of_the_normed_patch_tokens():
     import dataclasses
 
-    spec = dataclasses.replace(SPEC, readout="flatten")
+    spec = dataclasses.replace(SPEC, readout="grid", readout_grid=2)  # 4×6 patches → 2×2 regions of 2×3 patches
     torch.manual_seed(0)
     backbone = LayerDropViT(spec).eval()
-    assert backbone.readout_proj.in_features == spec.num_patches * spec.embed_dim
+    assert backbone.readout_proj.in_features == 4 * spec.embed_dim
     tokens = torch.randn(2, spec.num_tokens, spec.embed_dim)
-    normed = backbone.norm(tokens[:, 1:])  # [2, P, D]
-    expected = normed.flatten(1) @ backbone.readout_proj.weight.T + backbone.readout_proj.bias
+    normed = backbone.norm(tokens[:, 1:]).view(2, 4, 6, spec.embed_dim)  # [B, rows, cols, D]
+    regions = [normed[:, r:r + 2, c:c + 3].mean(dim=(1, 2)) for r in (0, 2) for c in (0, 3)]  # row-major
+    expected = torch.stack(regions, dim=-1).flatten(1) @ backbone.readout_proj.weight.T + backbone.readout_proj.bias
     torch.testing.assert_close(backbone.readout(tokens), expected)
-    # Position matters: swapping two patch tokens changes the embedding (a mean readout could not tell).
-    swapped = tokens.clone()
-    swapped[:, [1, 2]] = tokens[:, [2, 1]]
-    assert (backbone.readout(swapped) - backbone.readout(tokens)).abs().max() > 1e-4
+    # Region matters: moving a token to another region changes the embedding; within a region it does not.
+    within, across = tokens.clone(), tokens.clone()
+    within[:, [1, 2]] = tokens[:, [2, 1]]  # patches (0,0) and (0,1): same region
+    across[:, [1, 4]] = tokens[:, [4, 1]]  # patches (0,0) and (0,3): different regions
+    torch.testing.assert_close(backbone.readout(within), backbone.readout(tokens))
+    assert (backbone.readout(across) - backbone.readout(tokens)).abs().max() > 1e-4

@@ -58,6 +58,9 @@ def test_readout_pooling_and_covariance_scale_are_checked():
     with pytest.raises(ConfigError, match="readout must be one of"):
         ModalitySpec(name="rgb", kind="rgb", views=("a",), channels=3, input_size=(32, 32), patch_size=8,
                      embed_dim=32, num_heads=2, readout="max")
+    with pytest.raises(ConfigError, match="readout_grid must be in"):
+        ModalitySpec(name="rgb", kind="rgb", views=("a",), channels=3, input_size=(32, 32), patch_size=8,
+                     embed_dim=32, num_heads=2, readout="grid", readout_grid=5)
     with pytest.raises(ConfigError, match=r"fusion\.pooling must be one of"):
         FusionSpec(pooling="sum")
     with pytest.raises(ConfigError, match="covariance_scale must be > 0"):

@@ -13,10 +13,10 @@ from admn_core.presets import preset_config
 from model_fixtures import micro_config
 
 
-@pytest.mark.parametrize("config_name", ["micro", "micro_flatten", "tiny"])
+@pytest.mark.parametrize("config_name", ["micro", "micro_grid", "tiny"])
 def test_analytic_flops_within_2_percent_of_the_counter(config_name):
     configs = {"micro": micro_config, "tiny": lambda: preset_config("tiny"),
-               "micro_flatten": lambda: micro_config(readout="flatten", fusion_pooling="flatten")}
+               "micro_grid": lambda: micro_config(readout="grid", fusion_pooling="flatten")}
     config = configs[config_name]()
     torch.manual_seed(0)
     model, controller = ADMNModel(config).eval(), QoIController(config).eval()

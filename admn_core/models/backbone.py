@@ -15,6 +15,7 @@ Three execution paths, chosen by the mask:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import LayerNorm, PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -24,7 +25,7 @@ from admn_core.config import ModalitySpec
 
 class LayerDropViT(nn.Module):
     """ViT whose blocks can be skipped per sample. Input [B, C, H, W]; output [B, D]: the CLS token after the final
-    norm, or the mean / the projected concatenation of the normed patch tokens (`ModalitySpec.readout`)."""
+    norm, or the mean / the region-pooled and projected patch tokens after the norm (`ModalitySpec.readout`)."""
 
     def __init__(self, spec: ModalitySpec):
         super().__init__()
@@ -39,9 +40,9 @@ class LayerDropViT(nn.Module):
             for _ in range(spec.depth)
         ])
         self.norm = LayerNorm(spec.embed_dim)
-        # "flatten" readout: [B, P·D] → [B, D]. Not part of timm/MAE checkpoints (reported as missing on load).
-        self.readout_proj = (nn.Linear(spec.num_patches * spec.embed_dim, spec.embed_dim)
-                             if spec.readout == "flatten" else None)
+        # "grid" readout: [B, G²·D] → [B, D]. Not part of timm/MAE checkpoints (reported as missing on load).
+        self.readout_proj = (nn.Linear(spec.readout_grid ** 2 * spec.embed_dim, spec.embed_dim)
+                             if spec.readout == "grid" else None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -81,7 +82,11 @@ class LayerDropViT(nn.Module):
             return self.norm(tokens[:, 0])
         if self.spec.readout == "mean":
             return self.norm(tokens[:, 1:].mean(dim=1))
-        return self.readout_proj(self.norm(tokens[:, 1:]).flatten(1))  # [B, P, D] → [B, P·D] → [B, D]
+        # grid: [B, P, D] → image layout [B, D, H/p, W/p] → G×G region means [B, D, G, G] → [B, G²·D] → [B, D]
+        patches = self.norm(tokens[:, 1:]).transpose(1, 2)
+        rows, cols = self.spec.input_size[0] // self.spec.patch_size, self.spec.input_size[1] // self.spec.patch_size
+        regions = F.adaptive_avg_pool2d(patches.reshape(-1, self.spec.embed_dim, rows, cols), self.spec.readout_grid)
+        return self.readout_proj(regions.flatten(1))
 
     def _run_mixed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_mask(mask, tokens.shape[0])
