@@ -36,3 +36,7 @@ def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
         assert "6" in results["table_cm"][method]
     assert (tmp_path / "gaussian" / "eval" / "error_vs_budget.png").is_file()
     assert (tmp_path / "gaussian" / "eval" / "allocations.png").is_file()
+    # Stage 1 validated on its own split every epoch (never on the test set).
+    header, *rows = (tmp_path / "gaussian" / "stage1" / "run" / "metrics.csv").read_text().splitlines()
+    assert "val_error" in header.split(",") and len(rows) == QUICK_OVERRIDES["stage1"]["epochs"]
+    assert (tmp_path / "gaussian" / "data" / "val" / "manifest.json").is_file()

@@ -56,6 +56,33 @@ def test_frozen_blocks_stay_trainable_blocks_move():
 
 
 
+class _Recording(torch.utils.data.Dataset):
+    """Wraps a dataset and records which indices were read (to see which set an epoch trained on)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.reads = dataset, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.dataset[index]
+
+
+def test_clean_warmup_trains_the_first_epochs_on_the_clean_twin():
+    config = toy_config()
+    corrupted, clean = _Recording(SquareDataset(config, 16)), _Recording(SquareDataset(config, 16, seed=5))
+    history = train_stage1(fresh_model(config), corrupted,
+                           Stage1Config(epochs=3, batch_size=8, lr=1e-3, progress=False, clean_warmup_epochs=2),
+                           clean_set=clean)
+    assert [row["clean"] for row in history] == [1, 1, 0]
+    assert clean.reads == 2 * 16 and corrupted.reads == 16
+    with pytest.raises(ValueError, match="needs clean_set"):
+        train_stage1(fresh_model(config), corrupted,
+                     Stage1Config(epochs=2, batch_size=8, progress=False, clean_warmup_epochs=1))
+
+
 def test_resume_repeats_the_uninterrupted_run(tmp_path):
     config = toy_config()
     data = SquareDataset(config, 32)

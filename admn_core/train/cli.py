@@ -33,7 +33,8 @@ def register(subparsers) -> None:
         description="Generate (or reuse) the world caches, pretrain (MAE + LayerDrop), fine-tune with LayerDrop, "
                     "train the controllers and baselines, evaluate, and export <out>/bundle.safetensors. "
                     "Every stage is reused when its artifact exists (resumable).")
-    train.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    train.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                       help="model preset (default: the training config's, else tiny)")
     train.add_argument("--out", default="artifacts/tiny", help="output directory (default artifacts/tiny)")
     train.add_argument("--corruption", nargs="+", choices=sorted(CORRUPTION_PRESETS),
                        help="world corruption preset(s); one run each under <out>/<corruption>/ "

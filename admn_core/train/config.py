@@ -50,10 +50,16 @@ class Stage1Config(RunOptions):
     # None → the model config's LayerDropSpec: [code] rate 0 → +0.1 every 10 epochs up to 0.2 (not in the paper,
     # which states 0.2 throughout), full-backbone drop 0.1 from epoch 0 [code and paper].
     layerdrop: LayerDropSpec | None = None
+    # Epochs 0 … N−1 train on the clean twin of the training set (`train_stage1(clean_set=…)`) [code: GDTM and
+    # MM-Fi Stage 1 add no noise in epochs 0–4 of 200; not in the paper]. 0 = corrupted data from the start.
+    clean_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "epochs", "batch_size")
+        if not 0 <= self.clean_warmup_epochs <= self.epochs:
+            raise ConfigError(f"clean_warmup_epochs must be in [0, epochs={self.epochs}], "
+                              f"got {self.clean_warmup_epochs}")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
 

@@ -59,6 +59,8 @@ class DataSettings:
     world_seed: int = 0  # the room (textures, noise beds)
     train_seed: int = 0  # sample i of the training cache = World.generate(i, preset, train_seed)
     test_seed: int = 1
+    val: int = 200  # validation samples: Stage 1 reports its error on them every epoch (0 = no validation)
+    val_seed: int = 2  # a third independent draw, so the test set is never looked at during training
     workers: int = 2
 
 
@@ -73,6 +75,7 @@ class Stage1Settings:
     layerdrop_every_epochs: int = 2  # [ours, scaled] official: every 10 of 200 epochs
     full_backbone_drop: float = 0.1  # [code]
     no_layerdrop_ablation: bool = True  # also train the Table-8 "without LayerDrop" model (same epochs)
+    clean_warmup_epochs: int = 0  # [code] first epochs on the clean twin of the training set (official 5 of 200)
 
 
 @dataclass(frozen=True)
@@ -109,9 +112,9 @@ class PipelineSettings:
 
 QUICK_OVERRIDES: dict[str, Any] = {
     "budgets": (6, 8), "universal_extra_budgets": (5,), "mns_budgets": (6,), "latency_samples": 2,
-    "data": {"train": 12, "test": 6, "workers": 1},
+    "data": {"train": 12, "test": 6, "val": 4, "workers": 1},
     "mae": {"epochs": 1, "batch_size": 16},
-    "stage1": {"epochs": 1, "batch_size": 6},
+    "stage1": {"epochs": 2, "batch_size": 6, "clean_warmup_epochs": 1},
     "controller": {"epochs": 1, "warmup_epochs": 0, "batch_size": 6, "universal_epochs": 1,
                    "autoencoder_epochs": 1, "ablation_budgets": (6,)},
     "scratch": {"epochs": 1, "batch_size": 6},
@@ -175,6 +178,7 @@ class Pipeline:
         self.config = preset_config(settings.preset)
         self.targets = corruption_targets(settings.corruption, self.config)
         self.timings: dict[str, float] = {}
+        self.val_set = self.clean_train_set = None  # set by `data()` when the settings ask for them
         timings_path = self.run_dir / "timings.json"
         if timings_path.is_file():
             self.timings = json.loads(timings_path.read_text())
@@ -204,17 +208,25 @@ class Pipeline:
         s = self.settings.data
         world = WorldConfig(seed=s.world_seed)
         sets = {}
-        for split, count, seed in (("train", s.train, s.train_seed), ("test", s.test, s.test_seed)):
+        corruption = self.settings.corruption
+        splits = [("train", s.train, s.train_seed, corruption), ("test", s.test, s.test_seed, corruption)]
+        if s.val:
+            splits.append(("val", s.val, s.val_seed, corruption))
+        if self.settings.stage1.clean_warmup_epochs:
+            # Same seed and indices as "train": the same car states, rendered without corruption.
+            splits.append(("train_clean", s.train, s.train_seed, "clean"))
+        for split, count, seed, preset in splits:
             root = self.path("data", split)
             if root.is_dir() and (root / "manifest.json").is_file():
                 manifest = json.loads((root / "manifest.json").read_text())
-                if (manifest.get("num_samples") != count or manifest.get("preset") != self.settings.corruption
+                if (manifest.get("num_samples") != count or manifest.get("preset") != preset
                         or manifest.get("seed") != seed):
                     self.log(f"data/{split}: cache settings changed; regenerating")
                     shutil.rmtree(root)
             if not (root / "manifest.json").is_file():
-                write_cache(root, count, self.settings.corruption, seed, world, s.workers, overwrite=True)
+                write_cache(root, count, preset, seed, world, s.workers, overwrite=True)
             sets[split] = WorldCacheDataset(root)
+        self.val_set, self.clean_train_set = sets.get("val"), sets.get("train_clean")
         return sets["train"], sets["test"]
 
     def stage0(self, train):
@@ -237,10 +249,12 @@ class Pipeline:
                 else LayerDropSpec(max_rate=0.0, step=0.0, every_epochs=1, full_backbone_drop=0.0))
         config = Stage1Config(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, freeze_backbones=s.freeze_backbones,
                               layerdrop=spec, seed=self.settings.seed, device=self.settings.device,
-                              progress=self.settings.progress, num_workers=self.settings.num_workers)
+                              progress=self.settings.progress, num_workers=self.settings.num_workers,
+                              clean_warmup_epochs=s.clean_warmup_epochs)
         from admn_core.train.stage1 import train_stage1
 
-        train_stage1(model, train, config, run_dir=self.path(name, "run"))
+        train_stage1(model, train, config, val_set=self.val_set, clean_set=self.clean_train_set,
+                     run_dir=self.path(name, "run"))
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(final))
         return model.eval()
 
@@ -397,7 +411,7 @@ def _plain(value):
     return value
 
 
-def run_pipeline(out: str | Path, preset: str = "tiny", corruptions: tuple[str, ...] | None = None,
+def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[str, ...] | None = None,
                  quick: bool = False, config_path: str | Path | None = None, seed: int | None = None,
                  device: str | None = None, log=print) -> dict[str, dict]:
     """Run the pipeline for each corruption under `<out>/<corruption>/`; the first corruption's bundle is copied

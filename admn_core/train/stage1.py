@@ -32,13 +32,17 @@ from admn_core.train.session import TrainingSession
 
 
 def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | None = None, *,
-                 val_set: Dataset | None = None, run_dir: str | Path | None = None,
-                 resume: bool = True) -> list[dict]:
+                 val_set: Dataset | None = None, clean_set: Dataset | None = None,
+                 run_dir: str | Path | None = None, resume: bool = True) -> list[dict]:
     """Fine-tune `model` in place with LayerDrop; → one metrics dict per epoch run (history incl. resumed ones).
 
-    Metrics: `train_loss`, `layerdrop_rate`, `lr`, and with `val_set` the full-model `val_loss` / `val_error`
-    (mean Euclidean error in model units, or accuracy for classification)."""
+    `clean_set`: the uncorrupted twin of `train_set`, used for the first `config.clean_warmup_epochs` epochs.
+    Metrics: `train_loss`, `layerdrop_rate`, `lr`, `clean` (1 during the warm-up), and with `val_set` the
+    full-model `val_loss` / `val_error` (mean Euclidean error in model units, or accuracy for classification)."""
     config = config or Stage1Config()
+    if config.clean_warmup_epochs and clean_set is None:
+        raise ValueError(f"clean_warmup_epochs={config.clean_warmup_epochs} needs clean_set (the uncorrupted "
+                         "twin of the training set)")
     info = init_distributed(config.device)
     device = resolve_device(config.device, info)
     seed_everything(config.seed + info.rank)
@@ -53,16 +57,21 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
     wrapped = wrap_ddp(model, device, info)
     loader, sampler = make_loader(train_set, BatchCollator(model.config), config.batch_size, info, config.seed,
                                   num_workers=config.num_workers)
+    clean_loader, clean_sampler = (make_loader(clean_set, BatchCollator(model.config), config.batch_size, info,
+                                               config.seed, num_workers=config.num_workers)
+                                   if config.clean_warmup_epochs else (None, None))
     spec = config.layerdrop or model.config.layerdrop
     modalities, depth = len(model.config.modalities), model.config.blocks_per_backbone
     for epoch in session.epochs_to_run():
         session.begin_epoch()
-        sampler.set_epoch(epoch)
+        clean = epoch < config.clean_warmup_epochs
+        epoch_loader, epoch_sampler = (clean_loader, clean_sampler) if clean else (loader, sampler)
+        epoch_sampler.set_epoch(epoch)
         rate = spec.rate_at(epoch)
         generator = step_generator(config.seed, epoch, info.rank)
         model.train()
         meter = MeanMeter()
-        for batch in progress(loader, config.progress and info.is_main, f"stage1 {epoch + 1}/{config.epochs}"):
+        for batch in progress(epoch_loader, config.progress and info.is_main, f"stage1 {epoch + 1}/{config.epochs}"):
             batch = batch.to(device)
             masks = sample_layerdrop_masks(modalities, depth, len(batch), rate, spec, generator, device)
             loss = unwrap(wrapped).loss(wrapped(batch.inputs, masks), batch.target)
@@ -72,7 +81,8 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip_norm)
             optimizer.step()
             meter.add(len(batch), train_loss=loss.item())
-        metrics = {**meter.result(device), "layerdrop_rate": rate, "lr": optimizer.param_groups[0]["lr"]}
+        metrics = {**meter.result(device), "layerdrop_rate": rate, "lr": optimizer.param_groups[0]["lr"],
+                   "clean": int(clean)}
         if scheduler is not None:
             scheduler.step()
         if val_set is not None:
