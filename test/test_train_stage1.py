@@ -1,5 +1,7 @@
 """Stage 1 (LayerDrop fine-tuning), batching and resumable checkpoints on the learnable toy set."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -83,10 +85,11 @@ def test_clean_warmup_trains_the_first_epochs_on_the_clean_twin():
                      Stage1Config(epochs=2, batch_size=8, progress=False, clean_warmup_epochs=1))
 
 
-def test_resume_repeats_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("schedule", [{"lr_end_factor": 0.1}, {"warmup_cosine_fraction": 0.2}])
+def test_resume_repeats_the_uninterrupted_run(tmp_path, schedule):
     config = toy_config()
     data = SquareDataset(config, 32)
-    settings = Stage1Config(epochs=3, batch_size=8, lr=2e-3, lr_end_factor=0.1, progress=False)
+    settings = Stage1Config(epochs=3, batch_size=8, lr=2e-3, progress=False, **schedule)
     full_model = fresh_model(config)
     full = train_stage1(full_model, data, settings, run_dir=tmp_path / "full")
 
@@ -103,6 +106,21 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(resumed_model.state_dict()[key], value, rtol=1e-6, atol=1e-7)
     rows = (tmp_path / "cut" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and rows[0].startswith("epoch,")  # header + one row per epoch, no duplicates
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    from admn_core.train.stage1 import warmup_cosine
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=20, warmup_fraction=0.2)  # 4 warm-up steps, 16 cosine
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert lrs[12] == pytest.approx(0.5) and all(a >= b for a, b in itertools.pairwise(lrs[4:]))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
 def test_batching_units_and_corruption_labels():

@@ -76,6 +76,7 @@ class Stage1Settings:
     full_backbone_drop: float = 0.1  # [code]
     no_layerdrop_ablation: bool = True  # also train the Table-8 "without LayerDrop" model (same epochs)
     clean_warmup_epochs: int = 0  # [code] first epochs on the clean twin of the training set (official 5 of 200)
+    warmup_cosine_fraction: float = 0.0  # [ours] > 0: per-step warm-up + cosine LR (Stage1Config); 0 = constant [code]
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ class Pipeline:
         config = Stage1Config(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, freeze_backbones=s.freeze_backbones,
                               layerdrop=spec, seed=self.settings.seed, device=self.settings.device,
                               progress=self.settings.progress, num_workers=self.settings.num_workers,
-                              clean_warmup_epochs=s.clean_warmup_epochs)
+                              clean_warmup_epochs=s.clean_warmup_epochs,
+                              warmup_cosine_fraction=s.warmup_cosine_fraction)
         from admn_core.train.stage1 import train_stage1
 
         train_stage1(model, train, config, val_set=self.val_set, clean_set=self.clean_train_set,

@@ -8,6 +8,7 @@ Backbones frozen but for their last block(s) (`ModelConfig.modalities[i].trainab
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -51,15 +52,20 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         model.freeze_backbones()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, config.lr_end_factor, total_iters=config.epochs)
-                 if config.lr_end_factor > 0 else None)
-    session = TrainingSession("stage1", run_dir, config, info, {"model": model}, optimizer, scheduler, resume)
-    wrapped = wrap_ddp(model, device, info)
     loader, sampler = make_loader(train_set, BatchCollator(model.config), config.batch_size, info, config.seed,
                                   num_workers=config.num_workers)
     clean_loader, clean_sampler = (make_loader(clean_set, BatchCollator(model.config), config.batch_size, info,
                                                config.seed, num_workers=config.num_workers)
                                    if config.clean_warmup_epochs else (None, None))
+    # One scheduler: per step (warm-up + cosine, ours) or per epoch (LinearLR, official MM-Fi) or none (constant).
+    step_scheduler = (warmup_cosine(optimizer, config.epochs * len(loader), config.warmup_cosine_fraction)
+                      if config.warmup_cosine_fraction else None)
+    epoch_scheduler = (torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, config.lr_end_factor,
+                                                         total_iters=config.epochs)
+                       if config.lr_end_factor > 0 and step_scheduler is None else None)
+    session = TrainingSession("stage1", run_dir, config, info, {"model": model}, optimizer,
+                              step_scheduler or epoch_scheduler, resume)
+    wrapped = wrap_ddp(model, device, info)
     spec = config.layerdrop or model.config.layerdrop
     modalities, depth = len(model.config.modalities), model.config.blocks_per_backbone
     for epoch in session.epochs_to_run():
@@ -80,15 +86,30 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
             if config.grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip_norm)
             optimizer.step()
+            if step_scheduler is not None:
+                step_scheduler.step()
             meter.add(len(batch), train_loss=loss.item())
         metrics = {**meter.result(device), "layerdrop_rate": rate, "lr": optimizer.param_groups[0]["lr"],
                    "clean": int(clean)}
-        if scheduler is not None:
-            scheduler.step()
+        if epoch_scheduler is not None:
+            epoch_scheduler.step()
         if val_set is not None:
             metrics.update({f"val_{k}": v for k, v in evaluate_task(model, val_set, config.batch_size, device).items()})
         session.end_epoch(epoch, metrics)
     return session.history
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Per-step LR factor: linear 1/W … 1 over the first W = fraction·total steps, then cosine from 1 to 0."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
