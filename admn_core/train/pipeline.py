@@ -77,6 +77,13 @@ class Stage1Settings:
     no_layerdrop_ablation: bool = True  # also train the Table-8 "without LayerDrop" model (same epochs)
     clean_warmup_epochs: int = 0  # [code] first epochs on the clean twin of the training set (official 5 of 200)
     warmup_cosine_fraction: float = 0.0  # [ours] > 0: per-step warm-up + cosine LR (Stage1Config); 0 = constant [code]
+    # Backbone initialisation: "mae" = Stage 0's weights [paper]; "random" skips Stage 0 [ours: on the world, MAE
+    # weights from a few thousand frames kept clean RGB-D on the plateau for 6 epochs where random init left it in 3].
+    init: str = "mae"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("mae", "random"):
+            raise ConfigError(f"stage1.init must be mae or random, got {self.init!r}")
 
 
 @dataclass(frozen=True)
@@ -242,8 +249,9 @@ class Pipeline:
         if final.is_file():
             model.load_state_dict(load_file(str(final)))
             return model.eval()
-        load_mae_backbones(model, self.path("mae"), log=self.log)
         s = self.settings.stage1
+        if s.init == "mae":
+            load_mae_backbones(model, self.path("mae"), log=self.log)
         spec = (LayerDropSpec(max_rate=s.layerdrop_max_rate, step=s.layerdrop_step,
                               every_epochs=s.layerdrop_every_epochs, full_backbone_drop=s.full_backbone_drop)
                 if layerdrop
@@ -388,7 +396,8 @@ class Pipeline:
         (self.run_dir / "settings.json").write_text(json.dumps(_plain(self.settings), indent=1))
         total = time.perf_counter()
         train, test = self._stage("data", self.data)
-        self._stage("stage0_mae", self.stage0, train)
+        if self.settings.stage1.init == "mae":
+            self._stage("stage0_mae", self.stage0, train)
         model = self._stage("stage1", self.stage1, train, True)
         model_nold = (self._stage("stage1_no_layerdrop", self.stage1, train, False)
                       if self.settings.stage1.no_layerdrop_ablation else None)
