@@ -79,6 +79,7 @@ def test_clean_warmup_trains_the_first_epochs_on_the_clean_twin():
                            Stage1Config(epochs=3, batch_size=8, lr=1e-3, progress=False, clean_warmup_epochs=2),
                            clean_set=clean)
     assert [row["clean"] for row in history] == [1, 1, 0]
+    assert [row["layerdrop_rate"] for row in history] == [0.0, 0.0, config.layerdrop.rate_at(2)]  # off while clean
     assert clean.reads == 2 * 16 and corrupted.reads == 16
     with pytest.raises(ValueError, match="needs clean_set"):
         train_stage1(fresh_model(config), corrupted,

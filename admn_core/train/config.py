@@ -55,7 +55,8 @@ class Stage1Config(RunOptions):
     # which states 0.2 throughout), full-backbone drop 0.1 from epoch 0 [code and paper].
     layerdrop: LayerDropSpec | None = None
     # Epochs 0 … N−1 train on the clean twin of the training set (`train_stage1(clean_set=…)`) [code: GDTM and
-    # MM-Fi Stage 1 add no noise in epochs 0–4 of 200; not in the paper]. 0 = corrupted data from the start.
+    # MM-Fi Stage 1 add no noise in epochs 0–4 of 200; not in the paper], with every block on (no LayerDrop, no
+    # full-backbone drop during those epochs: ours). 0 = corrupted data and LayerDrop from the start.
     clean_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ Backbones frozen but for their last block(s) (`ModelConfig.modalities[i].trainab
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -73,13 +74,16 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         clean = epoch < config.clean_warmup_epochs
         epoch_loader, epoch_sampler = (clean_loader, clean_sampler) if clean else (loader, sampler)
         epoch_sampler.set_epoch(epoch)
-        rate = spec.rate_at(epoch)
+        # [ours] The clean warm-up trains every block of every backbone (no LayerDrop, no full-backbone drop):
+        # measured on the world, dropping from the first step kept the network on the mean-guess plateau.
+        epoch_spec = replace(spec, full_backbone_drop=0.0) if clean else spec
+        rate = 0.0 if clean else spec.rate_at(epoch)
         generator = step_generator(config.seed, epoch, info.rank)
         model.train()
         meter = MeanMeter()
         for batch in progress(epoch_loader, config.progress and info.is_main, f"stage1 {epoch + 1}/{config.epochs}"):
             batch = batch.to(device)
-            masks = sample_layerdrop_masks(modalities, depth, len(batch), rate, spec, generator, device)
+            masks = sample_layerdrop_masks(modalities, depth, len(batch), rate, epoch_spec, generator, device)
             loss = unwrap(wrapped).loss(wrapped(batch.inputs, masks), batch.target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
