@@ -16,7 +16,7 @@ def test_quick_settings_and_strict_keys():
     from admn_core.train.pipeline import settings_from_dict
     with pytest.raises(ConfigError):
         settings_from_dict({"stage1": {"epoch": 3}})
-    with pytest.raises(ConfigError, match="stage1.init must be mae or random"):
+    with pytest.raises(ConfigError, match=r"stage1\.init must be mae or random"):
         settings_from_dict({"stage1": {"init": "imagenet"}})
     tiny = load_settings("config/train_tiny.yaml")  # the shipped world-results recipe (README, training notes)
     assert (tiny.preset, tiny.stage1.init, tiny.stage1.clean_warmup_epochs) == ("tiny_rgbd", "random", 6)
