@@ -286,7 +286,7 @@ class FastPath:
         return embedded
 
     def _readout(self, name: str, tokens: torch.Tensor) -> torch.Tensor:
-        """Final tokens [N, 1 + P, D] → the backbone's embedding [N, D] (CLS / mean / flatten, after the norm)."""
+        """Final tokens [N, 1 + P, D] → the backbone's embedding [N, D] (CLS / mean / grid, `LayerDropViT.readout`)."""
         return self.model.backbones[name].readout(tokens)
 
     def _head(self, embeddings: dict[str, torch.Tensor], batch: int):
@@ -306,14 +306,14 @@ class FastPath:
     def _forward_lean(self, inputs, masks):
         batch = masks.shape[0]
         embedded = self._embed(inputs)
-        cls_tokens = {}
+        per_modality = {}
         for index, spec in enumerate(self.config.modalities):
             tokens = embedded[spec.name]
             views = len(spec.views)
             groups = group_rows_by_mask(masks[:, index])
             if len(groups) == 1:
                 (active, _), = groups.items()
-                cls_tokens[spec.name] = self._readout(spec.name, self._run_blocks(spec.name, tokens, active))
+                per_modality[spec.name] = self._readout(spec.name, self._run_blocks(spec.name, tokens, active))
                 continue
             tokens = tokens.view(batch, views, *tokens.shape[1:])
             embedding = tokens.new_empty(batch, views, tokens.shape[-1])
@@ -321,8 +321,8 @@ class FastPath:
                 rows = torch.tensor(members, device=tokens.device)
                 final = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)
                 embedding[rows] = self._readout(spec.name, final).view(len(members), views, -1)
-            cls_tokens[spec.name] = embedding.flatten(0, 1)
-        return self._head(cls_tokens, batch)
+            per_modality[spec.name] = embedding.flatten(0, 1)
+        return self._head(per_modality, batch)
 
     # ----------------------------------------------------------------------------------------------------------
     # CUDA graphs.

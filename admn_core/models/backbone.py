@@ -43,6 +43,7 @@ class LayerDropViT(nn.Module):
         # "grid" readout: [B, G²·D] → [B, D]. Not part of timm/MAE checkpoints (reported as missing on load).
         self.readout_proj = (nn.Linear(spec.readout_grid ** 2 * spec.embed_dim, spec.embed_dim)
                              if spec.readout == "grid" else None)
+        self.patch_grid = (spec.input_size[0] // spec.patch_size, spec.input_size[1] // spec.patch_size)  # rows, cols
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -84,8 +85,8 @@ class LayerDropViT(nn.Module):
             return self.norm(tokens[:, 1:].mean(dim=1))
         # grid: [B, P, D] → image layout [B, D, H/p, W/p] → G×G region means [B, D, G, G] → [B, G²·D] → [B, D]
         patches = self.norm(tokens[:, 1:]).transpose(1, 2)
-        rows, cols = self.spec.input_size[0] // self.spec.patch_size, self.spec.input_size[1] // self.spec.patch_size
-        regions = F.adaptive_avg_pool2d(patches.reshape(-1, self.spec.embed_dim, rows, cols), self.spec.readout_grid)
+        regions = F.adaptive_avg_pool2d(patches.reshape(-1, self.spec.embed_dim, *self.patch_grid),
+                                        self.spec.readout_grid)
         return self.readout_proj(regions.flatten(1))
 
     def _run_mixed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
