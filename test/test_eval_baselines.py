@@ -1,6 +1,7 @@
 """Baselines obey budgets; evaluation tables, JSON and PNGs are written with every method and budget."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -45,6 +46,26 @@ def test_scratch_model_and_rule_evaluation():
     result = evaluate_rule(model, data, fixed_rule(mask))
     assert result["max_cost"] <= 6 and result["error_cm"] > 0
     assert len(result["errors_cm"]) == 8
+
+
+def test_scratch_clean_warmup_trains_on_the_clean_twin_only():
+    config = toy_config()
+    clean = tensor_set(config, SquareDataset(config, length=8))
+    generator = torch.Generator().manual_seed(1)
+    corrupted = type(clean)({k: torch.randn(v.shape, generator=generator) * 5 for k, v in clean.inputs.items()},
+                            clean.targets, clean.raw_targets)
+    mask = naive_allocation(config, 6)
+    warm = ScratchConfig(epochs=1, batch_size=4, clean_warmup_epochs=1, warmup_cosine_fraction=0.5)
+    warmed, history = train_fixed_mask_model(config, corrupted, mask, warm, log=None, clean=clean)
+    assert history[0]["clean"] == 1
+    plain = replace(warm, clean_warmup_epochs=0, full_backbone_drop=0.0)
+    on_clean, _ = train_fixed_mask_model(config, clean, mask, plain, log=None)
+    on_corrupted, _ = train_fixed_mask_model(config, corrupted, mask, plain, log=None)
+    same = [torch.equal(a, b) for a, b in zip(warmed.parameters(), on_clean.parameters(), strict=True)]
+    differs = [torch.equal(a, b) for a, b in zip(warmed.parameters(), on_corrupted.parameters(), strict=True)]
+    assert all(same) and not all(differs)
+    with pytest.raises(ValueError, match="clean twin"):
+        train_fixed_mask_model(config, corrupted, mask, warm, log=None)
 
 
 def test_report_and_plots_contain_every_method(tmp_path):

@@ -48,11 +48,13 @@ def label_file(modality: str, field: str) -> str:
     return f"labels/{modality}__{field}.npy"
 
 
-def _world_settings(config: WorldConfig) -> dict:
+def world_settings(config: WorldConfig) -> dict:
+    """The world parameters a cache records in its manifest (a cache is reused only when they match)."""
     return {"image_size": list(config.image_size), "horizontal_fov_deg": config.horizontal_fov_deg,
             "window_seconds": config.window_seconds, "sample_rate": config.audio.sample_rate,
             "depth_full_scale_m": config.depth_full_scale_m, "world_seed": config.seed,
-            "node_angles_deg": list(config.node_angles_deg), "track": asdict(config.track)}
+            "node_angles_deg": list(config.node_angles_deg), "track": asdict(config.track),
+            "car": asdict(config.car)}
 
 
 def _create_files(root: Path, world: World, num_samples: int) -> None:
@@ -130,7 +132,7 @@ def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: 
         "categories": list(CATEGORIES),
         "preset": preset,
         "seed": seed,
-        "world": _world_settings(config),
+        "world": world_settings(config),
         "generation_seconds": round(time.perf_counter() - started, 3),
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))

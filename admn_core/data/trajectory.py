@@ -24,7 +24,7 @@ class TrackConfig:
     centre_half_extent: tuple[float, float] = (1.05, 1.35)  # centreline semi-axes along x, y
     exponent: float = 4.0
     lane_half_width: float = 0.45  # centreline ± this = the track's outer/inner edges
-    max_lane_offset: float = 0.28  # how far the car weaves from the centreline (keeps the body on the track)
+    max_lane_offset: float = 0.2  # how far the car weaves from the centreline (+ the car's half width ≤ the lane)
     min_speed: float = 0.3
     max_speed: float = 1.6
 

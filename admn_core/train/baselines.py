@@ -73,17 +73,31 @@ class ScratchConfig:
     lr: float = 5e-4  # [ours] official 1e-5 over 200 epochs (GDTM); too slow to move in a handful of epochs
     batch_size: int = 32
     full_backbone_drop: float = 0.1  # [code] hard-coded in the official forward, active for scratch models too
+    # [ours] Stage 1's from-scratch recipe (Stage1Config has the measurements): per-step warm-up + cosine instead
+    # of a constant LR, and the first epochs on the uncorrupted twin of the training set with every allocated
+    # block running (no full-backbone drop). 0 / 0 = the official constant LR on corrupted data throughout.
+    warmup_cosine_fraction: float = 0.0
+    clean_warmup_epochs: int = 0
     seed: int = 100
     device: str = "cpu"
 
 
 def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scratch: ScratchConfig, log=print,
-                           name: str = "scratch") -> tuple[ADMNModel, list[dict]]:
-    """A task model trained from random init running only `mask`'s blocks ([M, depth]); train = a TensorSet."""
+                           name: str = "scratch", clean=None) -> tuple[ADMNModel, list[dict]]:
+    """A task model trained from random init running only `mask`'s blocks ([M, depth]); train = a TensorSet.
+
+    `clean`: the uncorrupted twin of `train` (same rows), used for `scratch.clean_warmup_epochs` epochs."""
+    if scratch.clean_warmup_epochs and clean is None:
+        raise ValueError(f"{name}: clean_warmup_epochs={scratch.clean_warmup_epochs} needs the clean twin set")
+    from admn_core.train.stage1 import warmup_cosine
+
     seed_everything(scratch.seed)
     device = torch.device(scratch.device)
     model = ADMNModel(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=scratch.lr)
+    steps_per_epoch = math.ceil(len(train) / scratch.batch_size)
+    scheduler = (warmup_cosine(optimizer, scratch.epochs * steps_per_epoch, scratch.warmup_cosine_fraction)
+                 if scratch.warmup_cosine_fraction else None)
     generator = torch.Generator().manual_seed(scratch.seed)
     only_first = torch.zeros_like(mask)
     only_first[:, 0] = True
@@ -91,25 +105,31 @@ def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scrat
     for epoch in range(scratch.epochs):
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train), generator=generator)
+        is_clean = epoch < scratch.clean_warmup_epochs
+        data = clean if is_clean else train
+        drop_rate = 0.0 if is_clean else scratch.full_backbone_drop
+        order = torch.randperm(len(data), generator=generator)
         total, seen = 0.0, 0
-        for start in range(0, len(train), scratch.batch_size):
+        for start in range(0, len(data), scratch.batch_size):
             rows = order[start:start + scratch.batch_size]
-            inputs = {k: v[rows].to(device) for k, v in train.inputs.items()}
-            target = train.targets[rows].to(device)
+            inputs = {k: v[rows].to(device) for k, v in data.inputs.items()}
+            target = data.targets[rows].to(device)
             step_mask = mask.clone()
-            drop = torch.rand(mask.shape[0], generator=generator) < scratch.full_backbone_drop
+            drop = torch.rand(mask.shape[0], generator=generator) < drop_rate
             step_mask[drop] = only_first[drop]
             masks = step_mask.to(device).expand(len(rows), -1, -1)
             loss = model.loss(model(inputs, masks), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item() * len(rows)
             seen += len(rows)
-        history.append({"epoch": epoch, "train_loss": total / seen, "seconds": time.perf_counter() - started})
+        history.append({"epoch": epoch, "train_loss": total / seen, "clean": int(is_clean),
+                        "seconds": time.perf_counter() - started})
         if log:
-            log(f"{name} {epoch + 1}/{scratch.epochs} loss {total / seen:.3f} "
+            log(f"{name} {epoch + 1}/{scratch.epochs}{' (clean)' if is_clean else ''} loss {total / seen:.3f} "
                 f"{history[-1]['seconds']:.1f}s")
     return model.eval(), history
 

@@ -209,7 +209,7 @@ class Pipeline:
 
     # -- stages
     def data(self):
-        from admn_core.data.cache import write_cache
+        from admn_core.data.cache import world_settings, write_cache
         from admn_core.data.dataset import WorldCacheDataset
         from admn_core.data.world import WorldConfig
 
@@ -220,7 +220,7 @@ class Pipeline:
         splits = [("train", s.train, s.train_seed, corruption), ("test", s.test, s.test_seed, corruption)]
         if s.val:
             splits.append(("val", s.val, s.val_seed, corruption))
-        if self.settings.stage1.clean_warmup_epochs:
+        if self.settings.stage1.clean_warmup_epochs or self.settings.scratch.clean_warmup_epochs:
             # Same seed and indices as "train": the same car states, rendered without corruption.
             splits.append(("train_clean", s.train, s.train_seed, "clean"))
         for split, count, seed, preset in splits:
@@ -228,7 +228,8 @@ class Pipeline:
             if root.is_dir() and (root / "manifest.json").is_file():
                 manifest = json.loads((root / "manifest.json").read_text())
                 if (manifest.get("num_samples") != count or manifest.get("preset") != preset
-                        or manifest.get("seed") != seed):
+                        or manifest.get("seed") != seed
+                        or manifest.get("world") != json.loads(json.dumps(world_settings(world)))):
                     self.log(f"data/{split}: cache settings changed; regenerating")
                     shutil.rmtree(root)
             if not (root / "manifest.json").is_file():
@@ -327,7 +328,7 @@ class Pipeline:
             result[name] = (info, module)
         return result
 
-    def baselines(self, train_tensors) -> dict:
+    def baselines(self, train_tensors, clean_tensors=None) -> dict:
         """Naive Scratch per budget and MNS (experts + gate) per mns budget; → {"scratch": {L: model},
         "mns": {L: (gate, {expert: model}, {expert: mask})}}."""
         from admn_core.allocation import naive_allocation
@@ -346,7 +347,8 @@ class Pipeline:
                 model.load_state_dict(load_file(str(path)))
                 return model.eval()
             started = time.perf_counter()
-            model, _ = train_fixed_mask_model(self.config, train_tensors, mask, scratch_cfg, log=self.log, name=tag)
+            model, _ = train_fixed_mask_model(self.config, train_tensors, mask, scratch_cfg, log=self.log, name=tag,
+                                              clean=clean_tensors)
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
             self.timings[f"baseline {tag}"] = round(time.perf_counter() - started, 2)
             return model.cpu().eval()
@@ -403,7 +405,9 @@ class Pipeline:
                       if self.settings.stage1.no_layerdrop_ablation else None)
         controllers = self._stage("controllers", self.controllers, model, train)
         train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
-        baselines = self._stage("baselines", self.baselines, train_tensors)
+        clean_tensors = (self._stage("baseline_clean_data", tensor_set, self.config, self.clean_train_set)
+                         if self.settings.scratch.clean_warmup_epochs else None)
+        baselines = self._stage("baselines", self.baselines, train_tensors, clean_tensors)
         bundle_path, _ = self._stage("export", self.export, model, controllers)
         results = self._stage("evaluate", evaluate_run, self, model, model_nold, controllers, baselines, test)
         self.timings["total"] = round(time.perf_counter() - total, 2)
