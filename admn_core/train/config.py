@@ -58,10 +58,17 @@ class Stage1Config(RunOptions):
     # MM-Fi Stage 1 add no noise in epochs 0–4 of 200; not in the paper], with every block on (no LayerDrop, no
     # full-backbone drop during those epochs: ours). 0 = corrupted data and LayerDrop from the start.
     clean_warmup_epochs: int = 0
+    # [ours] Modality dropout (ModDrop) during the clean warm-up: each sample, with this probability, has one
+    # uniformly chosen modality blanked (all its views set to the normalised mean, i.e. zeros). Without it the
+    # fused model learnt only the easy modality (RGB) and never the other: on the lowlight world, clean depth
+    # with dark RGB gave 128 cm, the mean guess (README, training notes).
+    clean_modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _positive(self, "epochs", "batch_size")
+        if not 0 <= self.clean_modality_dropout <= 1:
+            raise ConfigError(f"clean_modality_dropout must be in [0, 1], got {self.clean_modality_dropout}")
         if not 0 <= self.warmup_cosine_fraction < 1:
             raise ConfigError(f"warmup_cosine_fraction must be in [0, 1), got {self.warmup_cosine_fraction}")
         if not 0 <= self.clean_warmup_epochs <= self.epochs:

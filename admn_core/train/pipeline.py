@@ -77,6 +77,7 @@ class Stage1Settings:
     no_layerdrop_ablation: bool = True  # also train the Table-8 "without LayerDrop" model (same epochs)
     clean_warmup_epochs: int = 0  # [code] first epochs on the clean twin of the training set (official 5 of 200)
     warmup_cosine_fraction: float = 0.0  # [ours] > 0: per-step warm-up + cosine LR (Stage1Config); 0 = constant [code]
+    clean_modality_dropout: float = 0.0  # [ours] ModDrop during the clean warm-up (Stage1Config)
     # Backbone initialisation: "mae" = Stage 0's weights [paper]; "random" skips Stage 0 [ours: on the world, MAE
     # weights from a few thousand frames kept clean RGB-D on the plateau for 6 epochs where random init left it in 3].
     init: str = "mae"
@@ -261,7 +262,8 @@ class Pipeline:
                               layerdrop=spec, seed=self.settings.seed, device=self.settings.device,
                               progress=self.settings.progress, num_workers=self.settings.num_workers,
                               clean_warmup_epochs=s.clean_warmup_epochs,
-                              warmup_cosine_fraction=s.warmup_cosine_fraction)
+                              warmup_cosine_fraction=s.warmup_cosine_fraction,
+                              clean_modality_dropout=s.clean_modality_dropout)
         from admn_core.train.stage1 import train_stage1
 
         train_stage1(model, train, config, val_set=self.val_set, clean_set=self.clean_train_set,
