@@ -19,7 +19,10 @@ def test_quick_settings_and_strict_keys():
     with pytest.raises(ConfigError, match=r"stage1\.init must be mae or random"):
         settings_from_dict({"stage1": {"init": "imagenet"}})
     tiny = load_settings("config/train_tiny.yaml")  # the shipped world-results recipe (README, training notes)
-    assert (tiny.preset, tiny.stage1.init, tiny.stage1.clean_warmup_epochs) == ("tiny_rgbd", "random", 6)
+    assert (tiny.preset, tiny.stage1.init) == ("tiny_rgbd", "random")
+    # the from-scratch recipe: a clean phase with modality dropout, also for the scratch baselines
+    assert 0 < tiny.stage1.clean_warmup_epochs < tiny.stage1.epochs and tiny.stage1.clean_modality_dropout > 0
+    assert 0 < tiny.scratch.clean_warmup_epochs < tiny.scratch.epochs
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from admn_core.config import ModelConfig
 from admn_core.models.controller import QoIController
 from admn_core.models.heads import GaussianPrediction
 from admn_core.models.task_model import ADMNModel
+from admn_core.train.batching import blank_random_modality
 from admn_core.train.loop import seed_everything
 
 
@@ -78,6 +79,7 @@ class ScratchConfig:
     # block running (no full-backbone drop). 0 / 0 = the official constant LR on corrupted data throughout.
     warmup_cosine_fraction: float = 0.0
     clean_warmup_epochs: int = 0
+    clean_modality_dropout: float = 0.0  # as Stage1Config.clean_modality_dropout, in the clean epochs
     seed: int = 100
     device: str = "cpu"
 
@@ -113,6 +115,8 @@ def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scrat
         for start in range(0, len(data), scratch.batch_size):
             rows = order[start:start + scratch.batch_size]
             inputs = {k: v[rows].to(device) for k, v in data.inputs.items()}
+            if is_clean and scratch.clean_modality_dropout:
+                inputs = blank_random_modality(inputs, scratch.clean_modality_dropout, generator)
             target = data.targets[rows].to(device)
             step_mask = mask.clone()
             drop = torch.rand(mask.shape[0], generator=generator) < drop_rate

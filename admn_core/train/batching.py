@@ -190,3 +190,20 @@ def task_targets(config: ModelConfig, targets: Sequence[Mapping]) -> torch.Tenso
             raise ValueError(f"target {key!r} needs 2 coordinates, got {position.shape[0]}")
         rows.append(position[:2] / config.head.position_unit_m)
     return torch.tensor(np.asarray(rows), dtype=torch.float32)
+
+
+def blank_random_modality(inputs: dict[str, torch.Tensor], probability: float,
+                          generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Modality dropout (ModDrop): per sample, with `probability`, one uniformly chosen modality's inputs (every
+    view of {modality: [B, V, C, H, W]}) become zeros — the normalised mean, a sensor that shows nothing.
+    Draws from `generator` (CPU) → new tensors; the inputs are not modified."""
+    names = list(inputs)
+    size = next(iter(inputs.values())).shape[0]
+    dropped = torch.rand(size, generator=generator) < probability  # [B]
+    which = torch.randint(len(names), (size,), generator=generator)  # [B]
+    out = {}
+    for index, name in enumerate(names):
+        tensor = inputs[name]
+        keep = ~(dropped & (which == index))
+        out[name] = tensor * keep.to(tensor.device, tensor.dtype).view(size, *([1] * (tensor.dim() - 1)))
+    return out

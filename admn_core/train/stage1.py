@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from admn_core.models.layerdrop import sample_layerdrop_masks
 from admn_core.models.task_model import ADMNModel
-from admn_core.train.batching import Batch, BatchCollator
+from admn_core.train.batching import Batch, BatchCollator, blank_random_modality
 from admn_core.train.config import Stage1Config
 from admn_core.train.loop import (
     MeanMeter,
@@ -84,7 +84,8 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         for batch in progress(epoch_loader, config.progress and info.is_main, f"stage1 {epoch + 1}/{config.epochs}"):
             batch = batch.to(device)
             if clean and config.clean_modality_dropout:
-                batch = blank_random_modality(batch, config.clean_modality_dropout, generator)
+                batch = replace(batch, inputs=blank_random_modality(batch.inputs, config.clean_modality_dropout,
+                                                                    generator))
             masks = sample_layerdrop_masks(modalities, depth, len(batch), rate, epoch_spec, generator, device)
             loss = unwrap(wrapped).loss(wrapped(batch.inputs, masks), batch.target)
             optimizer.zero_grad(set_to_none=True)
@@ -103,21 +104,6 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
             metrics.update({f"val_{k}": v for k, v in evaluate_task(model, val_set, config.batch_size, device).items()})
         session.end_epoch(epoch, metrics)
     return session.history
-
-
-def blank_random_modality(batch: Batch, probability: float, generator: torch.Generator) -> Batch:
-    """Modality dropout: per sample, with `probability`, one uniformly chosen modality's inputs (every view,
-    [B, V, C, H, W]) become zeros — the normalised mean, a sensor that shows nothing. → a new Batch."""
-    names = list(batch.inputs)
-    size = len(batch)
-    dropped = torch.rand(size, generator=generator) < probability  # [B]
-    which = torch.randint(len(names), (size,), generator=generator)  # [B]
-    inputs = {}
-    for index, name in enumerate(names):
-        blank = (dropped & (which == index)).to(batch.inputs[name].device)
-        keep = (~blank).to(batch.inputs[name].dtype).view(size, *([1] * (batch.inputs[name].dim() - 1)))
-        inputs[name] = batch.inputs[name] * keep
-    return replace(batch, inputs=inputs)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
