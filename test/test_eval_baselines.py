@@ -68,6 +68,20 @@ def test_scratch_clean_warmup_trains_on_the_clean_twin_only():
         train_fixed_mask_model(config, corrupted, mask, warm, log=None)
 
 
+def test_error_by_condition_groups_samples_and_is_reported():
+    from admn_core.eval.evaluate import _error_by_condition
+    from admn_core.eval.report import condition_markdown
+
+    by = _error_by_condition([10.0, 20.0, 30.0, 50.0], ["clean", "rgb:lowlight2", "clean", "rgb:lowlight2"])
+    assert by == {"clean": 20.0, "rgb:lowlight2": 35.0}
+    detail = {"ADMN": {"6": {"error_by_condition": by}},
+              "Naive Alloc.": {"6": {"error_by_condition": {"clean": 25.0, "rgb:lowlight2": 80.0}}}}
+    text = condition_markdown({"detail": detail}, budgets=(6, 8))
+    assert "L=6" in text and "L=8" not in text
+    assert "| Naive Alloc. | 25.0 | 80.0 |" in text and "| ADMN | 20.0 | 35.0 |" in text
+    assert text.index("| Naive Alloc.") < text.index("| ADMN |")  # the paper's method order
+
+
 def test_report_and_plots_contain_every_method(tmp_path):
     budgets = [6, 8, 12, 16]
     methods = ["Upper Bound", "Naive Alloc.", "ADMN", "MNS", "Naive Scratch"]

@@ -18,7 +18,7 @@ from admn_core.cost import controller_flops, model_flops
 from admn_core.eval.data import tensor_set
 from admn_core.eval.metrics import controller_rule, evaluate_rule, fixed_rule
 from admn_core.eval.plots import allocation_examples, line_plot
-from admn_core.eval.report import layerdrop_markdown, results_markdown
+from admn_core.eval.report import condition_markdown, layerdrop_markdown, results_markdown
 from admn_core.train.baselines import fixed_masks, upper_bound_mask
 
 ABLATION_LAYERS = (12, 8, 6, 4, 3)  # per backbone, official keep sets (paper Table 8 removes blocks the same way)
@@ -75,17 +75,19 @@ def evaluate_run(pipeline, model, model_nold, controllers: dict, baselines: dict
         table: dict[str, dict[int, float]] = {}
         detail: dict[str, dict] = {}
         masks_seen: dict[str, torch.Tensor] = {}
+        conditions = [_condition(t, config.modality_names) for t in data.raw_targets]
 
         def record(method: str, budget: int, result: dict):
             table.setdefault(method, {})[budget] = result["error_cm"]
             detail.setdefault(method, {})[str(budget)] = {k: v for k, v in result.items()
                                                           if k not in ("errors_cm", "masks", "chosen", "stacked")}
-            if "max_cost" in result and result["max_cost"] > budget:
+            detail[method][str(budget)]["error_by_condition"] = _error_by_condition(result["errors_cm"], conditions)
+            if method != "Upper Bound" and "max_cost" in result and result["max_cost"] > budget:
                 raise AssertionError(f"{method} exceeded budget {budget}: {result['max_cost']}")
 
         full = evaluate_rule(model, data, fixed_rule(None))
         for budget in budgets:
-            table.setdefault("Upper Bound", {})[budget] = full["error_cm"]
+            record("Upper Bound", budget, full)
             for name, mask in fixed_masks(config, budget).items():
                 label = "Naive Alloc." if name == "naive" else name.replace("_only", " only")
                 record(label, budget, evaluate_rule(model, data, fixed_rule(mask)))
@@ -170,7 +172,8 @@ def evaluate_run(pipeline, model, model_nold, controllers: dict, baselines: dict
                    "allocation_by_condition": allocation_summary,
                    "timings_s": pipeline.timings}
         (out / "results.json").write_text(json.dumps(results, indent=1))
-        (out / "results.md").write_text(results_markdown(results) + "\n" + layerdrop_markdown(results))
+        (out / "results.md").write_text(results_markdown(results) + "\n" + condition_markdown(results) + "\n"
+                                        + layerdrop_markdown(results))
         pipeline.log((out / "results.md").read_text())
         return results
     finally:
@@ -200,6 +203,14 @@ def _condition(raw: dict, names) -> str:
         if isinstance(label, dict) and label.get("severity", 0):
             parts.append(f"{name}:{label.get('category', '?')}{label.get('severity')}")
     return ", ".join(parts) or "clean"
+
+
+def _error_by_condition(errors_cm: list[float], conditions: list[str]) -> dict[str, float]:
+    """Mean error (cm) per corruption condition, e.g. {"clean": …, "rgb:lowlight2": …}."""
+    groups: dict[str, list[float]] = {}
+    for error, condition in zip(errors_cm, conditions, strict=True):
+        groups.setdefault(condition, []).append(error)
+    return {condition: float(np.mean(values)) for condition, values in sorted(groups.items())}
 
 
 def _allocation_summary(config, data, masks_seen: dict, targets) -> dict:

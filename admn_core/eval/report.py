@@ -51,5 +51,23 @@ def layerdrop_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def condition_markdown(results: dict, budgets: tuple[int, ...] = (6, 8)) -> str:
+    """Error (cm) per corruption condition at the given budgets: where each method wins or loses."""
+    detail = results.get("detail", {})
+    lines = []
+    for budget in (str(b) for b in budgets):
+        rows = {m: detail[m][budget]["error_by_condition"] for m in METHOD_ORDER + tuple(detail)
+                if budget in detail.get(m, {}) and "error_by_condition" in detail[m][budget]}
+        if not rows:
+            continue
+        conditions = sorted({c for row in rows.values() for c in row})
+        lines += [f"### Error (cm) by corruption condition at L={budget}", "",
+                  "| Method | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+        lines += [f"| {m} | " + " | ".join(_fmt(row.get(c)) for c in conditions) + " |" for m, row in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def combined_markdown(all_results: dict[str, dict]) -> str:
-    return "\n".join(results_markdown(r) + "\n" + layerdrop_markdown(r) for r in all_results.values())
+    return "\n".join(results_markdown(r) + "\n" + condition_markdown(r) + "\n" + layerdrop_markdown(r)
+                     for r in all_results.values())
