@@ -177,3 +177,15 @@ def test_modality_dropout_blanks_exactly_one_modality_per_dropped_sample():
 def test_modality_dropout_is_validated():
     with pytest.raises(Exception, match="clean_modality_dropout"):
         Stage1Config(clean_modality_dropout=1.5)
+
+
+def test_stage1_tells_an_epoch_aware_dataset_the_epoch():
+    class EpochRecording(SquareDataset):
+        def set_epoch(self, epoch):
+            self.epochs_seen.append(epoch)
+
+    config = toy_config()
+    data = EpochRecording(config, 8)
+    data.epochs_seen = []
+    train_stage1(fresh_model(config), data, Stage1Config(epochs=3, batch_size=4, progress=False))
+    assert data.epochs_seen == [0, 1, 2]

@@ -78,3 +78,23 @@ def test_log_mel_shape_matches_the_tiny_frontend(world):
 def test_benchmark_reports_a_positive_rate():
     rate = benchmark(seconds=0.5, workers=1, preset="mixed")
     assert rate > 30  # the ≥ 200/s target on 2 cores is checked with `admn world-bench`, not on shared CI
+
+
+def test_fresh_corruption_redraws_the_corruption_each_epoch_and_keeps_the_car():
+    from admn_core.data.dataset import FreshCorruptionDataset, WorldDataset
+
+    config = WorldConfig(image_size=(16, 16), modalities=(("rgb", "rgb"), ("depth", "depth")))
+    fresh = FreshCorruptionDataset(6, "gaussian", seed=3, world_config=config)
+    fixed = WorldDataset(6, "gaussian", seed=3, world_config=config)
+    first = [fresh[i] for i in range(6)]
+    again = [fresh[i] for i in range(6)]
+    fresh.set_epoch(1)
+    later = [fresh[i] for i in range(6)]
+    for (a, ta), (b, _), (_, tc), (_, tf) in zip(first, again, later, [fixed[i] for i in range(6)], strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)  # deterministic within an epoch
+        np.testing.assert_array_equal(ta["position"], tf["position"])  # the same car as the cached dataset
+        np.testing.assert_array_equal(tc["position"], ta["position"])  # and in every epoch
+    # a new noise draw in epoch 1 (conditions may repeat, the noisy pixels do not)
+    assert any(not np.array_equal(a[k], c[k]) for (a, _), (c, _) in zip(first, later, strict=True) for k in a)
+    with pytest.raises(IndexError):
+        fresh[6]

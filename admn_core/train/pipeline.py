@@ -78,6 +78,9 @@ class Stage1Settings:
     clean_warmup_epochs: int = 0  # [code] first epochs on the clean twin of the training set (official 5 of 200)
     warmup_cosine_fraction: float = 0.0  # [ours] > 0: per-step warm-up + cosine LR (Stage1Config); 0 = constant [code]
     clean_modality_dropout: float = 0.0  # [ours] ModDrop during the clean warm-up (Stage1Config)
+    # A new corruption draw every epoch (FreshCorruptionDataset) instead of the fixed corrupted cache: [code] the
+    # official Gaussian loader corrupts on the fly; a fixed noisy cache of 1,500 samples was memorised.
+    fresh_corruption: bool = False
     # Backbone initialisation: "mae" = Stage 0's weights [paper]; "random" skips Stage 0 [ours: on the world, MAE
     # weights from a few thousand frames kept clean RGB-D on the plateau for 6 epochs where random init left it in 3].
     init: str = "mae"
@@ -266,6 +269,13 @@ class Pipeline:
                               clean_modality_dropout=s.clean_modality_dropout)
         from admn_core.train.stage1 import train_stage1
 
+        if s.fresh_corruption:
+            from admn_core.data.dataset import FreshCorruptionDataset
+            from admn_core.data.world import WorldConfig
+
+            data = self.settings.data
+            train = FreshCorruptionDataset(data.train, self.settings.corruption, data.train_seed,
+                                           WorldConfig(seed=data.world_seed))
         train_stage1(model, train, config, val_set=self.val_set, clean_set=self.clean_train_set,
                      run_dir=self.path(name, "run"))
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(final))

@@ -74,6 +74,8 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         clean = epoch < config.clean_warmup_epochs
         epoch_loader, epoch_sampler = (clean_loader, clean_sampler) if clean else (loader, sampler)
         epoch_sampler.set_epoch(epoch)
+        if hasattr(epoch_loader.dataset, "set_epoch"):  # e.g. FreshCorruptionDataset: a new corruption per epoch
+            epoch_loader.dataset.set_epoch(epoch)
         # [ours] The clean warm-up trains every block of every backbone (no LayerDrop, no full-backbone drop):
         # measured on the world, dropping from the first step kept the network on the mean-guess plateau.
         epoch_spec = replace(spec, full_backbone_drop=0.0) if clean else spec
