@@ -82,8 +82,11 @@ def make_loader(dataset: Dataset, collate, batch_size: int, info: DistInfo, seed
     """DataLoader over this rank's shard. Call `sampler.set_epoch(epoch)` before iterating each epoch."""
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
                                  drop_last=drop_last)
+    # An epoch-aware dataset (`set_epoch`, e.g. FreshCorruptionDataset) must reach the workers each epoch, so its
+    # workers are re-created per epoch (they copy the dataset when an epoch's iterator starts).
+    persistent = num_workers > 0 and not hasattr(dataset, "set_epoch")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                        drop_last=drop_last, persistent_workers=num_workers > 0)
+                        drop_last=drop_last, persistent_workers=persistent)
     return loader, sampler
 
 
