@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from admn_core.data.cache import WorldCache
-from admn_core.data.corruptions.presets import get_preset
 from admn_core.data.world import World, WorldConfig
 
 
@@ -45,6 +43,7 @@ class WorldDataset(Dataset):
         self.seed = seed
         self.world_config = world_config or WorldConfig()
         self.transform = transform
+        self.redraw: int | None = None  # World.generate's corruption redraw (FreshCorruptionDataset sets it)
         self._world: World | None = None
 
     def __len__(self) -> int:
@@ -55,7 +54,7 @@ class WorldDataset(Dataset):
             raise IndexError(f"sample index {index} out of range ({self.num_samples} samples)")
         if self._world is None:  # built lazily so each DataLoader worker makes its own
             self._world = World(self.world_config)
-        item = self._world.generate(index, self.preset, self.seed)
+        item = self._world.generate(index, self.preset, self.seed, redraw=self.redraw)
         return self.transform(*item) if self.transform else item
 
     def __getstate__(self) -> dict:
@@ -66,7 +65,8 @@ class WorldDataset(Dataset):
 
 class FreshCorruptionDataset(WorldDataset):
     """Sample `index` of (preset, seed) with a new corruption every epoch: the car state and clean render are
-    fixed by (seed, index), the corruption draw (condition and noise) by (seed, index, epoch).
+    fixed by (seed, index), the corruption draw (condition and noise) by (seed, index, epoch) (`World.generate`'s
+    `redraw`).
 
     The official GDTM Gaussian loader adds its noise on the fly, so Stage 1 never sees the same noisy frame twice;
     a fixed corrupted cache of a few thousand samples is memorised instead (on our Gaussian world: validation loss
@@ -76,20 +76,7 @@ class FreshCorruptionDataset(WorldDataset):
     def __init__(self, num_samples: int, preset: str = "mixed", seed: int = 0,
                  world_config: WorldConfig | None = None, transform: Callable | None = None) -> None:
         super().__init__(num_samples, preset, seed, world_config, transform)
-        self.epoch = 0
+        self.redraw = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __getitem__(self, index: int):
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range ({self.num_samples} samples)")
-        if self._world is None:
-            self._world = World(self.world_config)
-        world = self._world
-        clean = world.render_clean(index, self.seed)
-        rng = np.random.default_rng([self.seed, index, self.epoch, 1])
-        plan = get_preset(self.preset).draw(rng, world.config.sensor_kinds, world.config.views)
-        sample = world.corrupt(clean.sample, plan, rng, clean.scene_depth)
-        item = ({key: sample[key] for key in world.sample_keys if key in sample}, world.target(clean.state, plan))
-        return self.transform(*item) if self.transform else item
+        self.redraw = int(epoch)

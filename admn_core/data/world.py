@@ -232,16 +232,20 @@ class World:
         return CleanRender(sample=sample, scene_depth=scene_depth, state=state, rng=rng)
 
     def generate(self, index: int, preset: CorruptionPreset | str = "clean", seed: int = 0,
-                 plan: dict[tuple[str, str], CorruptionSpec] | None = None) -> tuple[Sample, dict]:
+                 plan: dict[tuple[str, str], CorruptionSpec] | None = None,
+                 redraw: int | None = None) -> tuple[Sample, dict]:
         """Sample `index` of the dataset (seed, preset): deterministic, independent of other indices.
 
-        `plan` overrides the preset's draw (e.g. to show one condition on a contact sheet).
+        `plan` overrides the preset's draw (e.g. to show one condition on a contact sheet). `redraw` = k keeps the
+        car and the clean render of (seed, index) but draws the corruption (condition and noise) from
+        (seed, index, k) instead of continuing the render's generator: a new corruption per training epoch.
         """
         preset = get_preset(preset) if isinstance(preset, str) else preset
         clean = self.render_clean(index, seed)
-        drawn = preset.draw(clean.rng, self.config.sensor_kinds, self.config.views)
+        rng = clean.rng if redraw is None else np.random.default_rng([seed, index, redraw, 1])
+        drawn = preset.draw(rng, self.config.sensor_kinds, self.config.views)
         plan = drawn if plan is None else plan
-        sample = self.corrupt(clean.sample, plan, clean.rng, clean.scene_depth)
+        sample = self.corrupt(clean.sample, plan, rng, clean.scene_depth)
         return {key: sample[key] for key in self.sample_keys if key in sample}, self.target(clean.state, plan)
 
     def target(self, state: CarState, plan: dict[tuple[str, str], CorruptionSpec]) -> dict:

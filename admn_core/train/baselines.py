@@ -36,7 +36,7 @@ from admn_core.models.controller import QoIController
 from admn_core.models.heads import GaussianPrediction
 from admn_core.models.task_model import ADMNModel
 from admn_core.train.batching import blank_random_modality
-from admn_core.train.loop import seed_everything
+from admn_core.train.loop import seed_everything, warmup_cosine
 
 
 # ---------------------------------------------------------------------------------------------- fixed allocations
@@ -91,8 +91,6 @@ def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scrat
     `clean`: the uncorrupted twin of `train` (same rows), used for `scratch.clean_warmup_epochs` epochs."""
     if scratch.clean_warmup_epochs and clean is None:
         raise ValueError(f"{name}: clean_warmup_epochs={scratch.clean_warmup_epochs} needs the clean twin set")
-    from admn_core.train.stage1 import warmup_cosine
-
     seed_everything(scratch.seed)
     device = torch.device(scratch.device)
     model = ADMNModel(config).to(device)

@@ -13,6 +13,7 @@ randomness does not depend on what ran before it — a resumed run repeats an un
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import sys
@@ -174,3 +175,16 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, info: DistInfo) -> t
         return module
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Per-step LR factor: linear 1/W … 1 over the first W = fraction·total steps, then cosine from 1 to 0."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -211,14 +211,18 @@ class Pipeline:
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
 
+    def world_config(self):
+        from admn_core.data.world import WorldConfig
+
+        return WorldConfig(seed=self.settings.data.world_seed)
+
     # -- stages
     def data(self):
         from admn_core.data.cache import world_settings, write_cache
         from admn_core.data.dataset import WorldCacheDataset
-        from admn_core.data.world import WorldConfig
 
         s = self.settings.data
-        world = WorldConfig(seed=s.world_seed)
+        world = self.world_config()
         sets = {}
         corruption = self.settings.corruption
         splits = [("train", s.train, s.train_seed, corruption), ("test", s.test, s.test_seed, corruption)]
@@ -271,11 +275,9 @@ class Pipeline:
 
         if s.fresh_corruption:
             from admn_core.data.dataset import FreshCorruptionDataset
-            from admn_core.data.world import WorldConfig
 
             data = self.settings.data
-            train = FreshCorruptionDataset(data.train, self.settings.corruption, data.train_seed,
-                                           WorldConfig(seed=data.world_seed))
+            train = FreshCorruptionDataset(data.train, self.settings.corruption, data.train_seed, self.world_config())
         train_stage1(model, train, config, val_set=self.val_set, clean_set=self.clean_train_set,
                      run_dir=self.path(name, "run"))
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(final))

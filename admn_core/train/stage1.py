@@ -8,7 +8,6 @@ Backbones frozen but for their last block(s) (`ModelConfig.modalities[i].trainab
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from admn_core.train.loop import (
     seed_everything,
     step_generator,
     unwrap,
+    warmup_cosine,
     wrap_ddp,
 )
 from admn_core.train.session import TrainingSession
@@ -106,19 +106,6 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
             metrics.update({f"val_{k}": v for k, v in evaluate_task(model, val_set, config.batch_size, device).items()})
         session.end_epoch(epoch, metrics)
     return session.history
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
-    """Per-step LR factor: linear 1/W … 1 over the first W = fraction·total steps, then cosine from 1 to 0."""
-    warmup = max(1, round(warmup_fraction * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
