@@ -4,8 +4,10 @@ All budgets are measured in one run, interleaved round-robin, so ratios to the r
 a noisy machine. For each budget the engine runs a per-budget controller (random weights unless a bundle is
 given), so the measured path is the deployed one: controller → top-L selection → only the active blocks.
 
-* latency: batch 1, `engine.allocate` + `engine.run_model` (preprocessing excluded), p50 / p90, for the eager
-  engine (the reference) and, with `fast=True`, for the fast path (`admn_core.fastpath`) in `fast_dtype`.
+* latency: batch 1, `engine.allocate_and_run` (controller → top-L → masked model; preprocessing excluded), p50 / p90,
+  for the eager engine (the reference) and, with `fast=True`, for the fast path (`admn_core.fastpath`, where the
+  controller overlaps the embeddings and every block 0) in `fast_dtype`; the controller alone is timed too, and a
+  fit splits the latency into a fixed part and a per-block part.
 * throughput: `batch` samples whose allocations differ (`distinct_allocations` different masks at the budget,
   assigned round-robin) run as one allocation-grouped batch vs one at a time, controller included in both.
 * memory: CUDA max allocated per budget on a GPU; the process's resident set (current and peak) on a CPU.
@@ -50,6 +52,8 @@ class BudgetRow:
     fast_latency_ms_p90: float | None = None
     fast_latency_ratio_to_reference: float | None = None
     fast_max_abs_error: float | None = None  # fast path vs eager on this budget's batch-1 output
+    controller_ms_p50: float | None = None  # `allocate` alone (controller → top-L), eager engine; 0 at full budget
+    fast_controller_ms_p50: float | None = None
     grouped_samples_per_s: float | None = None
     loop_samples_per_s: float | None = None
     grouped_speedup: float | None = None
@@ -158,8 +162,7 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
 
     def run(budget: int, which: InferenceEngine = engine, tensors=None):
         tensors = inputs if tensors is None else tensors
-        masks, _ = which.allocate(tensors, budget)
-        output = which.run_model(tensors, masks)
+        masks, _, output = which.allocate_and_run(tensors, budget)  # the fast path overlaps controller and model
         _synchronize(which.device)
         return output, masks
 
@@ -194,6 +197,15 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
                     started = time.perf_counter()
                     run(budget, which, tensors)
                     samples[(label, budget)].append(1e3 * (time.perf_counter() - started))
+        # The controller's share of the latency: `allocate` alone, same round-robin.
+        allocate_samples: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
+        for _ in range(max(3, repeats // 2)):
+            for budget in budgets:
+                for label, which, tensors in paths:
+                    started = time.perf_counter()
+                    which.allocate(tensors, budget)
+                    _synchronize(which.device)
+                    allocate_samples[(label, budget)].append(1e3 * (time.perf_counter() - started))
     throughput: dict[int, tuple[float, float]] = {}
     if throughput_batch:
         use_fast = fast_engine is not None and throughput_path in ("auto", "fast")
@@ -209,10 +221,12 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
         blocks = dict(zip(config.modality_names, masks[budget].sum(-1).tolist(), strict=True))
         p50, p90 = _percentiles(samples[("eager", budget)])
         row = BudgetRow(budget, blocks, breakdown.total, counted[budget], p50, p90,
-                        controller_flops=breakdown.controller, peak_memory_mb=memory[budget])
+                        controller_flops=breakdown.controller, peak_memory_mb=memory[budget],
+                        controller_ms_p50=statistics.median(allocate_samples[("eager", budget)]))
         if fast_engine is not None:
             row.fast_latency_ms_p50, row.fast_latency_ms_p90 = _percentiles(samples[("fast", budget)])
             row.fast_max_abs_error = errors.get(budget)
+            row.fast_controller_ms_p50 = statistics.median(allocate_samples[("fast", budget)])
         if budget in throughput:
             row.grouped_samples_per_s, row.loop_samples_per_s = throughput[budget]
             row.grouped_speedup = row.grouped_samples_per_s / row.loop_samples_per_s
@@ -240,7 +254,25 @@ def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int
         "controller_flop_share": {"budget": low.budget, "share": low.controller_flops / low.flops_analytic},
         "peak_rss_mb": _peak_rss_mb(),
         "rows": [asdict(r) for r in rows],
+        "latency_model": {label: latency_model(rows, label) for label, _, _ in paths},
     }
+
+
+def latency_model(rows: list[BudgetRow], path: str = "eager") -> dict[str, float]:
+    """Least-squares fit of the p50 latency over the budgets that run a controller as fixed + per_block · (active
+    blocks): the fixed part (controller — overlapped on the fast path —, embeddings, readouts, fusion, head, host
+    work) is what keeps latency(6)/latency(24) above the FLOP ratio. Also the controller alone (`allocate`)."""
+    prefix = "fast_" if path == "fast" else ""
+    with_controller = [r for r in rows if r.controller_flops]
+    points = [(sum(r.blocks_per_modality.values()), getattr(r, f"{prefix}latency_ms_p50")) for r in with_controller]
+    if len({blocks for blocks, _ in points}) < 2:
+        return {}
+    mean_blocks = statistics.fmean(b for b, _ in points)
+    mean_ms = statistics.fmean(m for _, m in points)
+    per_block = (sum((b - mean_blocks) * (m - mean_ms) for b, m in points)
+                 / sum((b - mean_blocks) ** 2 for b, _ in points))
+    return {"fixed_ms": mean_ms - per_block * mean_blocks, "per_block_ms": per_block,
+            "controller_ms": statistics.fmean(getattr(r, f"{prefix}controller_ms_p50") for r in with_controller)}
 
 
 def _max_abs_difference(reference, output) -> float:
@@ -299,6 +331,10 @@ def format_table(result: dict) -> str:
                  f" {_format(row.get('grouped_speedup'), '.2f', 7)} "
                  f"{_format(max(memory.values()) if memory else None, '.0f', 8)}")
         lines.append(line)
+    for path, fit in (result.get("latency_model") or {}).items():
+        if fit:
+            lines.append(f"{path}: latency ≈ {fit['fixed_ms']:.3f} ms fixed + {fit['per_block_ms']:.3f} ms per block "
+                         f"(budgets with a controller); the controller alone {fit['controller_ms']:.3f} ms")
     share = result.get("controller_flop_share")
     if share:
         lines.append(f"controller share of FLOPs at budget {share['budget']}: {100 * share['share']:.2f} %")

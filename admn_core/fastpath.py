@@ -97,17 +97,25 @@ class _LeanBlock:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.supported:
             return self.block(x)
-        batch, tokens, _ = x.shape
-        h = F.layer_norm(x, *self.norm1[:3], self.norm1[3])
-        qkv = F.linear(h, *self.qkv).view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        if self.manual_attention:
-            attended = _manual_attention(q, k, v, self.scale)
-        else:
-            attended = F.scaled_dot_product_attention(q, k, v)
-        x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), *self.proj)
-        h = F.layer_norm(x, *self.norm2[:3], self.norm2[3])
-        return x + F.linear(F.gelu(F.linear(h, *self.fc1)), *self.fc2)
+        return _lean_block_forward(x, *self.norm1[1:], *self.qkv, *self.proj, *self.norm2[1:], *self.fc1, *self.fc2,
+                                   self.heads, self.head_dim, self.manual_attention)
+
+
+def _lean_block_forward(x, norm1_weight, norm1_bias, eps1, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                        norm2_weight, norm2_bias, eps2, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                        heads: int, head_dim: int, manual_attention: bool) -> torch.Tensor:
+    """One pre-norm ViT block on its parameters: [N, T, D] → [N, T, D] (timm `Block` at inference)."""
+    batch, tokens, width = x.shape
+    h = F.layer_norm(x, (width,), norm1_weight, norm1_bias, eps1)
+    qkv = F.linear(h, qkv_weight, qkv_bias).view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # each [N, heads, T, head_dim]
+    if manual_attention:
+        attended = _manual_attention(q, k, v, head_dim ** -0.5)
+    else:
+        attended = F.scaled_dot_product_attention(q, k, v)
+    x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), proj_weight, proj_bias)
+    h = F.layer_norm(x, (width,), norm2_weight, norm2_bias, eps2)
+    return x + F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
 
 
 def _lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_attention: bool) -> torch.Tensor:
@@ -248,21 +256,38 @@ class FastPath:
             return run(inputs)
         state = self._state_for(inputs)
         state.load(inputs)
-        graph, mask = state.graph(("select", name, budget), lambda: run(state.inputs))
+        graph, mask = state.select_graph(name, budget, lambda: run(state.inputs))
         graph.replay()
         self.counters["graph_replays"] += 1
         return mask.clone()
 
+    @torch.inference_mode()
+    def select_and_forward(self, name: str, inputs: dict[str, torch.Tensor], budget: int, costs: torch.Tensor):
+        """`select` then `forward` → (bool masks [B, M, depth], output); equal to running them in turn.
+
+        On a GPU, block 0 of every modality — on for every row whatever the controller picks (`select_layers`) — is
+        queued with the patch embeddings before the one mask read, so the host waits once, for work that had to run
+        anyway. (A CPU runs them in turn: the controller on a second thread gained ≤ 6 % at the tiny preset's batch
+        1 on 2 cores — its ops are too small to leave the GIL for long — so it was not kept.)"""
+        self._check_inputs(inputs)
+        if self.graphs and bool((costs == 1).all()):
+            return self._select_and_forward_graphs(name, inputs, budget, costs)
+        masks = self.select(name, inputs, budget, costs)
+        return masks, self.forward(inputs, masks)
+
     # ----------------------------------------------------------------------------------------------------------
     # Masked model forward.
-    @torch.inference_mode()
-    def forward(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None):
+    def _check_inputs(self, inputs: dict[str, torch.Tensor]) -> None:
         for spec in self.config.modalities:
             x = inputs.get(spec.name)
             if x is None:
                 raise KeyError(f"missing input for modality {spec.name!r}; got {sorted(inputs)}")
             if x.dim() != 5 or x.shape[1] != len(spec.views):
                 raise ValueError(f"{spec.name}: expected [B, {len(spec.views)}, C, H, W], got {list(x.shape)}")
+
+    @torch.inference_mode()
+    def forward(self, inputs: dict[str, torch.Tensor], masks: torch.Tensor | None = None):
+        self._check_inputs(inputs)
         batch = next(iter(inputs.values())).shape[0]
         depth = self.config.blocks_per_backbone
         if masks is None:
@@ -344,12 +369,29 @@ class FastPath:
         # Embeddings into the static token buffers, launched before the mask is read so they overlap the sync.
         graph, _ = state.graph(("embed",), state.embed_into_buffers)
         graph.replay()
-        host_masks = masks.cpu()  # the one host synchronisation: B·M·depth booleans
-        groups_per_modality = [group_rows_by_mask(host_masks[:, index]) for index in range(host_masks.shape[1])]
-        replays = 1
+        return self._blocks_and_head_graphs(state, masks.cpu(), first_block=0, replays=1)
+
+    def _select_and_forward_graphs(self, name, inputs, budget, costs):
+        controller = self.controllers[name]
+        state = self._state_for(inputs)
+        state.load(inputs)
+        graph, mask = state.select_graph(
+            name, budget,
+            lambda: select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs))
+        graph.replay()
+        graph, _ = state.graph(("embed",), state.embed_into_buffers)
+        graph.replay()
+        replays = 2
+        for spec in self.config.modalities:  # block 0 is on for every row: queue it before the mask read
+            replays += state.run_blocks(spec.name, state.tokens[spec.name], [0])
+        host_masks = mask.cpu()  # the one host synchronisation
+        return mask.clone(), self._blocks_and_head_graphs(state, host_masks, first_block=1, replays=replays)
+
+    def _blocks_and_head_graphs(self, state: _BatchGraphs, host_masks: torch.Tensor, first_block: int, replays: int):
+        """Host masks [B, M, depth] (B·M·depth booleans) decide which block graphs to replay from `first_block`."""
         for index, spec in enumerate(self.config.modalities):
             buffer = state.tokens[spec.name]
-            groups = groups_per_modality[index]
+            groups = _groups_from(host_masks[:, index], first_block)
             if len(groups) == 1:
                 (active, _), = groups.items()
                 replays += state.run_blocks(spec.name, buffer, active)
@@ -367,6 +409,17 @@ class FastPath:
         if isinstance(output, torch.Tensor):
             return output.clone()
         return type(output)(**{k: v.clone() for k, v in vars(output).items()})
+
+
+def _groups_from(masks: torch.Tensor, first_block: int) -> dict[tuple[int, ...], list[int]]:
+    """Rows grouped by identical mask [B, depth] → {active block indices ≥ first_block: rows}. Rows whose masks differ
+    only below `first_block` share a group (those blocks already ran for every row)."""
+    if first_block == 0:
+        return group_rows_by_mask(masks)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for active, members in group_rows_by_mask(masks).items():
+        groups.setdefault(tuple(i for i in active if i >= first_block), []).extend(members)
+    return {active: sorted(members) for active, members in groups.items()}
 
 
 class _BatchGraphs:
@@ -403,7 +456,7 @@ class _BatchGraphs:
         return self.group_buffers[key]
 
     def run_blocks(self, name: str, buffer: torch.Tensor, indices) -> int:
-        block_list = self.fast.model.backbones[name].blocks
+        block_list = self.fast.blocks[name]
         for index in indices:
             block = block_list[index]
             graph, _ = self.graph(("block", name, index, buffer.data_ptr(), buffer.shape[0]),
@@ -411,6 +464,18 @@ class _BatchGraphs:
             graph.replay()
         self.fast.counters["block_runs"] += len(indices)
         return len(indices)
+
+    def select_graph(self, name: str, budget: int, select: Callable[[], torch.Tensor]):
+        """(graph, static mask [B, M, depth]): the mask lives outside the graphs' shared pool. A graph's own output
+        would sit in pool memory that graphs captured earlier use as scratch, and here the embedding and block-0
+        graphs replay before the mask is read (on the H200 this corrupted the masks of every controller captured
+        after the first)."""
+        key = ("select", name, budget)
+        if key not in self.graphs:
+            static = torch.empty(self.batch, len(self.fast.config.modalities), self.fast.config.blocks_per_backbone,
+                                 dtype=torch.bool, device=self.fast.device)
+            self.graphs[key] = (self._capture(lambda: static.copy_(select()))[0], static)
+        return self.graphs[key]
 
     def graph(self, key: tuple, function: Callable[[], object], restore: torch.Tensor | None = None):
         entry = self.graphs.get(key)

@@ -35,7 +35,13 @@ def test_benchmark_returns_well_formed_rows():
     assert share["budget"] == 3 and 0 < share["share"] < 1
     table = format_table(result)
     print(table)
-    assert "fast p50" in table and "controller share" in table and len(table.splitlines()) == 2 + 4 + 2
+    assert "fast p50" in table and "controller share" in table and len(table.splitlines()) == 2 + 4 + 2 + 2
+    # The controller alone is timed per budget and path; the fit splits latency into fixed + per-block parts.
+    assert all(row["controller_ms_p50"] > 0 and row["fast_controller_ms_p50"] > 0 for row in rows[:-1])
+    for path in ("eager", "fast"):
+        fit = result["latency_model"][path]
+        assert set(fit) == {"fixed_ms", "per_block_ms", "controller_ms"} and fit["controller_ms"] > 0
+        assert f"{path}: latency ≈" in table
     json.dumps(result)
 
 

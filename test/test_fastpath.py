@@ -150,3 +150,41 @@ def test_graphs_need_a_cuda_device():
     _, model, controllers = _setup()
     with pytest.raises(ValueError, match="CUDA"):
         FastPath(model, controllers, graphs=True)
+
+
+def test_groups_from_a_first_block_merge_rows_that_differ_only_below_it():
+    from admn_core.fastpath import _groups_from
+
+    masks = torch.tensor([[1, 1, 0, 1], [0, 1, 0, 1], [1, 0, 1, 0], [1, 1, 0, 1]], dtype=torch.bool)
+    assert _groups_from(masks, 0) == {(0, 1, 3): [0, 3], (1, 3): [1], (0, 2): [2]}
+    assert _groups_from(masks, 1) == {(1, 3): [0, 1, 3], (2,): [2]}
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
+    """The graph path on a GPU, fp32: batch 1 and a mixed batch, with the controller overlapped
+    (`select_and_forward`: block 0 queued before the mask read) and without. Several controllers share one graph
+    memory pool: each controller's mask must survive the embedding and block-0 replays (it did not, once)."""
+    config, model, controllers = _setup(readout="grid", fusion_pooling="flatten")
+    model = model.cuda()
+    controllers = {n: c.cuda() for n, c in controllers.items()}
+    fast = FastPath(model, controllers)
+    assert fast.graphs
+    costs = torch.ones(3, dtype=torch.long)  # host costs, as the engine's (read while capturing)
+    atol = 1e-4
+    for batch in (1, 4):
+        inputs = {k: v.cuda() for k, v in
+                  preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(batch)]).items()}
+        masks = _random_masks(batch, 3, 12, 9, seed=batch).cuda()
+        with torch.inference_mode():
+            for _ in range(2):  # capture, then replay
+                _close(model(inputs, masks), fast(inputs, masks), atol=atol)
+                for name, controller in controllers.items():
+                    selected, output = fast.select_and_forward(name, inputs, 8, costs)
+                    expected = select_layers(controller(inputs)[0], 8, costs)
+                    assert torch.equal(selected, expected)
+                    _close(model(inputs, expected), output, atol=atol)
+    assert fast.counters["graph_replays"] > fast.counters["graph_captures"]

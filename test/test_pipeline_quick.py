@@ -28,9 +28,20 @@ def test_quick_settings_and_strict_keys():
 @pytest.mark.slow
 def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     from admn_core.data.world import World, WorldConfig
+    from admn_core.eval.evaluate import evaluate_from_disk
     from admn_core.train.pipeline import run_pipeline
 
-    run_pipeline(tmp_path, quick=True, log=lambda *a: None)
+    run_pipeline(tmp_path, quick=True, until="stage1", log=lambda *a: None)  # e.g. Stage 1 on a GPU machine
+    run_dir = tmp_path / "gaussian"
+    assert (run_dir / "stage1" / "model.safetensors").is_file()
+    assert not (run_dir / "controllers").exists() and not (tmp_path / "bundle.safetensors").exists()
+    stage1_seconds = json.loads((run_dir / "timings.json").read_text())["stage1"]
+    run_pipeline(tmp_path, quick=True, log=lambda *a: None)  # continues: Stage 1 reused, its timing kept
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert timings["stage1"] == stage1_seconds and "controllers" in timings and "total" in timings
+    evaluate_from_disk(run_dir, log=lambda *a: None)  # re-evaluation re-times "evaluate" only
+    after = json.loads((run_dir / "timings.json").read_text())
+    assert {k: v for k, v in after.items() if k != "evaluate"} == {k: v for k, v in timings.items() if k != "evaluate"}
     engine = InferenceEngine.from_bundle(tmp_path / "bundle.safetensors")
     assert {"admn_b6", "admn_b8", "universal"} <= set(engine.controller_infos)
     sample, _ = World(WorldConfig()).generate(0, "gaussian", 5)

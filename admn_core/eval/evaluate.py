@@ -267,5 +267,10 @@ def evaluate_from_disk(run_dir: str | Path, log=print) -> dict:
     if not settings_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a pipeline run (no settings.json); run `admn train` first")
     settings = settings_from_dict(json.loads(settings_path.read_text()))
-    pipeline = Pipeline(settings, run_dir, log=log)
-    return pipeline.run()
+    timings_path = run_dir / "timings.json"
+    trained = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    results = Pipeline(settings, run_dir, log=log).run()
+    if trained:  # keep the training run's stage timings; only evaluation was re-timed
+        trained["evaluate"] = json.loads(timings_path.read_text()).get("evaluate", trained.get("evaluate"))
+        timings_path.write_text(json.dumps(trained, indent=1))
+    return results

@@ -6,6 +6,7 @@ import argparse
 
 from admn_core.data.corruptions.presets import PRESETS as CORRUPTION_PRESETS
 from admn_core.presets import PRESETS
+from admn_core.train.config import STAGES
 
 
 def command_train(args) -> int:
@@ -16,13 +17,17 @@ def command_train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run_pipeline(args.out, preset=args.preset, corruptions=tuple(args.corruption or ()), quick=args.quick,
-                 config_path=args.train_config, seed=args.seed, device=args.device)
+                 config_path=args.train_config, seed=args.seed, device=args.device, until=args.until)
     return 0
 
 
 def command_evaluate(args) -> int:
+    import torch
+
     from admn_core.eval.evaluate import evaluate_from_disk
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     evaluate_from_disk(args.run)
     return 0
 
@@ -44,12 +49,15 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu | cuda | cuda:N")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--until", choices=STAGES,
+                       help="stop after this stage (e.g. Stage 1 on a GPU machine; rerun without it to continue)")
     train.set_defaults(handler=command_train)
     evaluate = subparsers.add_parser(
         "evaluate", help="(re)evaluate a finished pipeline run: tables, JSON, FLOPs/latency, figures",
         description="Rebuilds the run from <run>/settings.json, reusing every trained stage, and writes "
                     "<run>/eval/{results.md,results.json,error_vs_budget.png,allocations.png}.")
     evaluate.add_argument("--run", default="artifacts/tiny/gaussian", help="a run directory (<out>/<corruption>)")
+    evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     evaluate.set_defaults(handler=command_evaluate)
 
 

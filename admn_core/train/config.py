@@ -16,6 +16,8 @@ from typing import Any
 
 from admn_core.config import ConfigError, LayerDropSpec, _from_plain, _to_plain
 
+STAGES = ("data", "stage1", "controllers", "baselines")  # where `admn train --until` may stop the pipeline
+
 CONTROLLER_VARIANTS = ("corruption_supervised", "task_only", "plain_st", "autoencoder")
 
 

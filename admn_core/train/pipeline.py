@@ -44,7 +44,13 @@ from admn_core.train.baselines import (
     train_mns_gate,
 )
 from admn_core.train.batching import CorruptionTargets
-from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
+from admn_core.train.config import (
+    STAGES,
+    AutoencoderConfig,
+    ControllerTrainConfig,
+    Stage1Config,
+    UniversalTrainConfig,
+)
 from admn_core.train.mae import MAEConfig, load_mae_backbones, pretrain_mae
 
 CONTROLLER_VARIANT_PREFIX = {"corruption_supervised": "admn", "autoencoder": "ae", "plain_st": "plain_st",
@@ -403,25 +409,44 @@ class Pipeline:
         return path, ab_path
 
     # -- everything
-    def run(self) -> dict:
+    def run(self, until: str | None = None) -> dict:
+        """Every stage in order (each reused from disk when its artifact exists) → evaluation results. `until` (one
+        of `STAGES`) stops after that stage — e.g. Stage 1 on a GPU machine, the rest elsewhere — and returns {}."""
         from admn_core.eval.data import tensor_set
         from admn_core.eval.evaluate import evaluate_run
 
+        if until is not None and until not in STAGES:
+            raise ValueError(f"until must be one of {STAGES}, got {until!r}")
         torch.manual_seed(self.settings.seed)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "settings.json").write_text(json.dumps(_plain(self.settings), indent=1))
         total = time.perf_counter()
+
+        def stop_after(stage: str) -> bool:
+            if stage != until:
+                return False
+            self.log(f"stopping after {stage} (--until); rerun without it to continue from here")
+            return True
+
         train, test = self._stage("data", self.data)
+        if stop_after("data"):
+            return {}
         if self.settings.stage1.init == "mae":
             self._stage("stage0_mae", self.stage0, train)
         model = self._stage("stage1", self.stage1, train, True)
         model_nold = (self._stage("stage1_no_layerdrop", self.stage1, train, False)
                       if self.settings.stage1.no_layerdrop_ablation else None)
+        if stop_after("stage1"):
+            return {}
         controllers = self._stage("controllers", self.controllers, model, train)
+        if stop_after("controllers"):
+            return {}
         train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
         clean_tensors = (self._stage("baseline_clean_data", tensor_set, self.config, self.clean_train_set)
                          if self.settings.scratch.clean_warmup_epochs else None)
         baselines = self._stage("baselines", self.baselines, train_tensors, clean_tensors)
+        if stop_after("baselines"):
+            return {}
         bundle_path, _ = self._stage("export", self.export, model, controllers)
         results = self._stage("evaluate", evaluate_run, self, model, model_nold, controllers, baselines, test)
         self.timings["total"] = round(time.perf_counter() - total, 2)
@@ -442,7 +467,7 @@ def _plain(value):
 
 def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[str, ...] | None = None,
                  quick: bool = False, config_path: str | Path | None = None, seed: int | None = None,
-                 device: str | None = None, log=print) -> dict[str, dict]:
+                 device: str | None = None, until: str | None = None, log=print) -> dict[str, dict]:
     """Run the pipeline for each corruption under `<out>/<corruption>/`; the first corruption's bundle is copied
     to `<out>/bundle.safetensors` (what `make run` / the ROS node loads). → {corruption: results}."""
     out = Path(out)
@@ -454,8 +479,8 @@ def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[
     for index, corruption in enumerate(corruptions):
         settings = replace(base, corruption=corruption)
         pipeline = Pipeline(settings, out / corruption, log=log)
-        results[corruption] = pipeline.run()
-        if index == 0:
+        results[corruption] = pipeline.run(until=until)
+        if index == 0 and until is None:
             shutil.copyfile(pipeline.path("bundle.safetensors"), out / "bundle.safetensors.partial")
             (out / "bundle.safetensors.partial").replace(out / "bundle.safetensors")
     if len(corruptions) > 1:
