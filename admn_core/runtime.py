@@ -106,21 +106,32 @@ class InferenceEngine:
         batch = preprocess_batch(self.config, samples)
         return {k: v.to(self.device, self.dtype, non_blocking=True) for k, v in batch.items()}
 
+    def _allocation_rule(self, budget: int) -> tuple[str, str | None]:
+        """The module docstring's rule for a checked budget → (kind, controller name): ("full", None),
+        ("universal", name), ("naive", None) or ("per_budget", name)."""
+        if budget >= self.max_budget:
+            return "full", None
+        name = self.controller_for(budget)
+        universal = self.universal_controller
+        if universal is not None and (name is None or self.controller_infos[name].budget != budget):
+            return "universal", universal  # serves exactly the request; a per-budget one trained for it still wins
+        if name is None:
+            return "naive", None
+        return "per_budget", name
+
     @torch.inference_mode()
     def allocate(self, inputs: dict[str, torch.Tensor], budget: int) -> tuple[torch.Tensor, str]:
         """→ (bool masks [B, M, depth], source). Raises BudgetError below the minimum."""
         budget = check_budget(self.config, budget)
         batch = next(iter(inputs.values())).shape[0]
-        depth = self.config.blocks_per_backbone
-        if budget >= self.max_budget:
+        kind, name = self._allocation_rule(budget)
+        if kind == "full":
+            depth = self.config.blocks_per_backbone
             return torch.ones(batch, len(self.costs), depth, dtype=torch.bool, device=self.device), "full"
-        name = self.controller_for(budget)
-        universal = self.universal_controller
-        if universal is not None and (name is None or self.controller_infos[name].budget != budget):
-            # A universal controller serves exactly the request; a per-budget one trained for it still wins.
-            logits, _ = self.controllers[universal](inputs, budget)
-            return select_layers(logits.float(), budget, self.costs), f"controller:{universal}"
-        if name is None:
+        if kind == "universal":
+            logits, _ = self.controllers[name](inputs, budget)
+            return select_layers(logits.float(), budget, self.costs), f"controller:{name}"
+        if kind == "naive":
             mask = naive_allocation(self.config, budget).to(self.device)
             return mask.expand(batch, -1, -1), "naive"
         controller_budget = self.controller_infos[name].budget
@@ -134,10 +145,8 @@ class InferenceEngine:
         """`allocate` then `run_model` → (masks, source, output). On the fast path a per-budget controller runs
         overlapped with the patch embeddings and every block 0 (`FastPath.select_and_forward`); same results."""
         if self.fast is not None:
-            budget = check_budget(self.config, budget)
-            name = self.controller_for(budget)
-            exact = name is not None and self.controller_infos[name].budget == budget
-            if budget < self.max_budget and name is not None and (exact or self.universal_controller is None):
+            kind, name = self._allocation_rule(check_budget(self.config, budget))
+            if kind == "per_budget":
                 controller_budget = self.controller_infos[name].budget
                 masks, output = self.fast.select_and_forward(name, inputs, controller_budget, self.costs)
                 return masks, f"controller:{name}", output
