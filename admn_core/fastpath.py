@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from admn_core.allocation import select_layers
+from admn_core.fused import FusedReadoutAdapters, FusedStems
 from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
 from admn_core.models.controller import QoIController
 from admn_core.models.fusion import TransformerEncoder
@@ -189,6 +190,10 @@ class FastPath:
         self.controller_manual_attention = False
         self.controller_without_mkldnn = False
         self.max_batch_sizes = max_batch_sizes
+        # Per-modality small layers run once for all modalities where their shapes agree (admn_core.fused).
+        self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
+                            if FusedStems.supported(self.config, c)}
+        self.fused_readout = FusedReadoutAdapters(model) if FusedReadoutAdapters.supported(model) else None
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
         self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0}
@@ -218,29 +223,33 @@ class FastPath:
             controller = next(iter(self.controllers.values()))
             inputs = {spec.name: torch.randn(1, len(spec.views), spec.channels, *spec.input_size, dtype=dtype)
                       for spec in self.config.modalities}
-            with_mkldnn = _timed(lambda: self._stems(controller, inputs))
+            with_mkldnn = _timed(lambda: self._stem_tokens(controller, inputs))
             with _MkldnnOff():
-                without = _timed(lambda: self._stems(controller, inputs))
+                without = _timed(lambda: self._stem_tokens(controller, inputs))
             self.controller_without_mkldnn = without < 0.9 * with_mkldnn
 
     # ----------------------------------------------------------------------------------------------------------
     # Controller → allocation.
-    def _stems(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def _stem_tokens(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The controller's stem tokens [B, M·V, E] (modality-major), fused across modalities where possible."""
+        fused = self.fused_stems.get(id(controller))
+        if fused is not None:
+            return fused(inputs)
         tokens = []
         for modality in self.config.modalities:
             x = inputs[modality.name]
             batch, views = x.shape[:2]
             tokens.append(controller.stems[modality.name](x.flatten(0, 1)).view(batch, views, -1))
-        return tokens
+        return torch.cat(tokens, dim=1)
 
     def controller_logits(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Layer logits [B, M, depth] (the controller's forward without its corruption head)."""
         if self.controller_without_mkldnn:
             with _MkldnnOff():
-                tokens = self._stems(controller, inputs)
+                tokens = self._stem_tokens(controller, inputs)
         else:
-            tokens = self._stems(controller, inputs)
-        tokens = torch.cat([controller.cls.expand(tokens[0].shape[0], -1, -1), *tokens], dim=1)
+            tokens = self._stem_tokens(controller, inputs)
+        tokens = torch.cat([controller.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         e_corr = _lean_encoder(controller.encoder, tokens, self.controller_manual_attention)[:, 0]
         return controller.layer_logits(e_corr).view(-1, controller.num_modalities, controller.depth)
 
@@ -310,15 +319,15 @@ class FastPath:
             embedded[spec.name] = _embed_as_matmul(backbone, x) if lean else backbone.embed(x)
         return embedded
 
-    def _readout(self, name: str, tokens: torch.Tensor) -> torch.Tensor:
-        """Final tokens [N, 1 + P, D] → the backbone's embedding [N, D] (CLS / mean / grid, `LayerDropViT.readout`)."""
-        return self.model.backbones[name].readout(tokens)
-
-    def _head(self, embeddings: dict[str, torch.Tensor], batch: int):
-        """Backbone embeddings {modality: [B·V, D]} → adapters → fusion → pooling → head."""
-        tokens = [self.model.adapters[spec.name](embeddings[spec.name]).view(batch, len(spec.views), -1)
-                  for spec in self.config.modalities]
-        fused = _lean_encoder(self.model.fusion, torch.cat(tokens, dim=1), self.fusion_manual_attention)
+    def _head(self, final_tokens: dict[str, torch.Tensor], batch: int):
+        """Backbones' final tokens {modality: [B·V, 1 + P, D]} → readouts (`LayerDropViT.readout`) → adapters →
+        fusion → pooling → head."""
+        if self.fused_readout is not None:
+            tokens = self.fused_readout(final_tokens, batch)
+        else:
+            tokens = torch.cat([self.model.adapters[spec.name](self.model.backbones[spec.name].readout(
+                final_tokens[spec.name])).view(batch, len(spec.views), -1) for spec in self.config.modalities], dim=1)
+        fused = _lean_encoder(self.model.fusion, tokens, self.fusion_manual_attention)
         return self.model.head(self.model.pooling(fused))
 
     def _run_blocks(self, name: str, tokens: torch.Tensor, indices) -> torch.Tensor:
@@ -331,23 +340,23 @@ class FastPath:
     def _forward_lean(self, inputs, masks):
         batch = masks.shape[0]
         embedded = self._embed(inputs)
-        per_modality = {}
+        final_tokens = {}
         for index, spec in enumerate(self.config.modalities):
-            tokens = embedded[spec.name]
+            tokens = embedded[spec.name]  # [B·V, 1 + P, D]
             views = len(spec.views)
             groups = group_rows_by_mask(masks[:, index])
             if len(groups) == 1:
                 (active, _), = groups.items()
-                per_modality[spec.name] = self._readout(spec.name, self._run_blocks(spec.name, tokens, active))
+                final_tokens[spec.name] = self._run_blocks(spec.name, tokens, active)
                 continue
             tokens = tokens.view(batch, views, *tokens.shape[1:])
-            embedding = tokens.new_empty(batch, views, tokens.shape[-1])
+            final = torch.empty_like(tokens)  # [B, V, 1 + P, D]
             for active, members in groups.items():
                 rows = torch.tensor(members, device=tokens.device)
-                final = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active)
-                embedding[rows] = self._readout(spec.name, final).view(len(members), views, -1)
-            per_modality[spec.name] = embedding.flatten(0, 1)
-        return self._head(per_modality, batch)
+                final[rows] = self._run_blocks(spec.name, tokens[rows].flatten(0, 1), active).view(
+                    len(members), views, *tokens.shape[2:])
+            final_tokens[spec.name] = final.flatten(0, 1)
+        return self._head(final_tokens, batch)
 
     # ----------------------------------------------------------------------------------------------------------
     # CUDA graphs.
@@ -445,8 +454,7 @@ class _BatchGraphs:
             self.tokens[name].copy_(tokens)
 
     def head_from_buffers(self):
-        return self.fast._head({name: self.fast._readout(name, tokens) for name, tokens in self.tokens.items()},
-                               self.batch)
+        return self.fast._head(self.tokens, self.batch)
 
     def group_buffer(self, name: str, rows: int) -> torch.Tensor:
         key = (name, rows)
