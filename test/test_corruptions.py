@@ -71,6 +71,43 @@ def test_rgb_noise_sigma_matches_on_the_unit_scale(sigma):
     assert measured == pytest.approx(sigma, rel=0.03)
 
 
+def test_native_resolution_noise_is_clamped_per_native_pixel_then_averaged():
+    # The official order: noise on the larger native frame, clamp, resize. Averaging k² draws divides the spread by
+    # k and leaves the mean of the clamped values as it was (the mean is what carries the image under strong noise).
+    dark = np.full((96, 96, 3), 40, dtype=np.uint8)
+    plain = gaussian_noise_rgb(dark, 1.0, seed=3).astype(np.float64)
+    native = gaussian_noise_rgb(dark, 1.0, seed=3, native_factor=3).astype(np.float64)
+    assert native.mean() == pytest.approx(plain.mean(), abs=1.5)
+    assert plain.mean() > 40 + 50  # clamping at 0 lifts a dark image under σ = 1
+    assert native.std() == pytest.approx(plain.std() / 3, rel=0.05)
+    grey = np.full((128, 128, 3), 128, dtype=np.uint8)  # small σ, no clamping: σ / k on the unit scale
+    measured = (gaussian_noise_rgb(grey, 0.06, seed=4, native_factor=2).astype(np.float64) - 128).std() / 255.0
+    assert measured == pytest.approx(0.03, rel=0.05)
+    with pytest.raises(CorruptionError, match="native_factor"):
+        gaussian_noise_rgb(grey, 1.0, seed=0, native_factor=0)
+
+
+def test_the_world_adds_rgb_noise_at_its_native_resolution():
+    from admn_core.data.cache import world_settings
+    from admn_core.data.errors import WorldConfigError
+    from admn_core.data.world import WorldConfig, native_noise_factor
+    from admn_core.presets import preset_config
+
+    assert native_noise_factor(8) == 3 and native_noise_factor(16) == 2  # tiny (64 px, 8-px patches), paper
+    assert WorldConfig().rgb_noise_native_factor == 3
+    assert WorldConfig.from_model_config(preset_config("paper")).rgb_noise_native_factor == 2
+    assert world_settings(WorldConfig())["rgb_noise_native_factor"] == 3
+    assert "rgb_noise_native_factor" not in world_settings(WorldConfig(rgb_noise_native_factor=1))
+    with pytest.raises(WorldConfigError, match="rgb_noise_native_factor"):
+        WorldConfig(rgb_noise_native_factor=0)
+    grey = np.full((64, 64, 3), 128, dtype=np.uint8)
+    spec = CorruptionSpec("gaussian", 1, 1.0)
+    from admn_core.data.corruptions import CorruptionContext
+    native = apply_corruption(spec, "rgb", grey, 5, CorruptionContext(rgb_noise_native_factor=3))
+    plain = apply_corruption(spec, "rgb", grey, 5)
+    assert native.std() < plain.std() / 2.5
+
+
 def test_depth_noise_sigma_is_in_full_scale_units():
     depth = np.full((200, 200), 5000, dtype=np.uint16)
     noisy = gaussian_noise_depth(depth, 0.01, full_scale_mm=10000.0, seed=2)

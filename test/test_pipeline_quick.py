@@ -58,3 +58,11 @@ def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     header, *rows = (tmp_path / "gaussian" / "stage1" / "run" / "metrics.csv").read_text().splitlines()
     assert "val_error" in header.split(",") and len(rows) == QUICK_OVERRIDES["stage1"]["epochs"]
     assert (tmp_path / "gaussian" / "data" / "val" / "manifest.json").is_file()
+    # trained_baselines: false leaves Naive Scratch and MNS out (not loaded, not trained) and still evaluates.
+    settings_path = run_dir / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    settings["trained_baselines"] = False
+    settings_path.write_text(json.dumps(settings))
+    evaluate_from_disk(run_dir, log=lambda *a: None)
+    table = json.loads((run_dir / "eval" / "results.json").read_text())["table_cm"]
+    assert "ADMN" in table and "Naive Alloc." in table and "Naive Scratch" not in table and "MNS" not in table

@@ -49,12 +49,14 @@ def label_file(modality: str, field: str) -> str:
 
 
 def world_settings(config: WorldConfig) -> dict:
-    """The world parameters a cache records in its manifest (a cache is reused only when they match)."""
+    """The world parameters a cache records in its manifest (a cache is reused only when they match). The RGB noise
+    factor is recorded only when ≠ 1, so caches written before it existed (noise at image resolution) match k = 1."""
     return {"image_size": list(config.image_size), "horizontal_fov_deg": config.horizontal_fov_deg,
             "window_seconds": config.window_seconds, "sample_rate": config.audio.sample_rate,
             "depth_full_scale_m": config.depth_full_scale_m, "world_seed": config.seed,
             "node_angles_deg": list(config.node_angles_deg), "track": asdict(config.track),
-            "car": asdict(config.car)}
+            "car": asdict(config.car), **({"rgb_noise_native_factor": config.rgb_noise_native_factor}
+                                          if config.rgb_noise_native_factor != 1 else {})}
 
 
 def _create_files(root: Path, world: World, num_samples: int) -> None:

@@ -33,6 +33,14 @@ DEFAULT_MODALITIES = (("rgb", "rgb"), ("depth", "depth"), ("mic", "audio"))  # (
 
 Sample = dict[tuple[str, str], np.ndarray]
 
+# The official GDTM noise path: σ on the 480×270 ZED frame, then Resize(224×224) and ViT-B/16 patches (§4.3).
+GDTM_NATIVE_NOISE_DRAWS_PER_PATCH = 480 * 270 / (224 * 224) * 16 * 16  # ≈ 661
+
+
+def native_noise_factor(patch_size: int) -> int:
+    """k such that a patch of `patch_size` image pixels averages about as many native noise draws as GDTM's."""
+    return max(1, round(math.sqrt(GDTM_NATIVE_NOISE_DRAWS_PER_PATCH) / patch_size))
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -44,6 +52,11 @@ class WorldConfig:
     camera_rate_hz: float = 15.0  # GDTM records 15 Hz
     depth_full_scale_m: float = 10.0  # depth σ scaling (the engine's depth_max_range_m)
     depth_max_range_m: float = 9.0  # the simulated sensor's range limit
+    # RGB Gaussian noise is added at the camera's native resolution, k × k native pixels per image pixel, then
+    # area-resized (`gaussian_noise_rgb`). [paper-matched] The official loader adds σ to 480×270 ZED frames and
+    # resizes to 224×224 for ViT-B/16: ≈ 660 native noise draws per 16×16 patch. At 64×64 with 8×8 patches, k = 3
+    # gives 576. With k = 1 (sessions 1–4) every σ ≥ 1 level erased the RGB (probe: 141 cm, chance 130).
+    rgb_noise_native_factor: int = 3
     node_radius_m: float = 2.7
     node_height_m: float = 1.6
     node_angles_deg: tuple[float, ...] = (-90.0, 30.0, 150.0)  # node k sits at this bearing around the origin
@@ -58,6 +71,9 @@ class WorldConfig:
         height, width = self.image_size
         if height < 8 or width < 8:
             raise WorldConfigError(f"image_size must be at least 8×8, got {self.image_size}")
+        if not isinstance(self.rgb_noise_native_factor, int) or self.rgb_noise_native_factor < 1:
+            raise WorldConfigError(
+                f"rgb_noise_native_factor must be an integer >= 1, got {self.rgb_noise_native_factor!r}")
         if len(self.node_angles_deg) != len(self.views):
             raise WorldConfigError(f"need one node angle per view: {len(self.views)} views, "
                                    f"{len(self.node_angles_deg)} angles")
@@ -95,6 +111,9 @@ class WorldConfig:
             values["audio"] = AudioConfig(sample_rate=spec.audio.sample_rate)
         if depth_specs:
             values["depth_full_scale_m"] = depth_specs[0].depth_max_range_m
+        camera_specs = [s for s in specs if s.kind == "rgb"]
+        if camera_specs:
+            values["rgb_noise_native_factor"] = native_noise_factor(camera_specs[0].patch_size)
         values.update(overrides)
         return cls(**values)
 
@@ -172,6 +191,7 @@ class World:
     def corruption_context(self, view: str, scene_depth: dict[str, np.ndarray] | None) -> CorruptionContext:
         return CorruptionContext(
             depth_full_scale_mm=self.config.depth_full_scale_m * 1000.0,
+            rgb_noise_native_factor=self.config.rgb_noise_native_factor,
             reference_rms=self.config.audio.reference_rms,
             sample_rate=self.config.audio.sample_rate,
             scene_depth_m=None if scene_depth is None else scene_depth.get(view),

@@ -123,6 +123,9 @@ class PipelineSettings:
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
     mns: MNSConfig = field(default_factory=MNSConfig)
     mns_budgets: tuple[int, ...] = (6, 8, 12, 16)
+    # false: skip Naive Scratch and MNS (new networks trained per budget, the slowest stage on a CPU) for a quicker
+    # look at the allocation methods on the shared Stage 1 model; the tables then leave those rows out.
+    trained_baselines: bool = True
     latency_samples: int = 20
     num_workers: int = 0  # DataLoader workers for the training stages (preprocessing runs in them)
     progress: bool = True
@@ -440,10 +443,14 @@ class Pipeline:
         controllers = self._stage("controllers", self.controllers, model, train)
         if stop_after("controllers"):
             return {}
-        train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
-        clean_tensors = (self._stage("baseline_clean_data", tensor_set, self.config, self.clean_train_set)
-                         if self.settings.scratch.clean_warmup_epochs else None)
-        baselines = self._stage("baselines", self.baselines, train_tensors, clean_tensors)
+        if self.settings.trained_baselines:
+            train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
+            clean_tensors = (self._stage("baseline_clean_data", tensor_set, self.config, self.clean_train_set)
+                             if self.settings.scratch.clean_warmup_epochs else None)
+            baselines = self._stage("baselines", self.baselines, train_tensors, clean_tensors)
+        else:
+            self.log("baselines: Naive Scratch and MNS skipped (trained_baselines: false)")
+            baselines = {"scratch": {}, "mns": {}}
         if stop_after("baselines"):
             return {}
         bundle_path, _ = self._stage("export", self.export, model, controllers)

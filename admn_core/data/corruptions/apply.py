@@ -15,12 +15,14 @@ from admn_core.data.errors import CorruptionError
 class CorruptionContext:
     """What some corruptions need besides the array itself.
 
-    depth_full_scale_mm: depth σ scaling (engine's max range). reference_rms/sample_rate: audio SNR reference.
+    depth_full_scale_mm: depth σ scaling (engine's max range). rgb_noise_native_factor: where RGB Gaussian noise is
+    added (see `image.gaussian_noise_rgb`). reference_rms/sample_rate: audio SNR reference.
     scene_depth_m: [H, W] clean scene depth for the rain haze (None → uniform). saturated_depth: the world's
     sunlight-saturated IR frame for this view (needed by the `saturation` category).
     """
 
     depth_full_scale_mm: float = 10000.0
+    rgb_noise_native_factor: int = 1  # native camera pixels per side per image pixel (`image.gaussian_noise_rgb`)
     reference_rms: float = 0.01
     sample_rate: int = 16000
     blur_reference_width: int = image.BLUR_REFERENCE_WIDTH
@@ -52,7 +54,7 @@ def apply_corruption(spec: CorruptionSpec, kind: str, array: np.ndarray, seed,
         return audio_noise.silence(array) if kind == "audio" else image.drop_frame(array)
     if kind == "rgb":
         if category == "gaussian":
-            return image.gaussian_noise_rgb(array, spec.value, rng)
+            return image.gaussian_noise_rgb(array, spec.value, rng, context.rgb_noise_native_factor)
         if category == "lowlight":
             return image.lowlight(array, spec.value, rng)
         if category == "blur":

@@ -21,15 +21,29 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def gaussian_noise_rgb(image: np.ndarray, sigma: float, seed) -> np.ndarray:
-    """Add N(0, σ) on the [0, 1] scale, then clamp (paper A.3: σ ∈ {0, 1, 2, 3}); in uint8 σ·255 DN, rounded."""
+def gaussian_noise_rgb(image: np.ndarray, sigma: float, seed, native_factor: int = 1) -> np.ndarray:
+    """Add N(0, σ) on the [0, 1] scale, then clamp (paper A.3: σ ∈ {0, 1, 2, 3}); in uint8 σ·255 DN, rounded.
+
+    `native_factor` k > 1: the camera's native frame has k × k pixels per pixel of `image`, and the noise is added
+    and clamped there, then each k × k block is averaged (an area resize to this size). The official GDTM loader
+    does exactly this order — noise on the 480×270 ZED frame, clamp, then resize to 224×224 (reference §4.3) — so
+    the noise a model sees depends on how many native pixels each of its pixels averages. The clean native frame
+    is taken constant within a block (the model cannot see finer detail either way).
+    """
     image = _check_rgb(image)
     if sigma < 0:
         raise CorruptionError(f"sigma must be >= 0, got {sigma}")
+    if not isinstance(native_factor, (int, np.integer)) or native_factor < 1:
+        raise CorruptionError(f"native_factor must be an integer >= 1, got {native_factor!r}")
     if sigma == 0:
         return image.copy()
-    noise = as_generator(seed).standard_normal(image.shape, dtype=np.float32) * np.float32(sigma * 255.0)
-    return np.clip(image + noise + 0.5, 0, 255).astype(np.uint8)
+    samples = native_factor * native_factor
+    shape = image.shape if samples == 1 else (*image.shape, samples)  # [H, W, 3] or [H, W, 3, k²]
+    noise = as_generator(seed).standard_normal(shape, dtype=np.float32) * np.float32(sigma * 255.0)
+    if samples == 1:
+        return np.clip(image + noise + 0.5, 0, 255).astype(np.uint8)
+    native = np.clip(image[..., None] + noise, 0, 255)  # clamp per native pixel, before the resize
+    return np.clip(native.mean(axis=-1) + 0.5, 0, 255).astype(np.uint8)
 
 
 def lowlight(image: np.ndarray, gamma: float, seed, noise_std: float = 25.0, contrast: float = 0.5,
