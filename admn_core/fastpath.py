@@ -16,6 +16,8 @@ Eager (`ADMNModel.forward`) stays the reference; this path must match it within 
 * CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
   attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
   controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
+* Both: the controller's per-modality conv stems, and every backbone's readout + fusion adapter, run as one call
+  for all modalities where their shapes agree (`admn_core.fused`; off with ADMN_FASTPATH_FUSED=0).
 
 Allocation-grouped batching is inherited: rows are grouped by identical mask per modality, and each group runs
 only its own blocks (on the GPU through the block graphs of that group's row count).
@@ -190,10 +192,12 @@ class FastPath:
         self.controller_manual_attention = False
         self.controller_without_mkldnn = False
         self.max_batch_sizes = max_batch_sizes
-        # Per-modality small layers run once for all modalities where their shapes agree (admn_core.fused).
+        # Per-modality small layers run once for all modalities where their shapes agree (admn_core.fused);
+        # ADMN_FASTPATH_FUSED=0 runs them one modality at a time (for A/B timing or a custom model's debugging).
+        fuse = os.environ.get("ADMN_FASTPATH_FUSED", "1") != "0"
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
-                            if FusedStems.supported(self.config, c)}
-        self.fused_readout = FusedReadoutAdapters(model) if FusedReadoutAdapters.supported(model) else None
+                            if fuse and FusedStems.supported(self.config, c)}
+        self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
         self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0}

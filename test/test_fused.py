@@ -84,3 +84,15 @@ def test_the_fast_path_uses_them_and_still_equals_eager_in_a_mixed_batch():
     assert masks.sum(dim=(1, 2)).tolist() == [6, 6, 12]
     torch.testing.assert_close(output.mean, reference.mean, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(output.covariance, reference.covariance, atol=1e-3, rtol=1e-4)
+
+
+def test_fusion_can_be_switched_off(monkeypatch):
+    config = preset_config("tiny")
+    bundle = random_bundle(config, (6,), seed=6)
+    monkeypatch.setenv("ADMN_FASTPATH_FUSED", "0")
+    fast = FastPath(bundle.model.eval(), {n: c.eval() for n, c in bundle.controllers.items()})
+    assert fast.fused_readout is None and fast.fused_stems == {}
+    inputs = _inputs(config, batch=1, seed=7)
+    with torch.inference_mode():
+        expected = bundle.model(inputs, None)
+        torch.testing.assert_close(fast(inputs).mean, expected.mean, atol=1e-4, rtol=1e-5)
