@@ -37,11 +37,8 @@ def gaussian_noise_rgb(image: np.ndarray, sigma: float, seed, native_factor: int
         raise CorruptionError(f"native_factor must be an integer >= 1, got {native_factor!r}")
     if sigma == 0:
         return image.copy()
-    samples = native_factor * native_factor
-    shape = image.shape if samples == 1 else (*image.shape, samples)  # [H, W, 3] or [H, W, 3, k²]
-    noise = as_generator(seed).standard_normal(shape, dtype=np.float32) * np.float32(sigma * 255.0)
-    if samples == 1:
-        return np.clip(image + noise + 0.5, 0, 255).astype(np.uint8)
+    draws = (*image.shape, native_factor * native_factor)  # [H, W, 3, k²]: one draw per native pixel
+    noise = as_generator(seed).standard_normal(draws, dtype=np.float32) * np.float32(sigma * 255.0)
     native = np.clip(image[..., None] + noise, 0, 255)  # clamp per native pixel, before the resize
     return np.clip(native.mean(axis=-1) + 0.5, 0, 255).astype(np.uint8)
 
