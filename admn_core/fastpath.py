@@ -40,6 +40,9 @@ from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
 from admn_core.models.controller import QoIController
 from admn_core.models.fusion import TransformerEncoder
 from admn_core.models.task_model import ADMNModel
+from admn_core.slot_blocks import DeviceAllocatedForward
+
+MAX_ALLOCATION_GRAPHS = 32
 
 
 def _timed(function: Callable[[], object], repeats: int = 5) -> float:
@@ -52,8 +55,10 @@ def _timed(function: Callable[[], object], repeats: int = 5) -> float:
     return best
 
 
-def _manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    return torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1).matmul(v)
+def _manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    scores = torch.matmul(q * scale, k.transpose(-2, -1))
+    return torch.softmax(scores if key_mask is None else scores + key_mask, dim=-1).matmul(v)
 
 
 class _MkldnnOff:
@@ -97,25 +102,29 @@ class _LeanBlock:
         self.fc2 = (mlp.fc2.weight, mlp.fc2.bias)
         self.manual_attention = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         if not self.supported:
+            if key_mask is not None:
+                raise ValueError("a key mask needs a block this form covers")
             return self.block(x)
         return _lean_block_forward(x, *self.norm1[1:], *self.qkv, *self.proj, *self.norm2[1:], *self.fc1, *self.fc2,
-                                   self.heads, self.head_dim, self.manual_attention)
+                                   self.heads, self.head_dim, self.manual_attention, key_mask)
 
 
 def _lean_block_forward(x, norm1_weight, norm1_bias, eps1, qkv_weight, qkv_bias, proj_weight, proj_bias,
                         norm2_weight, norm2_bias, eps2, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                        heads: int, head_dim: int, manual_attention: bool) -> torch.Tensor:
-    """One pre-norm ViT block on its parameters: [N, T, D] → [N, T, D] (timm `Block` at inference)."""
+                        heads: int, head_dim: int, manual_attention: bool,
+                        key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One pre-norm ViT block on its parameters: [N, T, D] → [N, T, D] (timm `Block` at inference).
+    key_mask: None, or additive [1, 1, 1, T] (0 or −inf): keys that are padding (`admn_core.slot_blocks`)."""
     batch, tokens, width = x.shape
     h = F.layer_norm(x, (width,), norm1_weight, norm1_bias, eps1)
     qkv = F.linear(h, qkv_weight, qkv_bias).view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each [N, heads, T, head_dim]
     if manual_attention:
-        attended = _manual_attention(q, k, v, head_dim ** -0.5)
+        attended = _manual_attention(q, k, v, head_dim ** -0.5, key_mask)
     else:
-        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), proj_weight, proj_bias)
     h = F.layer_norm(x, (width,), norm2_weight, norm2_bias, eps2)
     return x + F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
@@ -198,9 +207,14 @@ class FastPath:
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
                             if fuse and FusedStems.supported(self.config, c)}
         self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
+        # Batch 1 on a GPU: the whole inference as one graph (admn_core.slot_blocks: the allocation never leaves the
+        # device; forward with given masks: one graph per allocation). ADMN_FASTPATH_ONE_GRAPH=0, or setting this
+        # to False, keeps batch 1 on the per-block graphs (for A/B timing).
+        self.one_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_ONE_GRAPH", "1") != "0"
+        self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
-        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0}
+        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "one_graph_replays": 0}
         if tune and self.device.type == "cpu":
             self._tune_cpu()
 
@@ -376,9 +390,27 @@ class FastPath:
         self._graph_state.move_to_end(batch)
         return state
 
+    def device_allocated(self) -> DeviceAllocatedForward | None:
+        """The batch-1 slot forward, built on first use (its block table is a second copy of the blocks' weights),
+        or None where the modalities' blocks differ in form."""
+        if self._device_allocated is False:
+            self._device_allocated = (DeviceAllocatedForward(self) if DeviceAllocatedForward.supported(self)
+                                      else None)
+        return self._device_allocated
+
+    def _one_graph(self, batch: int) -> bool:
+        return batch == 1 and self.one_graph_at_batch_1
+
     def _forward_graphs(self, inputs, masks):
         state = self._state_for(inputs)
         state.load(inputs)
+        if self._one_graph(state.batch):  # embeddings → this allocation's blocks → head, one replay
+            host_masks = masks.cpu()
+            graph, output = state.allocation_graph(host_masks, lambda: self._forward_lean(state.inputs, host_masks))
+            graph.replay()
+            self.counters["graph_replays"] += 1
+            self.counters["one_graph_replays"] += 1
+            return _cloned(output)
         # Embeddings into the static token buffers, launched before the mask is read so they overlap the sync.
         graph, _ = state.graph(("embed",), state.embed_into_buffers)
         graph.replay()
@@ -388,6 +420,13 @@ class FastPath:
         controller = self.controllers[name]
         state = self._state_for(inputs)
         state.load(inputs)
+        if self._one_graph(state.batch) and self.device_allocated() is not None:
+            graph, (mask, output) = state.graph(
+                ("one graph", name, budget), lambda: self.device_allocated()(controller, state.inputs, budget, costs))
+            graph.replay()  # controller → top-L → the chosen blocks → head; no host read in between
+            self.counters["graph_replays"] += 1
+            self.counters["one_graph_replays"] += 1
+            return mask.clone(), _cloned(output)
         graph, mask = state.select_graph(
             name, budget,
             lambda: select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs))
@@ -419,9 +458,14 @@ class FastPath:
         graph, output = state.graph(("head",), state.head_from_buffers)
         graph.replay()
         self.counters["graph_replays"] += replays + 1
-        if isinstance(output, torch.Tensor):
-            return output.clone()
-        return type(output)(**{k: v.clone() for k, v in vars(output).items()})
+        return _cloned(output)
+
+
+def _cloned(output):
+    """A graph's output lives in the shared pool, which the next replay may reuse: copy it out first."""
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    return type(output)(**{k: v.clone() for k, v in vars(output).items()})
 
 
 def _groups_from(masks: torch.Tensor, first_block: int) -> dict[tuple[int, ...], list[int]]:
@@ -447,6 +491,7 @@ class _BatchGraphs:
         self.tokens = {name: torch.empty_like(t) for name, t in embedded.items()}
         self.group_buffers: dict[tuple[str, int], torch.Tensor] = {}
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
+        self.allocation_graphs: OrderedDict[bytes, tuple[torch.cuda.CUDAGraph, object]] = OrderedDict()
 
     def load(self, inputs: dict[str, torch.Tensor]) -> None:
         for name, static in self.inputs.items():
@@ -488,6 +533,18 @@ class _BatchGraphs:
                                  dtype=torch.bool, device=self.fast.device)
             self.graphs[key] = (self._capture(lambda: static.copy_(select()))[0], static)
         return self.graphs[key]
+
+    def allocation_graph(self, host_masks: torch.Tensor, function: Callable[[], object]):
+        """One graph per allocation seen (the most recent MAX_ALLOCATION_GRAPHS kept): a node serving Upper Bound or
+        a fixed allocation replays one graph per frame."""
+        key = host_masks.numpy().tobytes()
+        entry = self.allocation_graphs.get(key)
+        if entry is None:
+            while len(self.allocation_graphs) >= MAX_ALLOCATION_GRAPHS:
+                self.allocation_graphs.popitem(last=False)
+            entry = self.allocation_graphs[key] = self._capture(function)
+        self.allocation_graphs.move_to_end(key)
+        return entry
 
     def graph(self, key: tuple, function: Callable[[], object], restore: torch.Tensor | None = None):
         entry = self.graphs.get(key)

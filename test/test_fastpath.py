@@ -188,3 +188,31 @@ def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
                     assert torch.equal(selected, expected)
                     _close(model(inputs, expected), output, atol=atol)
     assert fast.counters["graph_replays"] > fast.counters["graph_captures"]
+
+
+@cuda
+def test_cuda_one_graph_at_batch_1_equals_eager_and_the_per_block_graphs():
+    """Batch 1 on a GPU: controller → top-L → chosen blocks (slots) → head as one graph, and forward with given masks
+    as one graph per allocation; both equal eager, and equal the per-block graphs (`one_graph_at_batch_1=False`).
+    micro: the depth backbone has more tokens than the others, so the slots pad and mask keys."""
+    config, model, controllers = _setup(readout="grid", fusion_pooling="flatten")
+    model = model.cuda()
+    controllers = {n: c.cuda() for n, c in controllers.items()}
+    fast = FastPath(model, controllers)
+    costs = torch.ones(3, dtype=torch.long)
+    atol = 1e-4
+    inputs = {k: v.cuda() for k, v in preprocess_batch(config, [synthetic_sample(config, 7)]).items()}
+    with torch.inference_mode():
+        for one_graph in (True, False, True):
+            fast.one_graph_at_batch_1 = one_graph
+            for budget in (3, 8, 20, 36):
+                for name, controller in controllers.items():
+                    for _ in range(2):  # capture, then replay
+                        selected, output = fast.select_and_forward(name, inputs, budget, costs)
+                        expected = select_layers(controller(inputs)[0], budget, costs)
+                        assert torch.equal(selected, expected)
+                        _close(model(inputs, expected), output, atol=atol)
+                masks = _random_masks(1, 3, 12, budget, seed=budget).cuda()
+                _close(model(inputs, masks), fast(inputs, masks), atol=atol)
+    assert fast.device_allocated() is not None
+    assert fast.counters["one_graph_replays"] >= 2 * (4 * len(controllers) * 2 + 4)
