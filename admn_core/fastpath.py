@@ -42,7 +42,8 @@ from admn_core.models.fusion import TransformerEncoder
 from admn_core.models.task_model import ADMNModel
 from admn_core.slot_blocks import DeviceAllocatedForward
 
-MAX_ALLOCATION_GRAPHS = 32
+MAX_ALLOCATION_GRAPHS = 32  # one-graph allocations kept per batch-1 state (each holds its own launch plan)
+ALLOCATION_GRAPH_AFTER = 3  # sightings of an allocation before it gets its own graph
 
 
 def _timed(function: Callable[[], object], repeats: int = 5) -> float:
@@ -207,10 +208,16 @@ class FastPath:
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
                             if fuse and FusedStems.supported(self.config, c)}
         self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
-        # Batch 1 on a GPU: the whole inference as one graph (admn_core.slot_blocks: the allocation never leaves the
-        # device; forward with given masks: one graph per allocation). ADMN_FASTPATH_ONE_GRAPH=0, or setting this
-        # to False, keeps batch 1 on the per-block graphs (for A/B timing).
-        self.one_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_ONE_GRAPH", "1") != "0"
+        # Batch 1 on a GPU (measured on an H100, paper preset, bf16; README "Performance"):
+        # - given masks: an allocation seen ALLOCATION_GRAPH_AFTER times (Upper Bound, Naive, a fixed allocation)
+        #   gets one graph for embeddings → its blocks → head: 2.07 vs 2.23 ms at 24 blocks. On by default;
+        #   ADMN_FASTPATH_ALLOCATION_GRAPHS=0 turns it off.
+        # - controller → top-L → blocks → head as one graph through slot blocks (admn_core.slot_blocks: no host read
+        #   of the mask): 1.55 vs 1.46 ms at budget 6 — each slot's parameter gather costs more than the host read
+        #   it saves on that machine, so it is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (a device
+        #   whose host is slow to launch, e.g. an embedded board, may gain; not measured).
+        self.allocation_graphs_at_batch_1 = os.environ.get("ADMN_FASTPATH_ALLOCATION_GRAPHS", "1") != "0"
+        self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
         self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
@@ -398,29 +405,30 @@ class FastPath:
                                       else None)
         return self._device_allocated
 
-    def _one_graph(self, batch: int) -> bool:
-        return batch == 1 and self.one_graph_at_batch_1
-
     def _forward_graphs(self, inputs, masks):
         state = self._state_for(inputs)
         state.load(inputs)
-        if self._one_graph(state.batch):  # embeddings → this allocation's blocks → head, one replay
+        host_masks = None
+        if state.batch == 1 and self.allocation_graphs_at_batch_1:
             host_masks = masks.cpu()
-            graph, output = state.allocation_graph(host_masks, lambda: self._forward_lean(state.inputs, host_masks))
-            graph.replay()
-            self.counters["graph_replays"] += 1
-            self.counters["one_graph_replays"] += 1
-            return _cloned(output)
+            entry = state.allocation_graph(host_masks, lambda: self._forward_lean(state.inputs, host_masks))
+            if entry is not None:  # embeddings → this allocation's blocks → head, one replay
+                graph, output = entry
+                graph.replay()
+                self.counters["graph_replays"] += 1
+                self.counters["one_graph_replays"] += 1
+                return _cloned(output)
         # Embeddings into the static token buffers, launched before the mask is read so they overlap the sync.
         graph, _ = state.graph(("embed",), state.embed_into_buffers)
         graph.replay()
-        return self._blocks_and_head_graphs(state, masks.cpu(), first_block=0, replays=1)
+        host_masks = masks.cpu() if host_masks is None else host_masks
+        return self._blocks_and_head_graphs(state, host_masks, first_block=0, replays=1)
 
     def _select_and_forward_graphs(self, name, inputs, budget, costs):
         controller = self.controllers[name]
         state = self._state_for(inputs)
         state.load(inputs)
-        if self._one_graph(state.batch) and self.device_allocated() is not None:
+        if state.batch == 1 and self.slot_graph_at_batch_1 and self.device_allocated() is not None:
             graph, (mask, output) = state.graph(
                 ("one graph", name, budget), lambda: self.device_allocated()(controller, state.inputs, budget, costs))
             graph.replay()  # controller → top-L → the chosen blocks → head; no host read in between
@@ -492,6 +500,7 @@ class _BatchGraphs:
         self.group_buffers: dict[tuple[str, int], torch.Tensor] = {}
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
         self.allocation_graphs: OrderedDict[bytes, tuple[torch.cuda.CUDAGraph, object]] = OrderedDict()
+        self.allocation_sightings: OrderedDict[bytes, int] = OrderedDict()
 
     def load(self, inputs: dict[str, torch.Tensor]) -> None:
         for name, static in self.inputs.items():
@@ -535,11 +544,19 @@ class _BatchGraphs:
         return self.graphs[key]
 
     def allocation_graph(self, host_masks: torch.Tensor, function: Callable[[], object]):
-        """One graph per allocation seen (the most recent MAX_ALLOCATION_GRAPHS kept): a node serving Upper Bound or
-        a fixed allocation replays one graph per frame."""
+        """(graph, output) for an allocation seen ALLOCATION_GRAPH_AFTER times, else None (per-block graphs serve it).
+        A node serving Upper Bound, Naive or any fixed allocation replays one graph per frame; allocations that
+        change every frame (the universal controller) never pay a capture. The MAX_ALLOCATION_GRAPHS most recently
+        used graphs are kept."""
         key = host_masks.numpy().tobytes()
         entry = self.allocation_graphs.get(key)
         if entry is None:
+            seen = self.allocation_sightings[key] = self.allocation_sightings.get(key, 0) + 1
+            self.allocation_sightings.move_to_end(key)
+            while len(self.allocation_sightings) > 4 * MAX_ALLOCATION_GRAPHS:
+                self.allocation_sightings.popitem(last=False)
+            if seen < ALLOCATION_GRAPH_AFTER:
+                return None
             while len(self.allocation_graphs) >= MAX_ALLOCATION_GRAPHS:
                 self.allocation_graphs.popitem(last=False)
             entry = self.allocation_graphs[key] = self._capture(function)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The prepared GPU benchmark (issue 7), one run on a lent GPU (~2 min on an H200):
+# The prepared GPU benchmark (issue 7), one run on a lent GPU (~2 min on an H100 or H200):
 #   1. the CUDA-only fast-path tests (CUDA graphs equal eager in fp32, controller overlapped or not, mixed batches,
 #      batch 1 as one graph) and the slot tests;
 #   2. paper preset, batch 1: one graph (admn_core.slot_blocks) vs per-block graphs, interleaved in one process
 #      (bf16, then fp32), scripts/one_graph_ab.py;
-#   3. paper preset: eager fp32 vs fast path bf16 (CUDA graphs), budgets 6 8 12 16 24 at batch 1, the controller
+#   3. paper preset, bf16: GPU time of each phase of a budget-6 inference alone, scripts/gpu_phases.py;
+#   4. paper preset: eager fp32 vs fast path bf16 (CUDA graphs), budgets 6 8 12 16 24 at batch 1, the controller
 #      alone, the fixed + per-block fit, and allocation-grouped batching of 16 samples (4 distinct allocations);
-#   4. tiny preset, fast path in fp32 (a numerics check of the graphs: the |fast-eager| column).
+#   5. tiny preset, fast path in fp32 (a numerics check of the graphs: the |fast-eager| column).
 # Usage (repo root): OUT=bench-gpu scripts/gpu_bench.sh   — writes $OUT/bench.txt (everything printed) and two JSONs.
 set -uo pipefail
 OUT=${OUT:-bench-gpu}
@@ -23,6 +24,8 @@ timeout 150 $PY -m pytest -q -p no:cacheprovider test/test_fastpath.py test/test
     | tee -a "$LOG"
 timeout 120 $PY scripts/one_graph_ab.py --preset paper --device cuda --dtype bfloat16 --repeats 40 \
     --json "$OUT/one_graph_bf16.json" 2>&1 | tee -a "$LOG"
+timeout 120 $PY scripts/gpu_phases.py --preset paper --dtype bfloat16 --budget 6 --json "$OUT/phases.json" 2>&1 \
+    | tee -a "$LOG"
 timeout 240 $PY -m admn_core.cli bench --presets paper --device cuda --dtype float32 --fast --fast-dtype bfloat16 \
     --repeats "$REPEATS" --budgets 6 8 12 16 24 --batch 16 --distinct 4 --throughput-repeats 5 \
     --json "$OUT/paper.json" 2>&1 | tee -a "$LOG"

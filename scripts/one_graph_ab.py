@@ -1,4 +1,7 @@
-"""A/B in one process: the fast path at batch 1 as one CUDA graph (admn_core.slot_blocks) vs the per-block graphs.
+"""A/B in one process: the fast path at batch 1 as one CUDA graph vs the per-block graphs.
+
+"one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks) where a controller runs,
+one graph per allocation where it does not (the full budget); "per-block graphs": both off.
 
 Every budget and both variants interleaved round-robin (ratios are only compared within this run). Prints a table and
 writes JSON. For a lent GPU (scripts/gpu_bench.sh); runs on a CPU too, where both variants are the same lean forward.
@@ -43,7 +46,7 @@ def main() -> None:
     outputs = {}
 
     def run(budget: int, one_graph: bool):
-        engine.fast.one_graph_at_batch_1 = one_graph
+        engine.fast.slot_graph_at_batch_1 = engine.fast.allocation_graphs_at_batch_1 = one_graph
         masks, _, output = engine.allocate_and_run(inputs, budget)
         _synchronize(engine.device)
         return masks, output

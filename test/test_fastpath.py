@@ -193,7 +193,7 @@ def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
 @cuda
 def test_cuda_one_graph_at_batch_1_equals_eager_and_the_per_block_graphs():
     """Batch 1 on a GPU: controller → top-L → chosen blocks (slots) → head as one graph, and forward with given masks
-    as one graph per allocation; both equal eager, and equal the per-block graphs (`one_graph_at_batch_1=False`).
+    as one graph per allocation; both equal eager, and equal the per-block graphs (both switches off).
     micro: the depth backbone has more tokens than the others, so the slots pad and mask keys."""
     config, model, controllers = _setup(readout="grid", fusion_pooling="flatten")
     model = model.cuda()
@@ -204,7 +204,7 @@ def test_cuda_one_graph_at_batch_1_equals_eager_and_the_per_block_graphs():
     inputs = {k: v.cuda() for k, v in preprocess_batch(config, [synthetic_sample(config, 7)]).items()}
     with torch.inference_mode():
         for one_graph in (True, False, True):
-            fast.one_graph_at_batch_1 = one_graph
+            fast.slot_graph_at_batch_1 = fast.allocation_graphs_at_batch_1 = one_graph
             for budget in (3, 8, 20, 36):
                 for name, controller in controllers.items():
                     for _ in range(2):  # capture, then replay
@@ -213,6 +213,10 @@ def test_cuda_one_graph_at_batch_1_equals_eager_and_the_per_block_graphs():
                         assert torch.equal(selected, expected)
                         _close(model(inputs, expected), output, atol=atol)
                 masks = _random_masks(1, 3, 12, budget, seed=budget).cuda()
-                _close(model(inputs, masks), fast(inputs, masks), atol=atol)
+                for _ in range(4):  # per-block graphs until the allocation's third sighting, then its own graph
+                    _close(model(inputs, masks), fast(inputs, masks), atol=atol)
     assert fast.device_allocated() is not None
-    assert fast.counters["one_graph_replays"] >= 2 * (4 * len(controllers) * 2 + 4)
+    assert len(fast._graph_state[1].allocation_graphs) == 4
+    # Slot graphs: 2 passes × 4 budgets × 2 controllers × 2 calls; allocation graphs: 2 replays per budget in the
+    # first pass (3rd and 4th call), 4 per budget in the last.
+    assert fast.counters["one_graph_replays"] == 2 * 4 * len(controllers) * 2 + 4 * 2 + 4 * 4
