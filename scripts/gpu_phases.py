@@ -96,6 +96,18 @@ def main() -> None:
             lambda: fast._stem_tokens(controller, inputs), args.repeats)
         results["controller stems, per modality, cudnn.benchmark"] = _graph_time_ms(stems_per_modality, args.repeats)
         torch.backends.cudnn.benchmark = False
+        # torch.compile (inductor, default mode: fused pointwise kernels, cuBLAS matmuls) of the launch-bound phases,
+        # compiled by a warm-up call and then captured like the others. Not used by the fast path (yet): a figure
+        # for deciding whether to. A failure is printed, not raised.
+        compiled = {
+            "controller encoder + layer logits, compiled": encoder_and_logits,
+            "readouts + adapters + fusion + head, compiled": lambda: fast._head(embedded, 1),
+        }
+        for label, function in compiled.items():
+            try:
+                results[label] = _graph_time_ms(torch.compile(function, dynamic=False), args.repeats)
+            except Exception as error:  # an experiment: report and go on
+                print(f"  {label}: failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
         print(f"preset={args.preset} dtype={args.dtype} budget={args.budget} device={torch.cuda.get_device_name()} "
               f"torch={torch.__version__}: GPU ms per phase (graph replay, median of {args.repeats})")
         for label, value in results.items():
