@@ -13,6 +13,9 @@ Eager (`ADMNModel.forward`) stays the reference; this path must match it within 
   The single host synchronisation is the [B, M, depth] mask read (B·M·12 booleans) that decides which block
   graphs to replay; the embeddings overlap it. Eager GPU issues ~20 kernels per block from Python; a replay
   issues one launch. Any dtype the engine was built with (bf16 / fp16 weights) is used as is.
+  Batch 1 with given masks: an allocation seen a few times (Upper Bound, Naive, any fixed one) gets one graph of
+  its own (embeddings → its blocks → head). Opt-in (ADMN_FASTPATH_SLOT_GRAPH=1): controller → top-L → head as one
+  graph with the chosen blocks run through slots (`admn_core.slot_blocks`), slower on an H100 (README).
 * CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
   attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
   controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
