@@ -220,6 +220,10 @@ class FastPath:
         #   it saves on that machine, so it is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (a device
         #   whose host is slow to launch, e.g. an embedded board, may gain; not measured).
         self.allocation_graphs_at_batch_1 = os.environ.get("ADMN_FASTPATH_ALLOCATION_GRAPHS", "1") != "0"
+        # The controller (a chain of small kernels, 0.34 ms on an H100 for the paper preset) on a second stream
+        # beside the patch embeddings and every block 0, which need only the inputs too: one graph, two branches.
+        # ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
+        self.concurrent_controller = os.environ.get("ADMN_FASTPATH_CONCURRENT_CONTROLLER", "1") != "0"
         self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
         self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
@@ -304,8 +308,9 @@ class FastPath:
 
         On a GPU, block 0 of every modality — on for every row whatever the controller picks (`select_layers`) — is
         queued with the patch embeddings before the one mask read, so the host waits once, for work that had to run
-        anyway. (A CPU runs them in turn: the controller on a second thread gained ≤ 6 % at the tiny preset's batch
-        1 on 2 cores — its ops are too small to leave the GIL for long — so it was not kept.)"""
+        anyway; the controller runs beside them on a second stream (`concurrent_controller`). (A CPU runs them in
+        turn: the controller on a second thread gained ≤ 6 % at the tiny preset's batch 1 on 2 cores — its ops are
+        too small to leave the GIL for long — so it was not kept.)"""
         self._check_inputs(inputs)
         if self.graphs and bool((costs == 1).all()):
             return self._select_and_forward_graphs(name, inputs, budget, costs)
@@ -439,15 +444,22 @@ class FastPath:
             self.counters["graph_replays"] += 1
             self.counters["one_graph_replays"] += 1
             return mask.clone(), _cloned(output)
-        graph, mask = state.select_graph(
-            name, budget,
-            lambda: select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs))
-        graph.replay()
-        graph, _ = state.graph(("embed",), state.embed_into_buffers)
-        graph.replay()
-        replays = 2
-        for spec in self.config.modalities:  # block 0 is on for every row: queue it before the mask read
-            replays += state.run_blocks(spec.name, state.tokens[spec.name], [0])
+        def select():
+            return select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs)
+
+        if self.concurrent_controller:  # controller ∥ (embeddings → block 0s), one graph with two branches
+            graph, mask = state.select_beside_embed_graph(name, budget, select)
+            graph.replay()
+            replays = 1
+            self.counters["block_runs"] += len(self.config.modalities)
+        else:
+            graph, mask = state.select_graph(name, budget, select)
+            graph.replay()
+            graph, _ = state.graph(("embed",), state.embed_into_buffers)
+            graph.replay()
+            replays = 2
+            for spec in self.config.modalities:  # block 0 is on for every row: queue it before the mask read
+                replays += state.run_blocks(spec.name, state.tokens[spec.name], [0])
         host_masks = mask.cpu()  # the one host synchronisation
         return mask.clone(), self._blocks_and_head_graphs(state, host_masks, first_block=1, replays=replays)
 
@@ -566,6 +578,31 @@ class _BatchGraphs:
             entry = self.allocation_graphs[key] = self._capture(function)
         self.allocation_graphs.move_to_end(key)
         return entry
+
+    def select_beside_embed_graph(self, name: str, budget: int, select: Callable[[], torch.Tensor]):
+        """(graph, static mask [B, M, depth]): the selection on a side stream, the patch embeddings into the token
+        buffers and every modality's block 0 (on for every row) on the capturing stream; both branches join before
+        the graph ends. The mask lives outside the graphs' pool (see `select_graph`)."""
+        key = ("select beside embed", name, budget)
+        if key not in self.graphs:
+            fast = self.fast
+            static = torch.empty(self.batch, len(fast.config.modalities), fast.config.blocks_per_backbone,
+                                 dtype=torch.bool, device=fast.device)
+            side = torch.cuda.Stream(fast.device)
+
+            def function():
+                main = torch.cuda.current_stream(fast.device)
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    static.copy_(select())
+                self.embed_into_buffers()  # rewrites the buffers, so the warm-up run leaves nothing behind
+                for spec in fast.config.modalities:
+                    buffer = self.tokens[spec.name]
+                    buffer.copy_(fast.blocks[spec.name][0](buffer))
+                main.wait_stream(side)
+
+            self.graphs[key] = (self._capture(function)[0], static)
+        return self.graphs[key]
 
     def graph(self, key: tuple, function: Callable[[], object], restore: torch.Tensor | None = None):
         entry = self.graphs.get(key)

@@ -1,10 +1,12 @@
-"""A/B in one process: the fast path at batch 1 as one CUDA graph vs the per-block graphs.
+"""A/B in one process: the GPU fast path's batch-1 variants (FastPath switches), interleaved round-robin.
 
-"one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks) where a controller runs,
-one graph per allocation where it does not (the full budget); "per-block graphs": both off.
+"per-block graphs": controller graph, embeddings graph, block graphs, head graph, every switch off;
+"concurrent controller": the default — the controller on a second stream beside the embeddings and block 0s in one
+graph, one graph per allocation for given masks (the full budget);
+"one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks), allocation graphs on.
 
-Every budget and both variants interleaved round-robin (ratios are only compared within this run). Prints a table and
-writes JSON. For a lent GPU (scripts/gpu_bench.sh); runs on a CPU too, where both variants are the same lean forward.
+Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh); runs
+on a CPU too, where every variant is the same lean forward.
 Usage: python scripts/one_graph_ab.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
 """
 
@@ -42,11 +44,20 @@ def main() -> None:
     engine = InferenceEngine(random_bundle(config, [b for b in args.budgets if b < full], 0), args.device,
                              getattr(torch, args.dtype), fast=True)
     inputs = engine.preprocess([synthetic_sample(config, 0)])
-    variants = {"one graph": True, "per-block graphs": False}
+    # FastPath switches per variant (all read at call time).
+    variants = {
+        "per-block graphs": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=False,
+                                 concurrent_controller=False),
+        "concurrent controller": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=True,
+                                      concurrent_controller=True),
+        "one graph": dict(slot_graph_at_batch_1=True, allocation_graphs_at_batch_1=True,
+                          concurrent_controller=False),
+    }
     outputs = {}
 
-    def run(budget: int, one_graph: bool):
-        engine.fast.slot_graph_at_batch_1 = engine.fast.allocation_graphs_at_batch_1 = one_graph
+    def run(budget: int, switches: dict):
+        for switch, value in switches.items():
+            setattr(engine.fast, switch, value)
         masks, _, output = engine.allocate_and_run(inputs, budget)
         _synchronize(engine.device)
         return masks, output
@@ -55,61 +66,38 @@ def main() -> None:
     with torch.inference_mode():
         for _ in range(3):  # capture, warm up
             for budget in args.budgets:
-                for label, flag in variants.items():
-                    outputs[(label, budget)] = run(budget, flag)
+                for label, switches in variants.items():
+                    outputs[(label, budget)] = run(budget, switches)
         for _ in range(args.repeats):
             for budget in args.budgets:
-                for label, flag in variants.items():
+                for label, switches in variants.items():
                     started = time.perf_counter()
-                    run(budget, flag)
+                    run(budget, switches)
                     samples[(label, budget)].append(1e3 * (time.perf_counter() - started))
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else "cpu"
     print(f"preset={args.preset} device={device_name} dtype={args.dtype} batch=1 repeats={args.repeats} "
-          f"torch={torch.__version__}")
-    print(f"{'budget':>6} {'blocks':>16} " + " ".join(f"{v + ' p50 ms':>22} {'/24':>5}" for v in variants)
-          + f" {'speedup':>8} {'fps (one graph)':>16} {'|A-B|':>8}")
+          f"torch={torch.__version__}; p50 ms, ratio to budget {max(args.budgets)}, fps, max |output − per-block|")
+    reference_label = "per-block graphs"
+    full = {v: statistics.median(samples[(v, max(args.budgets))]) for v in variants}
     rows = []
-    reference = {v: statistics.median(samples[(v, max(args.budgets))]) for v in variants}
     for budget in args.budgets:
-        p50 = {v: statistics.median(samples[(v, budget)]) for v in variants}
-        masks = outputs[("one graph", budget)][0][0].cpu()
-        blocks = dict(zip(config.modality_names, masks.sum(-1).tolist(), strict=True))
-        mean_a = outputs[("one graph", budget)][1]
-        mean_b = outputs[("per-block graphs", budget)][1]
-        a, b = (getattr(mean_a, "mean", mean_a), getattr(mean_b, "mean", mean_b))
-        difference = float((a.float() - b.float()).abs().max())
-        same_masks = torch.equal(outputs[("one graph", budget)][0], outputs[("per-block graphs", budget)][0])
-        row = {"budget": budget, "blocks": blocks, "same_masks": same_masks, "max_abs_difference": difference,
-               **{f"{v} p50 ms": p50[v] for v in variants},
-               **{f"{v} ratio to {max(args.budgets)}": p50[v] / reference[v] for v in variants}}
+        masks = outputs[(reference_label, budget)][0]
+        blocks = dict(zip(config.modality_names, masks[0].sum(-1).tolist(), strict=True))
+        row = {"budget": budget, "blocks": blocks}
+        cells = []
+        for label in variants:
+            p50 = statistics.median(samples[(label, budget)])
+            reference_output, output = outputs[(reference_label, budget)][1], outputs[(label, budget)][1]
+            difference = float((getattr(output, "mean", output).float()
+                                - getattr(reference_output, "mean", reference_output).float()).abs().max())
+            same_masks = torch.equal(outputs[(label, budget)][0], masks)
+            row[label] = {"p50_ms": p50, "ratio_to_full": p50 / full[label], "fps": 1e3 / p50,
+                          "max_abs_difference": difference, "same_masks": same_masks}
+            cells.append(f"{label}: {p50:6.3f} {p50 / full[label]:4.2f} {1e3 / p50:5.0f} fps {difference:.0e}"
+                         + ("" if same_masks else " (masks differ!)"))
         rows.append(row)
         blocks_text = " ".join(f"{k}={n}" for k, n in blocks.items())
-        print(f"{budget:>6} {blocks_text:>16} "
-              + " ".join(f"{p50[v]:>22.3f} {p50[v] / reference[v]:>5.2f}" for v in variants)
-              + f" {p50['per-block graphs'] / p50['one graph']:>8.2f} {1e3 / p50['one graph']:>16.0f}"
-              + f" {difference:>8.1e}" + ("" if same_masks else "  (masks differ!)"))
-    # Where the one-graph latency goes at each budget with a controller: the graph's replay alone (GPU time of the
-    # whole inference, plus one launch) vs the engine call around it (host work: checks, dispatch, output copies).
-    if engine.device.type == "cuda":
-        state = engine.fast._graph_state.get(1)
-        for budget in args.budgets:
-            name = engine.controller_for(budget) if budget < engine.max_budget else None
-            entry = state.graphs.get(("one graph", name, engine.controller_infos[name].budget)) if name else None
-            if entry is None:
-                continue
-            graph = entry[0]
-            replays = []
-            with torch.inference_mode():
-                for _ in range(args.repeats):
-                    started = time.perf_counter()
-                    graph.replay()
-                    torch.cuda.synchronize(engine.device)
-                    replays.append(1e3 * (time.perf_counter() - started))
-            replay = statistics.median(replays)
-            total = statistics.median(samples[("one graph", budget)])
-            print(f"budget {budget}: one-graph replay alone {replay:.3f} ms of {total:.3f} ms "
-                  f"(host {total - replay:.3f})")
-            rows[args.budgets.index(budget)]["one graph replay alone ms"] = replay
+        print(f"{budget:>4} {blocks_text:>16} | " + " | ".join(cells))
     print("counters:", engine.fast.counters)
     if args.json:
         with open(args.json, "w") as handle:

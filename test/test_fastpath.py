@@ -175,7 +175,8 @@ def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
     assert fast.graphs
     costs = torch.ones(3, dtype=torch.long)  # host costs, as the engine's (read while capturing)
     atol = 1e-4
-    for batch in (1, 4):
+    for batch, concurrent in ((1, True), (4, True), (1, False), (4, False)):
+        fast.concurrent_controller = concurrent  # controller on a second stream beside embeddings + block 0s, or not
         inputs = {k: v.cuda() for k, v in
                   preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(batch)]).items()}
         masks = _random_masks(batch, 3, 12, 9, seed=batch).cuda()
