@@ -2,13 +2,13 @@
 # The prepared GPU benchmark (issue 7), one run on a lent GPU (~2 min on an H100 or H200):
 #   1. the CUDA-only fast-path tests (CUDA graphs equal eager in fp32, controller overlapped or not, mixed batches,
 #      batch 1 as one graph) and the slot tests;
-#   2. paper preset, batch 1: one graph (admn_core.slot_blocks) vs per-block graphs, interleaved in one process
-#      (bf16, then fp32), scripts/one_graph_ab.py;
+#   2. paper preset, batch 1: the fast path's variants (per-block graphs, concurrent controller, one slot graph)
+#      interleaved in one process, bf16 (and fp32 at the end), scripts/fastpath_variants.py;
 #   3. paper preset, bf16: GPU time of each phase of a budget-6 inference alone, scripts/gpu_phases.py;
 #   4. paper preset: eager fp32 vs fast path bf16 (CUDA graphs), budgets 6 8 12 16 24 at batch 1, the controller
 #      alone, the fixed + per-block fit, and allocation-grouped batching of 16 samples (4 distinct allocations);
 #   5. tiny preset, fast path in fp32 (a numerics check of the graphs: the |fast-eager| column).
-# Usage (repo root): OUT=bench-gpu scripts/gpu_bench.sh   — writes $OUT/bench.txt (everything printed) and two JSONs.
+# Usage (repo root): OUT=bench-gpu scripts/gpu_bench.sh   — writes $OUT/bench.txt (everything printed) and JSONs.
 set -uo pipefail
 OUT=${OUT:-bench-gpu}
 PY=${PYTHON:-python3}
@@ -22,8 +22,8 @@ $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__ver
     2>&1 | tee -a "$LOG"
 timeout 150 $PY -m pytest -q -p no:cacheprovider test/test_fastpath.py test/test_slot_blocks.py 2>&1 | tail -15 \
     | tee -a "$LOG"
-timeout 120 $PY scripts/one_graph_ab.py --preset paper --device cuda --dtype bfloat16 --repeats 40 \
-    --json "$OUT/one_graph_bf16.json" 2>&1 | tee -a "$LOG"
+timeout 120 $PY scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 \
+    --json "$OUT/variants_bf16.json" 2>&1 | tee -a "$LOG"
 timeout 120 $PY scripts/gpu_phases.py --preset paper --dtype bfloat16 --budget 6 --json "$OUT/phases.json" 2>&1 \
     | tee -a "$LOG"
 timeout 240 $PY -m admn_core.cli bench --presets paper --device cuda --dtype float32 --fast --fast-dtype bfloat16 \
@@ -31,6 +31,6 @@ timeout 240 $PY -m admn_core.cli bench --presets paper --device cuda --dtype flo
     --json "$OUT/paper.json" 2>&1 | tee -a "$LOG"
 timeout 120 $PY -m admn_core.cli bench --presets tiny --device cuda --dtype float32 --fast --budgets 6 8 12 16 24 \
     --repeats 30 --batch 16 --json "$OUT/tiny.json" 2>&1 | tee -a "$LOG"
-timeout 90 $PY scripts/one_graph_ab.py --preset paper --device cuda --dtype float32 --repeats 20 \
-    --json "$OUT/one_graph_fp32.json" 2>&1 | tee -a "$LOG"
+timeout 90 $PY scripts/fastpath_variants.py --preset paper --device cuda --dtype float32 --repeats 20 \
+    --json "$OUT/variants_fp32.json" 2>&1 | tee -a "$LOG"
 exit 0

@@ -7,7 +7,7 @@ graph, one graph per allocation for given masks (the full budget);
 
 Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh); runs
 on a CPU too, where every variant is the same lean forward.
-Usage: python scripts/one_graph_ab.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
+Usage: python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
 """
 
 from __future__ import annotations
