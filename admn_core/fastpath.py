@@ -211,18 +211,18 @@ class FastPath:
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
                             if fuse and FusedStems.supported(self.config, c)}
         self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
-        # Batch 1 on a GPU (measured on an H100, paper preset, bf16; README "Performance"):
+        # Batch 1 on a GPU (measured on an H100 and an H200, paper preset, bf16; README "FLOPs and latency"):
         # - given masks: an allocation seen ALLOCATION_GRAPH_AFTER times (Upper Bound, Naive, a fixed allocation)
-        #   gets one graph for embeddings → its blocks → head: 2.07 vs 2.23 ms at 24 blocks. On by default;
+        #   gets one graph for embeddings → its blocks → head: 1.84 vs 2.02 ms at 24 blocks (H100). On by default;
         #   ADMN_FASTPATH_ALLOCATION_GRAPHS=0 turns it off.
         # - controller → top-L → blocks → head as one graph through slot blocks (admn_core.slot_blocks: no host read
-        #   of the mask): 1.55 vs 1.46 ms at budget 6 — each slot's parameter gather costs more than the host read
-        #   it saves on that machine, so it is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (a device
+        #   of the mask): 1.29 vs 1.19 ms at budget 6 (H100) — each slot's parameter gather costs more than the
+        #   host read it saves there, so it is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (a device
         #   whose host is slow to launch, e.g. an embedded board, may gain; not measured).
         self.allocation_graphs_at_batch_1 = os.environ.get("ADMN_FASTPATH_ALLOCATION_GRAPHS", "1") != "0"
         # The controller (a chain of small kernels, 0.34 ms on an H100 for the paper preset) on a second stream
-        # beside the patch embeddings and every block 0, which need only the inputs too: one graph, two branches.
-        # ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
+        # beside the patch embeddings and every block 0, which need only the inputs too: one graph, two branches
+        # (H200: 1.16 vs 1.30 ms at budget 6). ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
         self.concurrent_controller = os.environ.get("ADMN_FASTPATH_CONCURRENT_CONTROLLER", "1") != "0"
         self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
         self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
@@ -444,6 +444,7 @@ class FastPath:
             self.counters["graph_replays"] += 1
             self.counters["one_graph_replays"] += 1
             return mask.clone(), _cloned(output)
+
         def select():
             return select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs)
 
