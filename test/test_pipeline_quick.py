@@ -25,6 +25,17 @@ def test_quick_settings_and_strict_keys():
     assert 0 < tiny.scratch.clean_warmup_epochs < tiny.scratch.epochs
 
 
+def test_controller_gumbel_scale_setting_reaches_the_training_configs(tmp_path):
+    from admn_core.train.pipeline import Pipeline, settings_from_dict
+
+    default = Pipeline(settings_from_dict({"preset": "tiny_rgbd"}), tmp_path / "a", log=lambda *_: None)
+    assert default._controller_config("corruption_supervised").gumbel_scale is None  # the preset's (0.1)
+    paper = Pipeline(settings_from_dict({"preset": "tiny_rgbd", "controller": {"gumbel_scale": 1.0}}),
+                     tmp_path / "b", log=lambda *_: None)
+    assert paper._controller_config("corruption_supervised").gumbel_scale == 1.0
+    assert paper._controller_config("corruption_supervised", universal=True).gumbel_scale == 1.0
+
+
 @pytest.mark.slow
 def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     from admn_core.data.world import World, WorldConfig

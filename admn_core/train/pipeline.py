@@ -106,6 +106,7 @@ class ControllerSettings:
     universal_epochs: int = 4
     autoencoder_epochs: int = 5  # [ours, reduced] official 100
     ablation_budgets: tuple[int, ...] = (6, 8)  # ADMN_AE and plain ST trained at these budgets only
+    gumbel_scale: float | None = None  # Gumbel noise scale in training; None = the preset's (official code 0.1)
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ class Pipeline:
         common = dict(variant=variant, epochs=c.universal_epochs if universal else c.epochs, lr=c.lr,
                       batch_size=c.batch_size, warmup_epochs=c.warmup_epochs, seed=self.settings.seed,
                       device=self.settings.device, progress=self.settings.progress,
-                      num_workers=self.settings.num_workers)
+                      num_workers=self.settings.num_workers, gumbel_scale=c.gumbel_scale)
         return UniversalTrainConfig(**common) if universal else ControllerTrainConfig(**common)
 
     def controller_subset(self, train):
