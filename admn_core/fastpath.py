@@ -555,10 +555,15 @@ class _BatchGraphs:
         after the first)."""
         key = ("select", name, budget)
         if key not in self.graphs:
-            static = torch.empty(self.batch, len(self.fast.config.modalities), self.fast.config.blocks_per_backbone,
-                                 dtype=torch.bool, device=self.fast.device)
+            static = self._mask_buffer()
             self.graphs[key] = (self._capture(lambda: static.copy_(select()))[0], static)
         return self.graphs[key]
+
+    def _mask_buffer(self) -> torch.Tensor:
+        """A bool mask [B, M, depth] allocated outside the graphs' pool (see `select_graph`)."""
+        config = self.fast.config
+        return torch.empty(self.batch, len(config.modalities), config.blocks_per_backbone, dtype=torch.bool,
+                           device=self.fast.device)
 
     def allocation_graph(self, host_masks: torch.Tensor, function: Callable[[], object]):
         """(graph, output) for an allocation seen ALLOCATION_GRAPH_AFTER times, else None (per-block graphs serve it).
@@ -587,8 +592,7 @@ class _BatchGraphs:
         key = ("select beside embed", name, budget)
         if key not in self.graphs:
             fast = self.fast
-            static = torch.empty(self.batch, len(fast.config.modalities), fast.config.blocks_per_backbone,
-                                 dtype=torch.bool, device=fast.device)
+            static = self._mask_buffer()
             side = torch.cuda.Stream(fast.device)
 
             def function():

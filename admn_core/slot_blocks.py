@@ -21,17 +21,17 @@ attention); they must agree in width, heads, MLP width, LayerNorm eps, view coun
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from admn_core.allocation import select_layers
 
-# Every parameter of a timm ViT block that `_lean_block_forward` reads, in its argument order.
-_PARAMETERS = ("norm1_weight", "norm1_bias", "qkv_weight", "qkv_bias", "proj_weight", "proj_bias",
-               "norm2_weight", "norm2_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 _ALIGN = 64  # elements: each parameter's view in a flat row starts 16-byte (and wider) aligned
 
 
 def _block_tensors(lean) -> list[torch.Tensor]:
+    """A timm ViT block's parameters in `_lean_block_forward`'s argument order."""
     block = lean.block
     attention, mlp = block.attn, block.mlp
     qkv_bias = attention.qkv.bias
@@ -80,7 +80,7 @@ class SlotBlocks:
                     for (start, _), tensor in zip(self.layout, _block_tensors(block), strict=True):
                         row[start:start + tensor.numel()].copy_(tensor.reshape(-1))
         self.slot = self.table.new_empty(1, offset)  # [1, P], static: the graphs read the slot's views
-        self.views = [self.slot[0, start:start + _numel(shape)].view(shape) for start, shape in self.layout]
+        self.views = [self.slot[0, start:start + math.prod(shape)].view(shape) for start, shape in self.layout]
 
     def load(self, row: torch.Tensor) -> None:
         """row: int64 [1] on the device, = modality · depth + block."""
@@ -95,16 +95,9 @@ class SlotBlocks:
                                    w[8], w[9], w[10], w[11], self.heads, self.head_dim, False, key_mask)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
 class DeviceAllocatedForward:
     """`__call__(controller, inputs, budget, costs)` at batch 1 → (bool mask [1, M, depth], head output), equal to
-    `select_layers(controller(inputs)) ` then `model(inputs, mask)`, issuing no host synchronisation.
+    `select_layers(controller(inputs))` then `model(inputs, mask)`, issuing no host synchronisation.
 
     Runs anywhere (the CPU tests compare it with the eager model); `FastPath` captures it in one CUDA graph."""
 

@@ -19,15 +19,10 @@ import time
 
 import torch
 
-from admn_core.bench import random_bundle
+from admn_core.bench import _synchronize, random_bundle
 from admn_core.preprocess import synthetic_sample
 from admn_core.presets import preset_config
 from admn_core.runtime import InferenceEngine
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
