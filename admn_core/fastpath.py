@@ -19,6 +19,10 @@ Eager (`ADMNModel.forward`) stays the reference; this path must match it within 
 * CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
   attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
   controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
+  With onnxruntime installed (float32), the stages that run whatever the budget — controller + patch embeddings +
+  every block 0 as one "front" stage, and readouts → fusion → head — run as ONNX Runtime sessions where they are
+  faster than PyTorch on this machine (`admn_core.onnx_cpu`; timed once per stage and batch size; `onnx="off"` or
+  ADMN_FASTPATH_ONNX=0 keeps PyTorch).
 * Both: the controller's per-modality conv stems, and every backbone's readout + fusion adapter, run as one call
   for all modalities where their shapes agree (`admn_core.fused`; off with ADMN_FASTPATH_FUSED=0).
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -43,10 +48,12 @@ from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
 from admn_core.models.controller import QoIController
 from admn_core.models.fusion import TransformerEncoder
 from admn_core.models.task_model import ADMNModel
+from admn_core.onnx_cpu import OnnxStage, onnx_runtime_available
 from admn_core.slot_blocks import DeviceAllocatedForward
 
 MAX_ALLOCATION_GRAPHS = 32  # one-graph allocations kept per batch-1 state (each holds its own launch plan)
 ALLOCATION_GRAPH_AFTER = 3  # sightings of an allocation before it gets its own graph
+ONNX_POLICIES = ("off", "timed", "always")
 
 
 def _timed(function: Callable[[], object], repeats: int = 5) -> float:
@@ -189,7 +196,7 @@ class FastPath:
     """
 
     def __init__(self, model: ADMNModel, controllers: dict[str, QoIController] | None = None,
-                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True):
+                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True, onnx: str | None = None):
         self.model = model
         self.controllers = dict(controllers or {})
         self.config = model.config
@@ -226,9 +233,22 @@ class FastPath:
         self.concurrent_controller = os.environ.get("ADMN_FASTPATH_CONCURRENT_CONTROLLER", "1") != "0"
         self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
         self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
+        # CPU, float32: the fixed stages (controller, embeddings, head) as ONNX Runtime sessions (admn_core.onnx_cpu).
+        # onnx: "timed" (default) keeps a session where it is faster on this machine (timed once per stage and batch
+        # size), "always" keeps every session that exports, "off" runs PyTorch throughout (also without
+        # onnxruntime). None → ADMN_FASTPATH_ONNX: 0 = off, always = always, anything else = timed.
+        if onnx is None:
+            onnx = {"0": "off", "always": "always"}.get(os.environ.get("ADMN_FASTPATH_ONNX", ""), "timed")
+        if onnx not in ONNX_POLICIES:
+            raise ValueError(f"onnx must be one of {ONNX_POLICIES}, got {onnx!r}")
+        self.onnx_policy = onnx
+        self.onnx_stages = (onnx != "off" and self.device.type == "cpu" and not self.graphs
+                            and onnx_runtime_available() and next(model.parameters()).dtype == torch.float32)
+        self._onnx: OrderedDict[tuple, OnnxStage | None] = OrderedDict()  # None: PyTorch was faster (or failed)
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
-        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "one_graph_replays": 0}
+        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "one_graph_replays": 0,
+                         "onnx_runs": 0}
         if tune and self.device.type == "cpu":
             self._tune_cpu()
 
@@ -276,6 +296,12 @@ class FastPath:
 
     def controller_logits(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Layer logits [B, M, depth] (the controller's forward without its corruption head)."""
+        names = self.config.modality_names
+        return self._staged(("controller", id(controller)),
+                            lambda *frames: self._controller_logits(controller, dict(zip(names, frames))),
+                            [inputs[name] for name in names])
+
+    def _controller_logits(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.controller_without_mkldnn:
             with _MkldnnOff():
                 tokens = self._stem_tokens(controller, inputs)
@@ -314,8 +340,28 @@ class FastPath:
         self._check_inputs(inputs)
         if self.graphs and bool((costs == 1).all()):
             return self._select_and_forward_graphs(name, inputs, budget, costs)
-        masks = self.select(name, inputs, budget, costs)
-        return masks, self.forward(inputs, masks)
+        if self.graphs:
+            masks = self.select(name, inputs, budget, costs)
+            return masks, self.forward(inputs, masks)
+        return self._select_and_forward_lean(name, inputs, budget, costs)
+
+    def _select_and_forward_lean(self, name: str, inputs: dict[str, torch.Tensor], budget: int, costs: torch.Tensor):
+        """CPU: everything that needs only the inputs — controller logits, patch embeddings and block 0 of every
+        modality (on for every row, `select_layers`) — as one front stage (one ONNX Runtime call where that is
+        faster), then top-L on the host, then the chosen blocks from 1 on and the head."""
+        controller = self.controllers[name]
+        names = self.config.modality_names
+
+        def front(*frames):
+            tensors = dict(zip(names, frames))
+            embedded = self._embed_torch(tensors)
+            return (self._controller_logits(controller, tensors),
+                    *(self.blocks[modality][0](embedded[modality]) for modality in names))
+
+        logits, *after_first = self._staged(("front", id(controller)), front, [inputs[n] for n in names])
+        self.counters["block_runs"] += len(names)
+        masks = select_layers(logits.float(), budget, costs)
+        return masks, self._forward_lean(inputs, masks, dict(zip(names, after_first)), first_block=1)
 
     # ----------------------------------------------------------------------------------------------------------
     # Masked model forward.
@@ -344,6 +390,15 @@ class FastPath:
     __call__ = forward
 
     def _embed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        names = self.config.modality_names
+
+        def embed(*frames):
+            embedded = self._embed_torch(dict(zip(names, frames)))
+            return tuple(embedded[name] for name in names)
+
+        return dict(zip(names, self._staged(("embed",), embed, [inputs[name] for name in names])))
+
+    def _embed_torch(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         embedded = {}
         for spec in self.config.modalities:
             backbone = self.model.backbones[spec.name]
@@ -356,6 +411,11 @@ class FastPath:
     def _head(self, final_tokens: dict[str, torch.Tensor], batch: int):
         """Backbones' final tokens {modality: [B·V, 1 + P, D]} → readouts (`LayerDropViT.readout`) → adapters →
         fusion → pooling → head."""
+        names = self.config.modality_names
+        return self._staged(("head",), lambda *tokens: self._head_torch(dict(zip(names, tokens)), batch),
+                            [final_tokens[name] for name in names])
+
+    def _head_torch(self, final_tokens: dict[str, torch.Tensor], batch: int):
         if self.fused_readout is not None:
             tokens = self.fused_readout(final_tokens, batch)
         else:
@@ -364,6 +424,33 @@ class FastPath:
         fused = _lean_encoder(self.model.fusion, tokens, self.fusion_manual_attention)
         return self.model.head(self.model.pooling(fused))
 
+    def _staged(self, key: tuple, function: Callable, tensors: list[torch.Tensor]):
+        """function(*tensors), through an ONNX Runtime session where one was faster for these shapes (CPU only)."""
+        if not self.onnx_stages:
+            return function(*tensors)
+        key = (*key, *(tuple(t.shape) for t in tensors))
+        if key not in self._onnx:
+            self._onnx[key] = self._new_onnx_stage(function, tensors, [self.model, *self.controllers.values()],
+                                                   timed=self.onnx_policy == "timed")
+            while len(self._onnx) > 4 * self.max_batch_sizes * (2 + len(self.controllers)):
+                self._onnx.popitem(last=False)
+        stage = self._onnx[key]
+        if stage is None:
+            return function(*tensors)
+        self._onnx.move_to_end(key)
+        self.counters["onnx_runs"] += 1
+        return stage(*tensors)
+
+    @staticmethod
+    def _new_onnx_stage(function: Callable, tensors: list[torch.Tensor], modules, timed: bool) -> OnnxStage | None:
+        try:
+            stage = OnnxStage(function, tensors, modules)
+        except Exception as error:  # an op the exporter or ORT lacks: PyTorch runs this stage, nothing is lost
+            warnings.warn(f"ONNX export of a fast-path stage failed ({type(error).__name__}: {error}); "
+                          "running it in PyTorch", RuntimeWarning, stacklevel=3)
+            return None
+        return stage if not timed or stage.faster_than(function, tensors) else None
+
     def _run_blocks(self, name: str, tokens: torch.Tensor, indices) -> torch.Tensor:
         blocks = self.blocks[name]
         for index in indices:
@@ -371,14 +458,17 @@ class FastPath:
         self.counters["block_runs"] += len(indices)
         return tokens
 
-    def _forward_lean(self, inputs, masks):
+    def _forward_lean(self, inputs, masks, embedded: dict[str, torch.Tensor] | None = None, first_block: int = 0):
+        """embedded: tokens {modality: [B·V, 1 + P, D]} that already went through blocks < first_block (which must
+        be on in every row); None → the patch embeddings of `inputs`."""
         batch = masks.shape[0]
-        embedded = self._embed(inputs)
+        if embedded is None:
+            embedded = self._embed(inputs)
         final_tokens = {}
         for index, spec in enumerate(self.config.modalities):
             tokens = embedded[spec.name]  # [B·V, 1 + P, D]
             views = len(spec.views)
-            groups = group_rows_by_mask(masks[:, index])
+            groups = _groups_from(masks[:, index], first_block)
             if len(groups) == 1:
                 (active, _), = groups.items()
                 final_tokens[spec.name] = self._run_blocks(spec.name, tokens, active)

@@ -4,10 +4,12 @@
 "concurrent controller": the default — the controller on a second stream beside the embeddings and block 0s in one
 graph, one graph per allocation for given masks (the full budget);
 "one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks), allocation graphs on.
+On a CPU (float32) the variants are the lean forward with every stage in PyTorch and with the fixed stages
+(controller, embeddings, head) on ONNX Runtime where timing kept them (admn_core.onnx_cpu).
 
-Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh); runs
-on a CPU too, where every variant is the same lean forward.
-Usage: python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
+Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh):
+  python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
+CPU: python scripts/fastpath_variants.py --preset tiny --device cpu --dtype float32 --threads 2
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--budgets", type=int, nargs="+", default=[6, 8, 12, 16, 24])
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = preset_config(args.preset)
     full = 12 * len(config.modalities)
     engine = InferenceEngine(random_bundle(config, [b for b in args.budgets if b < full], 0), args.device,
                              getattr(torch, args.dtype), fast=True)
     inputs = engine.preprocess([synthetic_sample(config, 0)])
     # FastPath switches per variant (all read at call time).
-    variants = {
+    cpu_variants = {"pytorch stages": dict(onnx_stages=False), "onnx stages": dict(onnx_stages=True)}
+    gpu_variants = {
         "per-block graphs": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=False,
                                  concurrent_controller=False),
         "concurrent controller": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=True,
@@ -48,6 +54,10 @@ def main() -> None:
         "one graph": dict(slot_graph_at_batch_1=True, allocation_graphs_at_batch_1=True,
                           concurrent_controller=False),
     }
+    variants = gpu_variants if engine.device.type == "cuda" else cpu_variants
+    if engine.device.type == "cpu" and not engine.fast.onnx_stages:
+        raise SystemExit("the CPU comparison needs onnxruntime and ADMN_FASTPATH_ONNX unset (or not 0)")
+    reference_label = next(iter(variants))
     outputs = {}
 
     def run(budget: int, switches: dict):
@@ -72,7 +82,6 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else "cpu"
     print(f"preset={args.preset} device={device_name} dtype={args.dtype} batch=1 repeats={args.repeats} "
           f"torch={torch.__version__}; p50 ms, ratio to budget {max(args.budgets)}, fps, max |output − per-block|")
-    reference_label = "per-block graphs"
     full = {v: statistics.median(samples[(v, max(args.budgets))]) for v in variants}
     rows = []
     for budget in args.budgets:
@@ -94,6 +103,9 @@ def main() -> None:
         blocks_text = " ".join(f"{k}={n}" for k, n in blocks.items())
         print(f"{budget:>4} {blocks_text:>16} | " + " | ".join(cells))
     print("counters:", engine.fast.counters)
+    if engine.device.type == "cpu":
+        kept = sorted({key[0] for key, stage in engine.fast._onnx.items() if stage is not None})
+        print("ONNX stages kept by timing:", kept or "none")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"preset": args.preset, "device": device_name, "dtype": args.dtype, "repeats": args.repeats,

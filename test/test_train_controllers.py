@@ -170,3 +170,58 @@ def test_controller_resume_repeats_the_uninterrupted_run(stage1_model, tmp_path)
     for key in ("loss", "task_loss", "corruption_loss", "lr"):
         assert resumed_history[2][key] == pytest.approx(full_history[2][key], rel=1e-6), key
     torch.testing.assert_close(resumed.state_dict(), full.state_dict(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("after_warmup", [False, True])
+def test_lr_schedule_starts_after_the_warmup_when_asked(stage1_model, after_warmup):
+    data = SquareDataset(stage1_model.config, 16, noisy="depth")
+    settings = ControllerTrainConfig(epochs=5, warmup_epochs=2, batch_size=16, lr=1e-3, lr_end_factor=0.1,
+                                     lr_schedule_after_warmup=after_warmup, progress=False)
+    _, history = train_controller(stage1_model, data, 4, settings, corruption=TARGETS)
+    learning_rates = [row["lr"] for row in history]
+    assert [row["warmup"] for row in history] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # LinearLR(1 → 0.1, total_iters=n) stepped once per epoch: factors 1, 1 − 0.9/n, 1 − 1.8/n, ...
+    if after_warmup:  # full LR through the warm-up, then the decay over the 3 task epochs
+        expected = [1e-3, 1e-3, 1e-3, 7e-4, 4e-4]
+    else:  # [code GDTM] one decay over all 5 epochs
+        expected = [1e-3, 8.2e-4, 6.4e-4, 4.6e-4, 2.8e-4]
+    assert learning_rates == pytest.approx(expected, rel=1e-6)
+
+
+def test_lr_schedule_after_warmup_needs_task_epochs():
+    with pytest.raises(ValueError, match="task epochs after the warm-up"):
+        ControllerTrainConfig(epochs=2, warmup_epochs=2, lr_schedule_after_warmup=True)
+    ControllerTrainConfig(variant="task_only", epochs=2, warmup_epochs=2, lr_schedule_after_warmup=True)  # no warm-up
+
+
+def test_freeze_encoder_after_warmup_trains_only_the_layer_mlp_after_the_warmup(stage1_model, tmp_path):
+    config = stage1_model.config
+    data = SquareDataset(config, 32, noisy="depth")
+    settings = ControllerTrainConfig(epochs=4, warmup_epochs=2, batch_size=16, lr=5e-3, progress=False,
+                                     freeze_encoder_after_warmup=True)
+    torch.manual_seed(2)
+    controller = new_controller(stage1_model, settings, TARGETS)
+    initial = {k: v.clone() for k, v in controller.state_dict().items()}
+    warm_only = ControllerTrainConfig(epochs=2, warmup_epochs=2, batch_size=16, lr=5e-3, progress=False)
+    torch.manual_seed(2)
+    reference = new_controller(stage1_model, warm_only, TARGETS)
+    reference, _ = train_controller(stage1_model, data, 4, warm_only, corruption=TARGETS, controller=reference)
+    controller, history = train_controller(stage1_model, data, 4, settings, corruption=TARGETS,
+                                           controller=controller, run_dir=tmp_path / "run")
+    assert [row["warmup"] for row in history] == [1.0, 1.0, 0.0, 0.0]
+    assert "task_loss" in history[2] and "task_loss" not in history[1]
+    after = controller.state_dict()
+    warmed = reference.state_dict()
+    for key in after:
+        if key.startswith("layer_logits"):  # trained on the task loss after the warm-up only
+            assert torch.equal(warmed[key], initial[key]) and not torch.equal(after[key], initial[key]), key
+        else:  # the encoder and corruption head: exactly as the warm-up left them
+            assert torch.equal(after[key], warmed[key]), key
+            if key.startswith(("stems", "encoder", "corruption_head")) and key.endswith("weight"):
+                assert not torch.equal(after[key], initial[key]), key
+    assert all(parameter.requires_grad for parameter in controller.parameters())
+    assert (tmp_path / "run" / "warmup").is_dir() and (tmp_path / "run" / "task").is_dir()
+    # Resuming the finished run retrains nothing and returns the same weights.
+    again, _ = train_controller(stage1_model, data, 4, settings, corruption=TARGETS,
+                                controller=new_controller(stage1_model, settings, TARGETS), run_dir=tmp_path / "run")
+    assert all(torch.equal(value, after[key]) for key, value in again.state_dict().items())

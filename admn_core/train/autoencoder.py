@@ -138,6 +138,11 @@ def transfer_encoder(autoencoder: ControllerAutoencoder, controller: QoIControll
         raise ValueError(f"autoencoder encoder lacks controller weights {missing[:4]} (different configs?)")
     controller.load_state_dict({**target, **moved}, strict=True)
     if freeze:
-        for name, parameter in controller.named_parameters():
-            parameter.requires_grad_(name.split(".", 1)[0] not in ENCODER_PARTS
-                                     and not name.startswith("corruption_head"))
+        freeze_encoder(controller)
+
+
+def freeze_encoder(controller: QoIController) -> None:
+    """Only the allocation parts stay trainable (layer-logit MLP; a universal controller's budget embedding too):
+    the encoder (ENCODER_PARTS) and the corruption head are frozen."""
+    for name, parameter in controller.named_parameters():
+        parameter.requires_grad_(name.split(".", 1)[0] not in ENCODER_PARTS and not name.startswith("corruption_head"))

@@ -99,6 +99,14 @@ class ControllerTrainConfig(RunOptions):
     lr_end_factor: float = 0.01  # [code] LinearLR 1.0 → 0.01 over `epochs`, stepped per epoch ([paper]: "linear decay")
     batch_size: int = 32  # [code] GDTM (MM-Fi/AVE 8)
     warmup_epochs: int = 1  # [code] and [paper A.1]: corruption loss only (MM-Fi code: 5); unused without supervision
+    # [code MM-Fi] The LR schedule starts after the warm-up (LinearLR over the task epochs only; the warm-up runs at
+    # the full LR). False [code GDTM]: one schedule over every epoch, warm-up included.
+    lr_schedule_after_warmup: bool = False
+    # [ours] After the corruption-only warm-up, freeze the encoder and the corruption head and train only the layer
+    # MLP on the task loss (as ADMN_AE does with its autoencoder encoder): a fresh optimizer and LR schedule over
+    # the remaining epochs. Jointly trained (False [code, paper]), the controller sometimes settled on one
+    # allocation for every input (README, "the L = 6 controller can collapse").
+    freeze_encoder_after_warmup: bool = False
     # None → the model config's ControllerSpec: [code] τ = 1, Gumbel noise × 0.1 ([paper] says τ = 1, no scale)
     temperature: float | None = None
     gumbel_scale: float | None = None
@@ -112,6 +120,9 @@ class ControllerTrainConfig(RunOptions):
             raise ConfigError(f"variant must be one of {CONTROLLER_VARIANTS}, got {self.variant!r}")
         if self.warmup_epochs < 0:
             raise ConfigError("warmup_epochs must be >= 0")
+        if self.lr_schedule_after_warmup and self.supervised and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"lr_schedule_after_warmup needs task epochs after the warm-up: epochs={self.epochs}, "
+                              f"warmup_epochs={self.warmup_epochs}")
         if not 0 < self.lr_end_factor <= 1:
             raise ConfigError("lr_end_factor must be in (0, 1] (LinearLR)")
 

@@ -11,6 +11,7 @@ Table 4): with unequal `layer_cost`s select_layers picks greedily in logit order
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 from admn_core.allocation import check_budget, layer_costs, mask_cost, select_layers
 from admn_core.models.controller import QoIController
 from admn_core.models.task_model import ADMNModel
-from admn_core.train.autoencoder import ControllerAutoencoder, pretrain_autoencoder, transfer_encoder
+from admn_core.train.autoencoder import ControllerAutoencoder, freeze_encoder, pretrain_autoencoder, transfer_encoder
 from admn_core.train.batching import Batch, BatchCollator, CorruptionTargets
 from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig
 from admn_core.train.loop import (
@@ -81,6 +82,23 @@ def fit_controller(model: ADMNModel, train_set: Dataset, config: ControllerTrain
                    val_set: Dataset | None = None, run_dir: str | Path | None = None,
                    resume: bool = True) -> tuple[QoIController, list[dict]]:
     """The controller training loop shared by per-budget and universal controllers (one budget per batch)."""
+    common = dict(budget_sampler=budget_sampler, val_budgets=val_budgets, corruption=corruption, val_set=val_set,
+                  resume=resume)
+    if config.freeze_encoder_after_warmup and config.supervised and 0 < config.warmup_epochs < config.epochs:
+        # Two runs: the corruption-only warm-up (every part trains), then the layer MLP alone on the task loss.
+        directory = None if run_dir is None else Path(run_dir)
+        unfrozen = replace(config, freeze_encoder_after_warmup=False)
+        controller, warm_history = fit_controller(
+            model, train_set, replace(unfrozen, epochs=config.warmup_epochs, lr_schedule_after_warmup=False),
+            stage=f"{stage} warm-up",
+            controller=controller, run_dir=None if directory is None else directory / "warmup", **common)
+        freeze_encoder(controller)
+        controller, task_history = fit_controller(
+            model, train_set, replace(unfrozen, epochs=config.epochs - config.warmup_epochs, warmup_epochs=0),
+            stage=stage, controller=controller, run_dir=None if directory is None else directory / "task", **common)
+        for parameter in controller.parameters():
+            parameter.requires_grad_(True)
+        return controller, warm_history + task_history
     info = init_distributed(config.device)
     device = resolve_device(config.device, info)
     seed_everything(config.seed + info.rank)
@@ -108,7 +126,12 @@ def fit_controller(model: ADMNModel, train_set: Dataset, config: ControllerTrain
         transfer_encoder(autoencoder, controller, freeze=True)
     parameters = [p for p in controller.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, config.lr_end_factor, total_iters=config.epochs)
+    # Warm-up epochs exist only with a corruption head (`supervised`); with lr_schedule_after_warmup they run at the
+    # full LR and the linear decay spans the task epochs.
+    warmup_epochs = config.warmup_epochs if corruption is not None else 0
+    scheduled_epochs = config.epochs - warmup_epochs if config.lr_schedule_after_warmup else config.epochs
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, config.lr_end_factor,
+                                                  total_iters=max(scheduled_epochs, 1))
     session = TrainingSession(stage, run_dir, config, info, {"controller": controller}, optimizer, scheduler, resume)
     wrapped = wrap_ddp(controller, device, info)
     collate = BatchCollator(model.config, corruption)
@@ -123,7 +146,7 @@ def fit_controller(model: ADMNModel, train_set: Dataset, config: ControllerTrain
         session.begin_epoch()
         sampler.set_epoch(epoch)
         generator = step_generator(config.seed, epoch, info.rank)
-        warmup = corruption is not None and epoch < config.warmup_epochs
+        warmup = epoch < warmup_epochs
         controller.train()
         meter = MeanMeter()
         for batch in progress(loader, config.progress and info.is_main, f"{stage} {epoch + 1}/{config.epochs}"):
@@ -152,7 +175,8 @@ def fit_controller(model: ADMNModel, train_set: Dataset, config: ControllerTrain
             optimizer.step()
             meter.add(len(batch), loss=loss.item(), **values)
         metrics = {**meter.result(device), "lr": optimizer.param_groups[0]["lr"], "warmup": float(warmup)}
-        scheduler.step()
+        if not (warmup and config.lr_schedule_after_warmup):
+            scheduler.step()
         if val_set is not None:
             for budget in val_budgets:
                 result = evaluate_controller(model, controller, val_set, budget, config.batch_size, device, corruption)

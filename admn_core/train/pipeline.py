@@ -101,7 +101,9 @@ class ControllerSettings:
     epochs: int = 3  # [ours, reduced] official 10
     lr: float = 1e-3  # [code]
     batch_size: int = 32  # [code]
-    warmup_epochs: int = 1  # [code] corruption-only warm-up
+    warmup_epochs: int = 1  # [code] corruption-only warm-up (counted in `epochs` and `universal_epochs`)
+    lr_schedule_after_warmup: bool = False  # [code MM-Fi] True: the LR decay starts after the warm-up
+    freeze_encoder_after_warmup: bool = False  # [ours] True: then only the layer MLP trains (ControllerTrainConfig)
     train_limit: int = 0  # 0 = the whole training set
     universal_epochs: int = 4
     autoencoder_epochs: int = 5  # [ours, reduced] official 100
@@ -296,7 +298,9 @@ class Pipeline:
     def _controller_config(self, variant: str, universal: bool = False):
         c = self.settings.controller
         common = dict(variant=variant, epochs=c.universal_epochs if universal else c.epochs, lr=c.lr,
-                      batch_size=c.batch_size, warmup_epochs=c.warmup_epochs, seed=self.settings.seed,
+                      batch_size=c.batch_size, warmup_epochs=c.warmup_epochs,
+                      lr_schedule_after_warmup=c.lr_schedule_after_warmup,
+                      freeze_encoder_after_warmup=c.freeze_encoder_after_warmup, seed=self.settings.seed,
                       device=self.settings.device, progress=self.settings.progress,
                       num_workers=self.settings.num_workers, gumbel_scale=c.gumbel_scale)
         return UniversalTrainConfig(**common) if universal else ControllerTrainConfig(**common)

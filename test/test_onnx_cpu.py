@@ -1,0 +1,98 @@
+"""The CPU fast path's ONNX Runtime stages (admn_core.onnx_cpu) equal PyTorch, and a stage that cannot be exported
+falls back to PyTorch with a warning instead of failing the call."""
+
+import pytest
+import torch
+
+from admn_core.allocation import layer_costs
+from admn_core.bench import random_bundle
+from admn_core.fastpath import FastPath
+from admn_core.models.heads import GaussianPrediction
+from admn_core.onnx_cpu import OnnxStage
+from admn_core.preprocess import preprocess_batch, synthetic_sample
+from admn_core.presets import preset_config
+
+from model_fixtures import micro_config
+
+pytest.importorskip("onnxruntime")
+
+
+def _close(reference, output, atol=1e-5):
+    if isinstance(reference, torch.Tensor):
+        torch.testing.assert_close(output, reference, atol=atol, rtol=1e-4)
+    else:
+        torch.testing.assert_close(output.mean, reference.mean, atol=atol, rtol=1e-4)
+        torch.testing.assert_close(output.covariance, reference.covariance, atol=atol, rtol=1e-4)
+
+
+def test_a_stage_equals_its_function_and_keeps_the_output_structure():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 4)
+
+    def gaussian(x, y):
+        return GaussianPrediction(mean=linear(x) * y, covariance=torch.relu(linear(x)) + 1)
+
+    x, y = torch.randn(3, 5), torch.randn(3, 4)
+    stage = OnnxStage(gaussian, [x, y], [linear])
+    output = stage(x, y)
+    assert isinstance(output, GaussianPrediction)
+    _close(gaussian(x, y), output)
+    pair = OnnxStage(lambda a: (a + 1, a.sum(0)), [x])
+    first, second = pair(x)
+    torch.testing.assert_close(first, x + 1)
+    torch.testing.assert_close(second, x.sum(0))
+    with pytest.raises(ValueError, match="traced for shapes"):
+        stage(torch.randn(2, 5), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="float32 CPU"):
+        OnnxStage(linear, [x.double()])
+
+
+@pytest.mark.parametrize("preset", ["micro", "tiny"])
+def test_fast_path_with_onnx_stages_equals_eager(preset):
+    config = micro_config() if preset == "micro" else preset_config("tiny")
+    bundle = random_bundle(config, (6,), seed=5)
+    model = bundle.model.eval()
+    controllers = {n: c.eval() for n, c in bundle.controllers.items()}
+    fast = FastPath(model, controllers, onnx="always")
+    costs = layer_costs(config)
+    name = next(iter(controllers))
+    for batch in (1, 3):
+        inputs = preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(batch)])
+        with torch.inference_mode():
+            logits = fast.controller_logits(controllers[name], inputs)
+            reference_logits, _ = controllers[name](inputs)
+            torch.testing.assert_close(logits, reference_logits, atol=1e-5, rtol=1e-4)
+            masks, output = fast.select_and_forward(name, inputs, 6, costs)
+            _close(model(inputs, masks), output)
+            _close(model(inputs, None), fast(inputs, None))
+    stages = [key[0] for key, stage in fast._onnx.items() if stage is not None]
+    assert sorted(set(stages)) == ["controller", "embed", "front", "head"]
+    assert fast.counters["onnx_runs"] >= 3 * 2
+
+
+def test_a_stage_that_cannot_export_falls_back_to_pytorch_with_a_warning():
+    config = micro_config()
+    bundle = random_bundle(config, (6,), seed=5)
+    fast = FastPath(bundle.model.eval(), onnx="always")
+    x = torch.randn(4, 4)
+
+    def eigenvalues(matrix):  # no ONNX operator for a symmetric eigendecomposition
+        return torch.linalg.eigvalsh(matrix @ matrix.T)
+
+    with pytest.warns(RuntimeWarning, match="ONNX export of a fast-path stage failed"):
+        result = fast._staged(("custom",), eigenvalues, [x])
+    torch.testing.assert_close(result, eigenvalues(x))
+    assert fast._staged(("custom",), eigenvalues, [x]) is not None  # remembered: no second warning or export
+    assert fast.counters["onnx_runs"] == 0
+
+
+def test_onnx_policy_is_checked_and_off_keeps_pytorch():
+    config = micro_config()
+    model = random_bundle(config, (6,), seed=5).model.eval()
+    with pytest.raises(ValueError, match="onnx must be one of"):
+        FastPath(model, onnx="sometimes")
+    fast = FastPath(model, onnx="off")
+    inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
+    with torch.inference_mode():
+        _close(model(inputs, None), fast(inputs, None))
+    assert not fast._onnx and fast.counters["onnx_runs"] == 0
