@@ -97,7 +97,6 @@ class OnnxStage:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         self.input_names = names
-        self.model_bytes = len(buffer.getvalue())
 
     def __call__(self, *tensors: torch.Tensor):
         if [tuple(t.shape) for t in tensors] != self.shapes:

@@ -1,5 +1,7 @@
 """Small model configs for fast tests: still 12 blocks per backbone, tiny widths and inputs."""
 
+import torch
+
 from admn_core.config import AudioFrontend, ControllerSpec, FusionSpec, ModalitySpec, ModelConfig
 
 VIEWS = ("node_1", "node_2")
@@ -27,3 +29,12 @@ def micro_config(with_mic: bool = True, task: str = "localization", views=VIEWS,
         controller=ControllerSpec(stem_channels=4, stem_kernels=(3, 3, 3), stem_pool=2, embed_dim=32, depth=1,
                                   heads=2, dim_head=16, mlp_dim=64, logit_hidden=32),
     )
+
+
+def assert_outputs_close(reference, output, atol=1e-5, rtol=1e-5):
+    """A head output (logits tensor or GaussianPrediction) equal to the reference within tolerance."""
+    if isinstance(reference, torch.Tensor):
+        torch.testing.assert_close(output, reference, atol=atol, rtol=rtol)
+    else:
+        torch.testing.assert_close(output.mean, reference.mean, atol=atol, rtol=rtol)
+        torch.testing.assert_close(output.covariance, reference.covariance, atol=atol, rtol=rtol)

@@ -10,7 +10,7 @@ from admn_core.fastpath import FastPath
 from admn_core.preprocess import preprocess_batch, synthetic_sample
 from admn_core.runtime import InferenceEngine
 
-from model_fixtures import micro_config
+from model_fixtures import assert_outputs_close, micro_config
 
 
 def _setup(task="localization", budgets=(5, 8), readout="cls", fusion_pooling="mean"):
@@ -22,11 +22,7 @@ def _setup(task="localization", budgets=(5, 8), readout="cls", fusion_pooling="m
 
 
 def _close(reference, output, atol=1e-5):
-    if isinstance(reference, torch.Tensor):
-        torch.testing.assert_close(output, reference, atol=atol, rtol=1e-5)
-    else:
-        torch.testing.assert_close(output.mean, reference.mean, atol=atol, rtol=1e-5)
-        torch.testing.assert_close(output.covariance, reference.covariance, atol=atol, rtol=1e-5)
+    assert_outputs_close(reference, output, atol=atol, rtol=1e-5)
 
 
 def _random_masks(batch, modalities, depth, budget, seed):

@@ -12,17 +12,13 @@ from admn_core.onnx_cpu import OnnxStage
 from admn_core.preprocess import preprocess_batch, synthetic_sample
 from admn_core.presets import preset_config
 
-from model_fixtures import micro_config
+from model_fixtures import assert_outputs_close, micro_config
 
 pytest.importorskip("onnxruntime")
 
 
 def _close(reference, output, atol=1e-5):
-    if isinstance(reference, torch.Tensor):
-        torch.testing.assert_close(output, reference, atol=atol, rtol=1e-4)
-    else:
-        torch.testing.assert_close(output.mean, reference.mean, atol=atol, rtol=1e-4)
-        torch.testing.assert_close(output.covariance, reference.covariance, atol=atol, rtol=1e-4)
+    assert_outputs_close(reference, output, atol=atol, rtol=1e-4)
 
 
 def test_a_stage_equals_its_function_and_keeps_the_output_structure():
