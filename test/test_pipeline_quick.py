@@ -77,3 +77,11 @@ def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     evaluate_from_disk(run_dir, log=lambda *a: None)
     table = json.loads((run_dir / "eval" / "results.json").read_text())["table_cm"]
     assert "ADMN" in table and "Naive Alloc." in table and "Naive Scratch" not in table and "MNS" not in table
+    # controller.ablation_budgets: [] leaves ADMN_AE and plain ST out (the ≤ 30 min pipeline, README): the export
+    # writes an ablation bundle without controllers and the evaluation still runs.
+    settings["controller"]["ablation_budgets"] = []
+    settings_path.write_text(json.dumps(settings))
+    evaluate_from_disk(run_dir, log=lambda *a: None)
+    table = json.loads((run_dir / "eval" / "results.json").read_text())["table_cm"]
+    assert "ADMN" in table and "ADMN universal" in table
+    assert "ADMN_AE" not in table and "ADMN plain ST" not in table
