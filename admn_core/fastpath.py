@@ -37,11 +37,13 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import admn_core
 from admn_core.allocation import select_layers
 from admn_core.fused import FusedReadoutAdapters, FusedStems
 from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
@@ -196,7 +198,8 @@ class FastPath:
     """
 
     def __init__(self, model: ADMNModel, controllers: dict[str, QoIController] | None = None,
-                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True, onnx: str | None = None):
+                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True, onnx: str | None = None,
+                 front_threads: int | None = None):
         self.model = model
         self.controllers = dict(controllers or {})
         self.config = model.config
@@ -242,13 +245,24 @@ class FastPath:
         if onnx not in ONNX_POLICIES:
             raise ValueError(f"onnx must be one of {ONNX_POLICIES}, got {onnx!r}")
         self.onnx_policy = onnx
+        # The front's ONNX stages run on this many threads at once (`_front`); None → ADMN_FASTPATH_FRONT_THREADS,
+        # else PyTorch's thread count (2 on this project's VM) where OpenMP's spin is capped (admn_core/__init__:
+        # otherwise a spinning OpenMP worker holds the second core and the split gains nothing), else 1.
+        # 1 runs the whole front as one stage.
+        if front_threads is None:
+            default = torch.get_num_threads() if admn_core.OPENMP_SPIN_CAPPED else 1
+            front_threads = int(os.environ.get("ADMN_FASTPATH_FRONT_THREADS", "0")) or default
+        if front_threads < 1:
+            raise ValueError(f"front_threads must be at least 1, got {front_threads}")
+        self.front_threads = front_threads
+        self._front_pool: ThreadPoolExecutor | None = None
         self.onnx_stages = (onnx != "off" and self.device.type == "cpu" and not self.graphs
                             and onnx_runtime_available() and next(model.parameters()).dtype == torch.float32)
         self._onnx: OrderedDict[tuple, OnnxStage | None] = OrderedDict()  # None: PyTorch was faster (or failed)
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
         self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "one_graph_replays": 0,
-                         "onnx_runs": 0}
+                         "onnx_runs": 0, "parallel_fronts": 0}
         if tune and self.device.type == "cpu":
             self._tune_cpu()
 
@@ -347,21 +361,60 @@ class FastPath:
 
     def _select_and_forward_lean(self, name: str, inputs: dict[str, torch.Tensor], budget: int, costs: torch.Tensor):
         """CPU: everything that needs only the inputs — controller logits, patch embeddings and block 0 of every
-        modality (on for every row, `select_layers`) — as one front stage (one ONNX Runtime call where that is
-        faster), then top-L on the host, then the chosen blocks from 1 on and the head."""
-        controller = self.controllers[name]
-        names = self.config.modality_names
-
-        def front(*frames):
-            tensors = dict(zip(names, frames))
-            embedded = self._embed_torch(tensors)
-            return (self._controller_logits(controller, tensors),
-                    *(self.blocks[modality][0](embedded[modality]) for modality in names))
-
-        logits, *after_first = self._staged(("front", id(controller)), front, [inputs[n] for n in names])
-        self.counters["block_runs"] += len(names)
+        modality (on for every row, `select_layers`) — as the front (`_front`), then top-L on the host, then the
+        chosen blocks from 1 on and the head."""
+        logits, after_first = self._front(self.controllers[name], inputs)
+        self.counters["block_runs"] += len(after_first)
         masks = select_layers(logits.float(), budget, costs)
-        return masks, self._forward_lean(inputs, masks, dict(zip(names, after_first)), first_block=1)
+        return masks, self._forward_lean(inputs, masks, after_first, first_block=1)
+
+    def front_groups(self) -> list[tuple[tuple[str, ...], bool]]:
+        """How the front is split: [(modalities, with the controller)] — one group per front thread; modality g
+        goes to group g mod G, the controller to the last group (alone when there are more threads than
+        modalities). One group: the whole front as one stage."""
+        names = self.config.modality_names
+        count = max(1, min(self.front_threads, len(names) + 1))
+        return [(tuple(names[g::count]), g == count - 1) for g in range(count)]
+
+    def _front(self, controller: QoIController, inputs: dict[str, torch.Tensor]):
+        """→ (layer logits [B, M, depth], {modality: tokens after block 0 [B·V, 1 + P, D]}).
+
+        With ONNX Runtime stages and G = `front_threads` > 1 the front runs as G stages at once, one per thread
+        (ORT releases the GIL; each stage runs on its caller's thread): the controller beside the embeddings and
+        block 0s, which at batch 1 each have too little work to spread over cores from inside. This part runs
+        whatever the budget, so it is where a second core shortens the latency floor (tiny preset, this project's
+        2-core VM, in isolation: front 0.65 vs 0.75 ms, README "FLOPs and latency"). The stages of groups without
+        the controller are shared by every controller. A group whose stage stays in PyTorch (timing or a failed
+        export) makes the front run its groups in turn on this thread (PyTorch's own threads already share cores).
+        """
+        names = self.config.modality_names
+        parts = []
+        for members, with_controller in self.front_groups():
+            used = names if with_controller else members  # the controller reads every modality
+
+            def part(*frames, members=members, used=used, with_controller=with_controller):
+                tensors = dict(zip(used, frames))
+                tokens = tuple(self.blocks[m][0](self._embed_one(m, tensors[m])) for m in members)
+                return (self._controller_logits(controller, tensors), *tokens) if with_controller else tokens
+
+            key = ("front", id(controller) if with_controller else None, members)
+            tensors = [inputs[n] for n in used]
+            parts.append((self._stage_for(key, part, tensors) or part, tensors))
+        onnx_parts = sum(isinstance(call, OnnxStage) for call, _ in parts)
+        self.counters["onnx_runs"] += onnx_parts
+        if len(parts) > 1 and onnx_parts == len(parts):
+            if self._front_pool is None:
+                self._front_pool = ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="admn-front")
+            futures = [self._front_pool.submit(call, *tensors) for call, tensors in parts[1:]]
+            outputs = [parts[0][0](*parts[0][1])] + [future.result() for future in futures]
+            self.counters["parallel_fronts"] += 1
+        else:
+            outputs = [call(*tensors) for call, tensors in parts]
+        logits = outputs[-1][0]
+        after_first = {}
+        for (members, with_controller), output in zip(self.front_groups(), outputs):
+            after_first.update(zip(members, output[1:] if with_controller else output))
+        return logits, after_first
 
     # ----------------------------------------------------------------------------------------------------------
     # Masked model forward.
@@ -399,14 +452,14 @@ class FastPath:
         return dict(zip(names, self._staged(("embed",), embed, [inputs[name] for name in names])))
 
     def _embed_torch(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        embedded = {}
-        for spec in self.config.modalities:
-            backbone = self.model.backbones[spec.name]
-            x = inputs[spec.name].flatten(0, 1)
-            # As a matmul on a GPU too: cuDNN's bf16 patch conv took 0.23 ms for every modality at batch 1 (H100)
-            plain = _patch_embed_is_plain(backbone)
-            embedded[spec.name] = _embed_as_matmul(backbone, x) if plain else backbone.embed(x)
-        return embedded
+        return {name: self._embed_one(name, inputs[name]) for name in self.config.modality_names}
+
+    def _embed_one(self, name: str, frames: torch.Tensor) -> torch.Tensor:
+        """frames [B, V, C, H, W] → patch tokens [B·V, 1 + P, D]."""
+        backbone = self.model.backbones[name]
+        x = frames.flatten(0, 1)
+        # As a matmul on a GPU too: cuDNN's bf16 patch conv took 0.23 ms for every modality at batch 1 (H100)
+        return _embed_as_matmul(backbone, x) if _patch_embed_is_plain(backbone) else backbone.embed(x)
 
     def _head(self, final_tokens: dict[str, torch.Tensor], batch: int):
         """Backbones' final tokens {modality: [B·V, 1 + P, D]} → readouts (`LayerDropViT.readout`) → adapters →
@@ -426,20 +479,25 @@ class FastPath:
 
     def _staged(self, key: tuple, function: Callable, tensors: list[torch.Tensor]):
         """function(*tensors), through an ONNX Runtime session where one was faster for these shapes (CPU only)."""
-        if not self.onnx_stages:
+        stage = self._stage_for(key, function, tensors)
+        if stage is None:
             return function(*tensors)
+        self.counters["onnx_runs"] += 1
+        return stage(*tensors)
+
+    def _stage_for(self, key: tuple, function: Callable, tensors: list[torch.Tensor]) -> OnnxStage | None:
+        """The ONNX Runtime stage of `function` for these shapes (exported and timed on first use); None where
+        PyTorch runs it (ONNX off, slower, or the export failed)."""
+        if not self.onnx_stages:
+            return None
         key = (*key, *(tuple(t.shape) for t in tensors))
         if key not in self._onnx:
             self._onnx[key] = self._new_onnx_stage(function, tensors, [self.model, *self.controllers.values()],
                                                    timed=self.onnx_policy == "timed")
-            while len(self._onnx) > 4 * self.max_batch_sizes * (2 + len(self.controllers)):
+            while len(self._onnx) > 4 * self.max_batch_sizes * (2 + self.front_threads + len(self.controllers)):
                 self._onnx.popitem(last=False)
-        stage = self._onnx[key]
-        if stage is None:
-            return function(*tensors)
         self._onnx.move_to_end(key)
-        self.counters["onnx_runs"] += 1
-        return stage(*tensors)
+        return self._onnx[key]
 
     @staticmethod
     def _new_onnx_stage(function: Callable, tensors: list[torch.Tensor], modules, timed: bool) -> OnnxStage | None:

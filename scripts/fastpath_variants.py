@@ -4,8 +4,9 @@
 "concurrent controller": the default — the controller on a second stream beside the embeddings and block 0s in one
 graph, one graph per allocation for given masks (the full budget);
 "one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks), allocation graphs on.
-On a CPU (float32) the variants are the lean forward with every stage in PyTorch and with the fixed stages
-(controller, embeddings, head) on ONNX Runtime where timing kept them (admn_core.onnx_cpu).
+On a CPU (float32) the variants are the lean forward with every stage in PyTorch, with the fixed stages
+(controller, embeddings, head) on ONNX Runtime where timing kept them (admn_core.onnx_cpu), and the latter with the
+front split over PyTorch's thread count (FastPath.front_threads, the default).
 
 Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh):
   python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
@@ -19,6 +20,9 @@ import json
 import statistics
 import time
 
+import admn_core  # noqa: F401  (before torch: caps OpenMP's spin, see admn_core/__init__)
+
+# isort: split
 import torch
 
 from admn_core.bench import _synchronize, random_bundle
@@ -45,7 +49,10 @@ def main() -> None:
                              getattr(torch, args.dtype), fast=True)
     inputs = engine.preprocess([synthetic_sample(config, 0)])
     # FastPath switches per variant (all read at call time).
-    cpu_variants = {"pytorch stages": dict(onnx_stages=False), "onnx stages": dict(onnx_stages=True)}
+    threads = torch.get_num_threads()
+    cpu_variants = {"pytorch stages": dict(onnx_stages=False, front_threads=1),
+                    "onnx stages": dict(onnx_stages=True, front_threads=1),
+                    f"onnx, front on {threads} threads": dict(onnx_stages=True, front_threads=threads)}
     gpu_variants = {
         "per-block graphs": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=False,
                                  concurrent_controller=False),

@@ -43,13 +43,13 @@ def test_a_stage_equals_its_function_and_keeps_the_output_structure():
         OnnxStage(linear, [x.double()])
 
 
-@pytest.mark.parametrize("preset", ["micro", "tiny"])
-def test_fast_path_with_onnx_stages_equals_eager(preset):
+@pytest.mark.parametrize("preset,front_threads", [("micro", 1), ("micro", 2), ("tiny", 1), ("tiny", 2)])
+def test_fast_path_with_onnx_stages_equals_eager(preset, front_threads):
     config = micro_config() if preset == "micro" else preset_config("tiny")
     bundle = random_bundle(config, (6,), seed=5)
     model = bundle.model.eval()
     controllers = {n: c.eval() for n, c in bundle.controllers.items()}
-    fast = FastPath(model, controllers, onnx="always")
+    fast = FastPath(model, controllers, onnx="always", front_threads=front_threads)
     costs = layer_costs(config)
     name = next(iter(controllers))
     for batch in (1, 3):
@@ -64,31 +64,39 @@ def test_fast_path_with_onnx_stages_equals_eager(preset):
     stages = [key[0] for key, stage in fast._onnx.items() if stage is not None]
     assert sorted(set(stages)) == ["controller", "embed", "front", "head"]
     assert fast.counters["onnx_runs"] >= 3 * 2
+    # Split front: one stage per group and batch size, run at once on `front_threads` threads.
+    front_stages = [key for key, stage in fast._onnx.items() if key[0] == "front" and stage is not None]
+    assert len(front_stages) == 2 * len(fast.front_groups())
+    assert fast.counters["parallel_fronts"] == (2 if front_threads > 1 else 0)
 
 
-def test_a_stage_that_cannot_export_falls_back_to_pytorch_with_a_warning():
+def test_front_groups_spread_modalities_and_keep_the_controller_in_the_last():
+    model = random_bundle(preset_config("tiny"), (6,), seed=5).model.eval()  # rgb, depth, mic
+    with pytest.raises(ValueError, match="front_threads must be at least 1"):
+        FastPath(model, onnx="off", front_threads=0)
+    groups = {threads: FastPath(model, onnx="off", front_threads=threads, tune=False).front_groups()
+              for threads in (1, 2, 8)}
+    assert groups[1] == [(("rgb", "depth", "mic"), True)]
+    assert groups[2] == [(("rgb", "mic"), False), (("depth",), True)]
+    assert groups[8] == [(("rgb",), False), (("depth",), False), (("mic",), False), ((), True)]
+
+
+def test_front_stays_on_one_thread_when_a_group_runs_in_pytorch():
     config = micro_config()
     bundle = random_bundle(config, (6,), seed=5)
-    fast = FastPath(bundle.model.eval(), onnx="always")
-    x = torch.randn(4, 4)
-
-    def eigenvalues(matrix):  # no ONNX operator for a symmetric eigendecomposition
-        return torch.linalg.eigvalsh(matrix @ matrix.T)
-
-    with pytest.warns(RuntimeWarning, match="ONNX export of a fast-path stage failed"):
-        result = fast._staged(("custom",), eigenvalues, [x])
-    torch.testing.assert_close(result, eigenvalues(x))
-    assert fast._staged(("custom",), eigenvalues, [x]) is not None  # remembered: no second warning or export
-    assert fast.counters["onnx_runs"] == 0
-
-
-def test_onnx_policy_is_checked_and_off_keeps_pytorch():
-    config = micro_config()
-    model = random_bundle(config, (6,), seed=5).model.eval()
-    with pytest.raises(ValueError, match="onnx must be one of"):
-        FastPath(model, onnx="sometimes")
-    fast = FastPath(model, onnx="off")
+    model = bundle.model.eval()
+    controllers = {n: c.eval() for n, c in bundle.controllers.items()}
+    name = next(iter(controllers))
     inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
+    fast = FastPath(model, controllers, onnx="always", front_threads=2)
     with torch.inference_mode():
-        _close(model(inputs, None), fast(inputs, None))
-    assert not fast._onnx and fast.counters["onnx_runs"] == 0
+        fast.select_and_forward(name, inputs, 6, layer_costs(config))
+        assert fast.counters["parallel_fronts"] == 1
+        # As when timing found PyTorch faster for the controller's group: that group runs in PyTorch, in turn.
+        controller_group = next(key for key in fast._onnx if key[0] == "front" and key[1] is not None)
+        fast._onnx[controller_group] = None
+        runs = fast.counters["onnx_runs"]
+        masks, output = fast.select_and_forward(name, inputs, 6, layer_costs(config))
+        _close(model(inputs, masks), output)
+    assert fast.counters["parallel_fronts"] == 1
+    assert fast.counters["onnx_runs"] == runs + len(fast.front_groups()) - 1 + 1  # other group(s) + head
