@@ -20,9 +20,10 @@ Eager (`ADMNModel.forward`) stays the reference; this path must match it within 
   attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
   controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
   With onnxruntime installed (float32), the stages that run whatever the budget — controller + patch embeddings +
-  every block 0 as one "front" stage, and readouts → fusion → head — run as ONNX Runtime sessions where they are
+  every block 0 as the "front", and readouts → fusion → head — run as ONNX Runtime sessions where they are
   faster than PyTorch on this machine (`admn_core.onnx_cpu`; timed once per stage and batch size; `onnx="off"` or
-  ADMN_FASTPATH_ONNX=0 keeps PyTorch).
+  ADMN_FASTPATH_ONNX=0 keeps PyTorch). The front is split into `front_threads` stages run at once (the controller
+  beside the embeddings and block 0s; PyTorch's thread count by default where OpenMP's spin is capped).
 * Both: the controller's per-modality conv stems, and every backbone's readout + fusion adapter, run as one call
   for all modalities where their shapes agree (`admn_core.fused`; off with ADMN_FASTPATH_FUSED=0).
 

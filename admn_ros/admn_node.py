@@ -286,6 +286,9 @@ PARAMETERS = {
                                         read_only=True)),
     "device": ("cpu", _descriptor("cpu | cuda | cuda:N; CUDA unavailable -> CPU with an error", read_only=True)),
     "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (torch dtype of the model)", read_only=True)),
+    "fast_path": (True, _descriptor("serve through admn_core.fastpath (CUDA graphs on a GPU; on a CPU a lean forward "
+                                    "with ONNX Runtime stages where timed faster), equal to the eager model within "
+                                    "float tolerance; false = the eager reference model", read_only=True)),
     "torch_threads": (0, _descriptor("torch intra-op CPU threads; 0 = torch's default", read_only=True,
                                      int_range=(0, 256))),
     "frame_id": ("world", _descriptor("frame_id of the pose output (metres, REP-103)")),
@@ -436,7 +439,8 @@ class AdmnNode(Node):
         self.get_logger().info(f"loading model bundle {path}")
         try:
             engine = InferenceEngine.from_bundle(path, self.device, PRECISIONS[self._param("precision")],
-                                                 expected_sha256=self._param("expected_sha256") or None)
+                                                 expected_sha256=self._param("expected_sha256") or None,
+                                                 fast=self._param("fast_path"))
         except BundleError as error:
             self.get_logger().error(f"cannot load the model bundle {path}: {error}")
             raise ModelLoadError(str(error)) from None
@@ -726,8 +730,10 @@ class AdmnNode(Node):
         for controller in self.engine.controllers.values():
             controller.to("cpu")
         self.engine.device = torch.device("cpu")
-        if getattr(self.engine, "fast", None) is not None:  # a fast path (CUDA graphs) is bound to the GPU
-            self.engine.fast = None
+        if self.engine.fast is not None:  # its CUDA graphs are bound to the GPU: a CPU fast path replaces it
+            from admn_core.fastpath import FastPath
+
+            self.engine.fast = FastPath(self.engine.model, self.engine.controllers)
         self.device = "cpu"
         self._oom_cap = None
         self.counters.device_fallbacks += 1
@@ -905,6 +911,7 @@ class AdmnNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"budget {budget} ({origin})"
         latency = self.latency_summary()
         pairs = [("model", self.config.name), ("device", self.device), ("precision", self._param("precision")),
+                 ("inference_path", "eager" if self.engine.fast is None else "fast"),
                  ("budget", str(budget)), ("budget_origin", origin),
                  ("budget_min", str(self.engine.min_budget)), ("budget_max", str(self.engine.max_budget)),
                  ("trained_budgets", ",".join(map(str, self.engine.trained_budgets)))]

@@ -163,6 +163,22 @@ def test_warm_up_runs_every_trained_budget_before_inputs_and_is_reported(rig_fac
     assert node.counters.sets_processed == 1
 
 
+def test_the_fast_path_is_the_default_and_answers_as_the_eager_model(rig_factory):
+    fast, eager = rig_factory(), rig_factory(fast_path=False)
+    for rig in (fast, eager):  # each rig's generator is seeded alike: both nodes get the same set
+        rig.publish_set(3.0)
+        rig.next_allocation(3.0)
+    assert fast.node.engine.fast is not None and eager.node.engine.fast is None
+    assert fast.node.engine.fast.counters["block_runs"] > 0  # the fast path served (warm-up and the set)
+    for rig, path in ((fast, "fast"), (eager, "eager")):  # both publish on /diagnostics: ask each node
+        values = {kv.key: kv.value for kv in rig.node._inference_status().values}
+        assert values["inference_path"] == path
+    fast_result, eager_result = fast.node.last_result, eager.node.last_result
+    assert fast_result.allocation.active_blocks() == eager_result.allocation.active_blocks()
+    np.testing.assert_allclose(fast_result.position_m, eager_result.position_m, atol=1e-4)
+    np.testing.assert_allclose(fast_result.covariance_m2, eager_result.covariance_m2, rtol=1e-4, atol=1e-8)
+
+
 def test_compressed_camera_transport(rig_factory):
     rig = rig_factory(camera_transport="compressed")
     assert rig.node.inputs[("node_1", "rgb")].resolved_topic.endswith("/node_1/camera/image_raw/compressed")

@@ -732,5 +732,6 @@ def test_out_of_memory_on_the_gpu_even_at_the_minimum_falls_back_to_the_cpu(rig_
     values = rig.good_set()
     assert values["budget_requested"] == "12" and rig.node.device == "cpu"
     assert rig.node.counters.device_fallbacks == 1 and rig.node.counters.failed == 0
+    assert rig.node.engine.fast is not None and rig.node.engine.fast.device.type == "cpu"  # CPU fast path now
     level, message, _ = rig.status(INFERENCE)
     assert level == DiagnosticStatus.ERROR and "moved the model to the CPU" in message
