@@ -273,6 +273,10 @@ def run_soak(soak: SoakConfig, log=print) -> SoakReport:
     """Run one soak; returns the report (never raises for a failing check: see report.checks)."""
     profile = _large_data_profile()
     if profile and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
+        if "rclpy" in sys.modules:  # Fast DDS may have read its profiles already: this process keeps the defaults
+            log("admn_soak: warning: FASTDDS_DEFAULT_PROFILES_FILE set after rclpy was imported in this process; if "
+                "it already started a participant, the driver keeps Fast DDS's default transports and large "
+                f"best-effort frames may be lost — export FASTDDS_DEFAULT_PROFILES_FILE={profile} before starting")
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # before rclpy.init: both processes use it
     import rclpy
     from rclpy.context import Context
