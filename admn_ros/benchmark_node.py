@@ -1,6 +1,7 @@
 """admn_node_benchmark: admn_node's overhead per synchronized set vs the model's own time, on the CPU.
 
     admn_node_benchmark [--preset tiny] [--model bundle.safetensors] [--budget 12] [--repeats 30] [--json out.json]
+                        [--no-fast-path]
 
 What is measured, in-process, with real sensor_msgs messages through the node's real code paths:
 * sync: the subscription callbacks (camera + depth of every view into the approximate-time synchronizer and the
@@ -70,7 +71,7 @@ def _deserialize_ms(frames, audio, repeats: int = 10) -> float:
     return 1e3 * (time.perf_counter() - started) / repeats
 
 
-def measure(model_path: str, budget: int, repeats: int, warmup: int = 5) -> dict:
+def measure(model_path: str, budget: int, repeats: int, warmup: int = 5, fast_path: bool = True) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -85,8 +86,9 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5) -> dict
     rclpy.init(args=[], context=context)
     namespace = f"/admn_benchmark_{os.getpid()}"
     node = AdmnNode(context=context, namespace=namespace,
-                    parameter_overrides=[Parameter("model", value=model_path), Parameter("budget_override",
-                                                                                         value=budget)])
+                    parameter_overrides=[Parameter("model", value=model_path),
+                                         Parameter("budget_override", value=budget),
+                                         Parameter("fast_path", value=fast_path)])
     listener = Node("admn_benchmark_listener", context=context, namespace=namespace)
     received = []
     listener.create_subscription(PoseWithCovarianceStamped, "admn_node/pose", received.append, 10)
@@ -128,7 +130,9 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5) -> dict
         return {"model": str(model_path), "config": node.config.name, "budget": budget, "views": views,
                 "image": f"{WIDTH}x{HEIGHT}", "device": node.device, "repeats": repeats, "rows": rows,
                 "deserialize_ms_per_set": deserialize_ms,
-                "allocation_source": node.last_result.allocation.source}
+                "allocation_source": node.last_result.allocation.source,
+                "inference_path": "eager" if node.engine.fast is None else "fast",
+                "warmup_ms": node.warmup_ms, "warmup_budgets": node.warmup_budgets}
     finally:
         node.destroy_node()
         listener.destroy_node()
@@ -160,7 +164,8 @@ def format_report(result: dict, summary: dict) -> str:
     return "\n".join([
         f"admn_node overhead per synchronized set: {result['views']} views x (camera {result['image']} rgb8 + depth "
         f"{result['image']} 16UC1 + {AUDIO_CHUNK}-sample audio), model {result['config']}, budget {result['budget']} "
-        f"({result['allocation_source']}), {result['device']}, {result['repeats']} sets",
+        f"({result['allocation_source']}), {result['device']}, {result['inference_path']} path, "
+        f"{result['repeats']} sets; start-up warm-up {result['warmup_ms']:.0f} ms (budgets {result['warmup_budgets']})",
         f"  {'stage':<50} {'p50 ms':>8} {'p90 ms':>8}",
         line("sync (subscription callbacks, synchronizer)", "sync_ms"),
         line("decode (Image -> numpy, depth checks)", "decode_ms"),
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--json", help="also write the raw timings here")
+    parser.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=True,
+                        help="the node's fast_path parameter (default on; --no-fast-path: the eager model)")
     args = parser.parse_args(argv)
     # Keep the benchmark's nodes off the robot's network.
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model = str(save_bundle(Path(scratch) / f"{args.preset}.safetensors",
                                     random_bundle(preset_config(args.preset), [6, 8, 12, 16])))
-        result = measure(model, args.budget, args.repeats)
+        result = measure(model, args.budget, args.repeats, fast_path=args.fast_path)
     summary = summarize(result)
     print(format_report(result, summary))
     if args.json:
