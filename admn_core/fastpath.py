@@ -252,7 +252,11 @@ class FastPath:
         # 1 runs the whole front as one stage.
         if front_threads is None:
             default = torch.get_num_threads() if admn_core.OPENMP_SPIN_CAPPED else 1
-            front_threads = int(os.environ.get("ADMN_FASTPATH_FRONT_THREADS", "0")) or default
+            text = os.environ.get("ADMN_FASTPATH_FRONT_THREADS", "0")
+            try:
+                front_threads = int(text) or default
+            except ValueError:
+                raise ValueError(f"ADMN_FASTPATH_FRONT_THREADS must be an integer, got {text!r}") from None
         if front_threads < 1:
             raise ValueError(f"front_threads must be at least 1, got {front_threads}")
         self.front_threads = front_threads

@@ -43,11 +43,14 @@ def test_front_threads_default_follows_the_cap_and_the_environment(monkeypatch):
     assert FastPath(model, onnx="off", tune=False, front_threads=2).front_threads == 2
 
 
-def test_front_threads_zero_in_the_environment_means_unset_and_below_zero_is_refused(monkeypatch):
+def test_front_threads_environment_zero_means_unset_and_bad_values_are_refused(monkeypatch):
     model = random_bundle(micro_config(), (6,), seed=3).model.eval()
     monkeypatch.setattr(admn_core, "OPENMP_SPIN_CAPPED", False)
     monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "0")
     assert FastPath(model, onnx="off", tune=False).front_threads == 1
     monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "-1")
     with pytest.raises(ValueError, match="front_threads must be at least 1"):
+        FastPath(model, onnx="off", tune=False)
+    monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "two")
+    with pytest.raises(ValueError, match="ADMN_FASTPATH_FRONT_THREADS must be an integer, got 'two'"):
         FastPath(model, onnx="off", tune=False)
