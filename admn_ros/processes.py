@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ def spin_node(make_node: Callable, name: str, startup_errors: tuple[type[BaseExc
     node = None
     try:
         node = make_node()
+        freeze_start_up_objects()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -36,6 +38,18 @@ def spin_node(make_node: Callable, name: str, startup_errors: tuple[type[BaseExc
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def freeze_start_up_objects() -> int:
+    """Collect once, then move every object alive now (imports, the model, the fast path's warm-up exports) out of
+    the cyclic collector's reach; returns how many were frozen.
+
+    A started admn_node holds ≈ 400 000 tracked objects, nearly all for its whole life; every full collection
+    scanned them all — ≈ 210 ms on this project's VM, a stall that dropped sets mid-run (the live demo lost two
+    sets and a set's audio one second in). Frozen, a full collection after 100 inferences took 0.16 ms."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def stop_process(process: subprocess.Popen, grace_s: float = 10.0, terminate_grace_s: float = 3.0) -> int | None:
