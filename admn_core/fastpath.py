@@ -393,8 +393,9 @@ class FastPath:
         export) makes the front run its groups in turn on this thread (PyTorch's own threads already share cores).
         """
         names = self.config.modality_names
+        groups = self.front_groups()
         parts = []
-        for members, with_controller in self.front_groups():
+        for members, with_controller in groups:
             used = names if with_controller else members  # the controller reads every modality
 
             def part(*frames, members=members, used=used, with_controller=with_controller):
@@ -417,7 +418,7 @@ class FastPath:
             outputs = [call(*tensors) for call, tensors in parts]
         logits = outputs[-1][0]
         after_first = {}
-        for (members, with_controller), output in zip(self.front_groups(), outputs):
+        for (members, with_controller), output in zip(groups, outputs):
             after_first.update(zip(members, output[1:] if with_controller else output))
         return logits, after_first
 

@@ -100,3 +100,31 @@ def test_front_stays_on_one_thread_when_a_group_runs_in_pytorch():
         _close(model(inputs, masks), output)
     assert fast.counters["parallel_fronts"] == 1
     assert fast.counters["onnx_runs"] == runs + len(fast.front_groups()) - 1 + 1  # other group(s) + head
+
+
+def test_a_stage_that_cannot_export_falls_back_to_pytorch_with_a_warning():
+    config = micro_config()
+    bundle = random_bundle(config, (6,), seed=5)
+    fast = FastPath(bundle.model.eval(), onnx="always")
+    x = torch.randn(4, 4)
+
+    def eigenvalues(matrix):  # no ONNX operator for a symmetric eigendecomposition
+        return torch.linalg.eigvalsh(matrix @ matrix.T)
+
+    with pytest.warns(RuntimeWarning, match="ONNX export of a fast-path stage failed"):
+        result = fast._staged(("custom",), eigenvalues, [x])
+    torch.testing.assert_close(result, eigenvalues(x))
+    assert fast._staged(("custom",), eigenvalues, [x]) is not None  # remembered: no second warning or export
+    assert fast.counters["onnx_runs"] == 0
+
+
+def test_onnx_policy_is_checked_and_off_keeps_pytorch():
+    config = micro_config()
+    model = random_bundle(config, (6,), seed=5).model.eval()
+    with pytest.raises(ValueError, match="onnx must be one of"):
+        FastPath(model, onnx="sometimes")
+    fast = FastPath(model, onnx="off")
+    inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
+    with torch.inference_mode():
+        _close(model(inputs, None), fast(inputs, None))
+    assert not fast._onnx and fast.counters["onnx_runs"] == 0
