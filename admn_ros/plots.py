@@ -1,111 +1,107 @@
-"""PNG plots with Pillow only (no matplotlib): error over time with budget and per-modality allocation strips."""
+"""PNG timeline of a replay: error over time with corruption episodes, the budget, and per-modality allocation."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from matplotlib.patches import Patch
+
+from admn_core.eval.plots import message_figure, new_figure, save_figure
 
 BLOCKS = 12
-COLORS = {"error": (200, 40, 40), "budget": (30, 90, 200), "grid": (225, 225, 225), "text": (20, 20, 20),
-          "episode": (255, 236, 179), "skipped": (160, 160, 160)}
-MODALITY_COLORS = [(46, 125, 50), (106, 27, 154), (239, 108, 0), (0, 131, 143), (121, 85, 72)]
+EPISODE_COLOR = "#ffe9a8"
 
 
-def _font():
-    try:
-        return ImageFont.load_default(size=13)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+def _modalities(records) -> list[str]:
+    names: list[str] = []
+    for record in records:
+        names.extend(name for name in record.active_blocks if name not in names)
+    return names
+
+
+def _episodes(records) -> list[tuple[float, float, str]]:
+    """Contiguous runs of one corruption label → [(start_s, end_s, label)]; clean frames form no episode."""
+    runs: list[tuple[float, float, str]] = []
+    end_s = records[-1].t_s
+    start, label = None, None
+    for record in [*records, None]:
+        current = None if record is None or record.episode in ("", "clean") else record.episode
+        if current != label:
+            if label is not None:
+                runs.append((start, record.t_s if record is not None else end_s, label))
+            start, label = (record.t_s if record is not None else None), current
+    return runs
+
+
+def _cell_edges(times: np.ndarray) -> np.ndarray:
+    """Frame times → edges of one cell per frame (midpoints between neighbours)."""
+    if len(times) == 1:
+        return np.array([times[0] - 0.5, times[0] + 0.5])
+    middles = (times[1:] + times[:-1]) / 2
+    return np.concatenate([[2 * times[0] - middles[0]], middles, [2 * times[-1] - middles[-1]]])
+
+
+def timeline_size(records, width: int = 1200) -> tuple[int, int]:
+    return width, 560 + 36 * len(_modalities(records))
+
+
+def timeline_figure(records, title: str = "", width: int = 1200):
+    """Top: error (cm) per frame with corruption episodes shaded. Then the budget, then one row per modality whose
+    colour is the number of active blocks (0..12) of that frame; frames without an estimate are left blank."""
+    title = title or "ADMN replay: error, budget and allocation over time"
+    size = timeline_size(records, width)
+    if not records:
+        return message_figure("no records", title, size)
+    records = sorted(records, key=lambda r: r.t_s)
+    t0 = records[0].t_s
+    times = np.array([r.t_s - t0 for r in records])
+    modalities = _modalities(records)
+    figure = new_figure(*size)
+    rows = 3 if modalities else 2
+    error_axes, budget_axes, *rest = figure.subplots(rows, 1, sharex=True,
+                                                     height_ratios=[3, 1, 0.5 + 0.3 * len(modalities)][:rows])
+    figure.suptitle(title)
+
+    for start, end, label in _episodes(records):
+        error_axes.axvspan(start - t0, end - t0, color=EPISODE_COLOR, linewidth=0)
+        error_axes.annotate(label[:40], (start - t0, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                            textcoords="offset points", fontsize=8, color="#785a00")
+    estimated = [(t, r.error_cm) for t, r in zip(times, records) if r.ok and r.error_cm is not None]
+    if estimated:
+        error_axes.plot(*zip(*estimated), color="tab:red", linewidth=1.5, label="error")
+    skipped = [t for t, r in zip(times, records) if not r.ok]
+    if skipped:
+        error_axes.plot(skipped, [0] * len(skipped), "|", color="grey", markersize=10, label="no estimate (skipped)")
+    error_axes.set_ylim(bottom=0)
+    error_axes.set_ylabel("error (cm)")
+    error_axes.grid(True, alpha=0.3)
+    error_axes.legend(handles=[*error_axes.get_legend_handles_labels()[0],
+                               Patch(color=EPISODE_COLOR, label="corruption episode")], loc="upper right",
+                      fontsize=8)
+
+    budgets = [(t, r.budget) for t, r in zip(times, records) if r.budget is not None]
+    if budgets:
+        budget_axes.step(*zip(*budgets), where="post", color="tab:blue", linewidth=1.5)
+    budget_axes.set_ylim(bottom=0)
+    budget_axes.set_ylabel("budget\n(blocks)")
+    budget_axes.grid(True, alpha=0.3)
+
+    last_axes = budget_axes
+    if modalities:
+        last_axes = rest[0]
+        blocks = np.array([[len(r.active_blocks.get(name, [])) if r.ok else np.nan for r in records]
+                           for name in modalities])
+        mesh = last_axes.pcolormesh(_cell_edges(times), np.arange(len(modalities) + 1), np.ma.masked_invalid(blocks),
+                                    cmap="viridis", vmin=0, vmax=BLOCKS)
+        last_axes.set_yticks(np.arange(len(modalities)) + 0.5, labels=modalities)
+        last_axes.invert_yaxis()
+        figure.colorbar(mesh, ax=last_axes, location="bottom", label=f"active blocks (of {BLOCKS})", aspect=60,
+                        fraction=0.5)
+    last_axes.set_xlabel("time since bag start (s)")
+    return figure
 
 
 def plot_timeline(records, path: str | Path, title: str = "", width: int = 1200) -> Path:
-    """Top: error (cm) per frame, corruption episodes shaded. Then the budget, then one strip per modality whose
-    cell colour intensity is the number of active blocks (0..12) of that frame."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    font = _font()
-    modalities = []
-    for record in records:
-        for name in record.active_blocks:
-            if name not in modalities:
-                modalities.append(name)
-    left, right, top = 90, 20, 34
-    error_h, budget_h, strip_h, gap = 260, 90, 26, 14
-    height = top + error_h + gap + budget_h + gap + len(modalities) * (strip_h + 4) + 50
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((left, 8), title or "ADMN replay: error, budget and allocation over time", fill=COLORS["text"],
-              font=font)
-    if not records:
-        draw.text((left, top + 20), "no records", fill=COLORS["text"], font=font)
-        image.save(path)
-        return path
-    t0 = min(r.t_s for r in records)
-    t1 = max(max(r.t_s for r in records), t0 + 1e-3)
-    plot_w = width - left - right
-
-    def x_of(t):
-        return left + (t - t0) / (t1 - t0) * plot_w
-
-    # Episode shading (contiguous runs of the same non-clean label).
-    run_start, run_label = None, None
-    for record in [*records, None]:
-        label = None if record is None else (record.episode if record.episode not in ("", "clean") else None)
-        if label != run_label:
-            if run_label is not None:
-                end_t = record.t_s if record is not None else t1
-                draw.rectangle([x_of(run_start), top, x_of(end_t), top + error_h], fill=COLORS["episode"])
-                draw.text((x_of(run_start) + 2, top + 2), run_label[:40], fill=(120, 90, 0), font=font)
-            run_start, run_label = (record.t_s if record is not None else None), label
-
-    errors = [r.error_cm for r in records if r.error_cm is not None and r.ok]
-    e_max = max(10.0, math.ceil(max(errors, default=10.0) / 10.0) * 10.0)
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = top + error_h - fraction * error_h
-        draw.line([left, y, width - right, y], fill=COLORS["grid"])
-        draw.text((8, y - 7), f"{fraction * e_max:6.0f} cm", fill=COLORS["text"], font=font)
-    points = [(x_of(r.t_s), top + error_h - min(r.error_cm, e_max) / e_max * error_h)
-              for r in records if r.ok and r.error_cm is not None]
-    if len(points) > 1:
-        draw.line(points, fill=COLORS["error"], width=2)
-    for r in records:
-        if not r.ok:
-            draw.line([x_of(r.t_s), top + error_h - 6, x_of(r.t_s), top + error_h], fill=COLORS["skipped"])
-    draw.text((left + plot_w - 150, top + 2), "error (cm), red", fill=COLORS["error"], font=font)
-
-    # Budget strip.
-    y0 = top + error_h + gap
-    budgets = [r.budget for r in records if r.budget is not None]
-    b_max = max(budgets, default=1) or 1
-    draw.rectangle([left, y0, width - right, y0 + budget_h], outline=COLORS["grid"])
-    draw.text((8, y0 + budget_h / 2 - 7), "budget", fill=COLORS["budget"], font=font)
-    draw.text((8, y0), f"{b_max:6d}", fill=COLORS["text"], font=font)
-    steps = []
-    for r in records:
-        if r.budget is None:
-            continue
-        y = y0 + budget_h - r.budget / b_max * (budget_h - 4)
-        steps.append((x_of(r.t_s), y))
-    if len(steps) > 1:
-        draw.line(steps, fill=COLORS["budget"], width=2)
-
-    # Allocation strips.
-    y = y0 + budget_h + gap
-    cell_w = max(1.0, plot_w / max(1, len(records)))
-    for index, name in enumerate(modalities):
-        color = MODALITY_COLORS[index % len(MODALITY_COLORS)]
-        draw.text((8, y + 6), f"{name[:8]} blocks", fill=color, font=font)
-        for r in records:
-            if not r.ok:
-                continue
-            n = len(r.active_blocks.get(name, []))
-            shade = tuple(int(255 - (255 - c) * n / BLOCKS) for c in color)
-            x = x_of(r.t_s)
-            draw.rectangle([x, y, x + cell_w, y + strip_h], fill=shade)
-        y += strip_h + 4
-    draw.text((left, y + 6), f"time since bag start (s): 0 .. {t1 - t0:.1f}; strip shade = active blocks of 12; "
-                             "yellow = corruption episode", fill=COLORS["text"], font=font)
-    image.save(path)
-    return path
+    """`timeline_figure` as a PNG at `path` (parents created)."""
+    return save_figure(timeline_figure(records, title, width), path)

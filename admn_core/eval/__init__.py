@@ -3,7 +3,7 @@
 - `evaluate_run(pipeline, model, model_nold, controllers, baselines, test)` — everything for one pipeline run
 - `evaluate_from_disk(run_dir)` — the same from a finished run directory (`admn evaluate --run DIR`)
 - `evaluate_rule(model, data, rule)` with `fixed_rule(mask)` / `controller_rule(config, controller, budget)`
-- `line_plot`, `allocation_examples` (Pillow), `results_markdown`, `layerdrop_markdown`
+- `line_plot`, `allocation_examples` (matplotlib PNGs), `results_markdown`, `layerdrop_markdown`
 """
 
 from admn_core.eval.data import TensorSet, tensor_set

@@ -158,9 +158,8 @@ def evaluate_run(pipeline, model, model_nold, controllers: dict, baselines: dict
         plotted = {k: v for k, v in table.items()}
         line_plot(plotted, out / "error_vs_budget.png",
                   title=f"{settings.preset} / {settings.corruption} / seed {settings.seed}")
-        examples = _allocation_rows(config, test, masks_seen, data, budgets)
-        if examples:
-            allocation_examples(examples, out / "allocations.png", config.modality_names, config.blocks_per_backbone)
+        allocation_examples(_allocation_rows(config, test, masks_seen, data, budgets), out / "allocations.png",
+                            config.modality_names, config.blocks_per_backbone)
         allocation_summary = _allocation_summary(config, data, masks_seen, pipeline.targets)
 
         results = {"preset": settings.preset, "corruption": settings.corruption, "seed": settings.seed,
