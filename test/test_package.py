@@ -2,11 +2,29 @@
 
 import ast
 import importlib
+import os
 import re
+import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+ROSDEP_CHECK = ROOT.parent / "shared" / "tools" / "rosdep-check"
+FIRST_PARTY = {"admn_core", "admn_ros"}
+# Import name -> rosdep key (package.xml) for the Python modules that have one in the Kilted rosdistro.
+ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "torch": "python3-torch",
+               "PIL": "python3-pil", "h5py": "python3-h5py", "psutil": "python3-psutil", "pynvml": "python3-pynvml",
+               "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm", "pytest": "python3-pytest",
+               "hypothesis": "python3-hypothesis"}
+# Import name -> requirement (requirements/*.txt) for those without a usable rosdep key.
+PIP_ONLY = {"timm": "timm", "safetensors": "safetensors", "rosbags": "rosbags", "onnx": "onnx",
+            "onnxruntime": "onnxruntime"}
+# Keys declared for what a pip-only requirement needs: apt's torchvision matches apt's torch (timm needs it).
+FOR_PIP_ONLY = {"python3-torchvision"}
 
 
 def _setup_call() -> ast.Call:
@@ -15,14 +33,89 @@ def _setup_call() -> ast.Call:
     return next(call for call in calls if getattr(call.func, "id", "") == "setup")
 
 
+def _package_depends() -> set[str]:
+    root = ElementTree.parse(ROOT / "package.xml").getroot()
+    return {element.text.strip() for element in root.iter() if element.tag.endswith("depend")}
+
+
+def _requirements() -> set[str]:
+    names = set()
+    for path in (ROOT / "requirements").glob("*.txt"):
+        for line in path.read_text().splitlines():
+            name = re.split(r"[\s=<>!~\[;#]", line.strip(), maxsplit=1)[0]
+            if name:
+                names.add(name.lower())
+    return names
+
+
+def _imported_modules(folders) -> dict[str, str]:
+    """Top-level module -> first file importing it, for every import (also function-local ones) in `folders`."""
+    modules = {}
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    modules.setdefault(name.split(".")[0], str(path.relative_to(ROOT)))
+    return {name: path for name, path in modules.items()
+            if name not in sys.stdlib_module_names and name not in FIRST_PARTY}
+
+
 def test_package_xml_is_format_3_with_the_runtime_dependencies():
     root = ElementTree.parse(ROOT / "package.xml").getroot()
     assert root.get("format") == "3" and root.findtext("name") == "admn_ros"
-    depends = {element.text for element in root.iter() if element.tag.endswith("depend")}
     required = {"rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "diagnostic_msgs", "message_filters",
-                "cv_bridge", "python3-numpy", "python3-opencv", "python3-yaml", "python3-torch", "ament_python"}
-    assert required <= depends, required - depends
+                "rcl_interfaces", "launch", "launch_ros", "ament_index_python", "python3-numpy", "python3-opencv",
+                "python3-yaml", "python3-torch"}
+    assert required <= _package_depends(), required - _package_depends()
     assert root.find("export/build_type").text == "ament_python"
+
+
+def test_every_import_is_declared_in_package_xml_or_requirements():
+    depends, requirements = _package_depends(), _requirements()
+    undeclared = {}
+    for module, path in _imported_modules(["admn_core", "admn_ros", "launch"]).items():
+        if module in PIP_ONLY:
+            declared = PIP_ONLY[module].lower() in requirements
+        else:  # a ROS package is its own key
+            declared = ROSDEP_KEYS.get(module, module) in depends
+        if not declared:
+            undeclared[module] = path
+    assert not undeclared, f"imports without a package.xml key or a requirement (module: first importer): {undeclared}"
+
+
+def test_package_xml_declares_nothing_the_code_does_not_use():
+    used = set(_imported_modules(["admn_core", "admn_ros", "launch"])) | {"rclpy"}
+    test_used = set(_imported_modules(["test"]))
+    keys = {ROSDEP_KEYS.get(module, module) for module in used} | FOR_PIP_ONLY
+    root = ElementTree.parse(ROOT / "package.xml").getroot()
+    for element in root:
+        if element.tag.endswith("depend") and element.tag != "test_depend":
+            assert element.text in keys, f"<{element.tag}>{element.text}: not imported by the package"
+    for element in root.iter("test_depend"):
+        assert element.text in {ROSDEP_KEYS.get(module, module) for module in test_used}, \
+            f"<test_depend>{element.text}: not used by the tests"
+
+
+def _rosdep() -> str | None:
+    return shutil.which("rosdep") or next((str(p) for p in [Path(sys.prefix) / "bin" / "rosdep"] if p.exists()), None)
+
+
+def test_rosdep_resolves_every_key_for_the_kilted_rosdistro():
+    if not ROSDEP_CHECK.is_file():
+        pytest.skip(f"{ROSDEP_CHECK} (the offline rosdistro snapshot and its checker) is not on this machine")
+    rosdep = _rosdep()
+    if rosdep is None:
+        pytest.skip("rosdep is not installed (requirements/dev.txt)")
+    env = {**os.environ, "PATH": f"{Path(rosdep).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    completed = subprocess.run(["bash", str(ROSDEP_CHECK), str(ROOT)], capture_output=True, text=True, env=env,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
 def test_console_scripts_resolve_to_callables():
