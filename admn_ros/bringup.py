@@ -9,8 +9,7 @@ launch file. Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts do
 same); children that do not exit within the grace period are terminated, then killed. If one node exits, the other
 is stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
-Config files are looked up where the launch file finds them (the package share directory: ament index, then
-<sys.prefix>/share/admn_ros, i.e. a pip install) and finally in the source tree (a checkout).
+Config files are looked up where the launch file finds them: the package share directory (admn_ros.share).
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from admn_ros.processes import escalate
+from admn_ros.share import config_dir
 
-PACKAGE = "admn_ros"
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 NODES = (("admn_node", "admn_ros.admn_node"), ("thermal_monitor", "admn_ros.thermal_monitor"))
 GRACE_S = 10.0
@@ -42,24 +41,6 @@ class ProcessSpec:
     def shell(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env_overrides.items())
         return f"{env} {shlex.join(self.argv)}".strip()
-
-
-def config_dir() -> Path:
-    candidates = []
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
-        except (PackageNotFoundError, OSError, ValueError):  # OSError: AMENT_PREFIX_PATH unset
-            pass
-    except ImportError:
-        pass
-    candidates += [Path(sys.prefix) / "share" / PACKAGE / "config", Path(__file__).resolve().parent.parent / "config"]
-    for candidate in candidates:
-        if (candidate / "admn_node.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"config/admn_node.yaml not found in any of: {', '.join(map(str, candidates))}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

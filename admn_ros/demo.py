@@ -33,7 +33,7 @@ LOUD = "!" * 100
 
 
 # The first run trains a short version of every stage (minutes on 2 cores); `--full-training` runs the full one.
-DEMO_TRAIN_CONFIG = str(Path(__file__).resolve().parents[1] / "config" / "train_tiny_demo.yaml")
+DEMO_TRAIN_CONFIG = "train_tiny_demo.yaml"
 
 def log(text: str = "") -> None:
     print(text, flush=True)
@@ -73,6 +73,19 @@ def train_available(python: str = sys.executable) -> bool:
     return probe.returncode == 0
 
 
+def train_settings(full_training: bool) -> list[str]:
+    """`admn train` options: the shipped short schedule (config/train_tiny_demo.yaml), or none for the full one."""
+    if full_training:
+        return []
+    from admn_ros.share import config_file
+
+    try:
+        return ["--train-config", str(config_file(DEMO_TRAIN_CONFIG))]
+    except FileNotFoundError as error:
+        raise SystemExit(f"admn_demo: {error}. Reinstall the package, or pass --full-training to train the full "
+                         "tiny pipeline (much longer)") from error
+
+
 def get_bundle(args) -> tuple[Path, str]:
     """-> (bundle path, how it was obtained: reused | trained | RANDOM)."""
     if args.bundle:
@@ -85,8 +98,7 @@ def get_bundle(args) -> tuple[Path, str]:
         return trained, "reused"
     if not args.random_bundle:
         if train_available():
-            short = not args.full_training and Path(DEMO_TRAIN_CONFIG).is_file()
-            settings = ["--train-config", DEMO_TRAIN_CONFIG] if short else []
+            settings = train_settings(args.full_training)
             log(f"training the tiny preset: admn train --preset tiny --out {args.train_out} {' '.join(settings)} "
                 "(first run only)")
             threads = ["--threads", str(args.threads)] if args.threads else []
@@ -138,7 +150,7 @@ def write_thermal_profile(path: Path, duration: float) -> Path:
 
 
 def thermal_command(profile: Path, duration: float) -> list[str]:
-    from admn_ros.bringup import config_dir
+    from admn_ros.share import config_dir
 
     return [sys.executable, "-m", "admn_ros.thermal_monitor", "--ros-args", "--params-file",
             str(config_dir() / "thermal_monitor.yaml"), "-p", "source:=scripted", "-p", f"profile_file:={profile}",

@@ -1,5 +1,7 @@
 """The `make run` demo's pieces: model fallback, thermal profile, live view; and a very short end-to-end run (slow)."""
 
+from pathlib import Path
+
 import pytest
 
 from admn_core.bench import random_bundle
@@ -58,3 +60,44 @@ def test_a_very_short_demo_run_writes_summary_csv_and_plot(tmp_path, capsys):
     assert "per corruption episode" in printed and "offline vs live" in printed and "timings:" in printed
     for name in ("live_frames.csv", "offline_frames.csv", "summary.txt", "live_timeline.png"):
         assert (out / name).stat().st_size > 0
+
+
+def _installed_prefix(root, files) -> Path:
+    """A prefix laid out as colcon installs the package: ament index marker + share/admn_ros/<files>."""
+    prefix = Path(root)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "admn_ros").touch()
+    for name in files:
+        path = prefix / "share" / "admn_ros" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# installed {name}\n")
+    return prefix
+
+
+def test_demo_finds_its_training_config_in_the_installed_share_directory(tmp_path, monkeypatch):
+    from admn_ros import share
+
+    prefix = _installed_prefix(tmp_path / "install", ["config/train_tiny_demo.yaml", "config/admn_node.yaml"])
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    monkeypatch.setattr(share, "SOURCE_TREE", tmp_path / "no_checkout")
+    installed = prefix / "share" / "admn_ros" / "config"
+    assert demo.train_settings(full_training=False) == ["--train-config", str(installed / "train_tiny_demo.yaml")]
+    assert share.config_dir() == installed
+    assert demo.train_settings(full_training=True) == []
+
+
+def test_demo_refuses_to_switch_to_full_training_when_its_config_is_missing(tmp_path, monkeypatch):
+    from admn_ros import share
+
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    monkeypatch.setattr(share, "SOURCE_TREE", tmp_path / "no_checkout")
+    with pytest.raises(SystemExit, match=r"config/train_tiny_demo.yaml not found in any of: .*--full-training"):
+        demo.train_settings(full_training=False)
+
+
+def test_config_lookup_falls_back_to_the_source_tree(monkeypatch):
+    from admn_ros import share
+
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    checkout = Path(__file__).resolve().parents[1]
+    assert share.config_file("train_tiny_demo.yaml") == checkout / "config" / "train_tiny_demo.yaml"
