@@ -15,6 +15,7 @@ $(STAMP): $(REQUIREMENTS) setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
 		-r requirements/runtime.txt -r requirements/ros-pip.txt -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m admn_ros.tools.ament_register --prefix $(VENV)
 	@touch $(STAMP)
 
 # The main job: train (or reuse) the tiny model, write a corrupted trajectory bag, start admn_node + thermal_monitor,

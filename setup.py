@@ -1,7 +1,9 @@
 """ament_python package `admn_ros`: installs both `admn_core` (pure Python + PyTorch) and `admn_ros` (rclpy).
 
-Works with `colcon build` on a robot with ROS 2 Jazzy/Kilted, and with plain `pip install .` in a venv
-(the Makefile does that, then links the console scripts where `ros2 run`/`ros2 launch` look for them).
+Works with `colcon build` on a robot with ROS 2 Jazzy/Kilted (docs/install.md), and with `pip install -e .` in a
+venv: `make venv` does that, then registers the checkout in the venv's ament index (admn_ros/tools/ament_register.py:
+the marker, share/admn_ros/{package.xml,launch,config} and lib/admn_ros/<console scripts>, which an editable install
+does not write), so `ros2 pkg prefix|run|launch admn_ros` find it.
 """
 
 from glob import glob
@@ -38,6 +40,7 @@ setup(
             "admn_node_benchmark = admn_ros.benchmark_node:main",
             "admn_soak = admn_ros.soak:main",
             "admn_replay_eval = admn_ros.replay_cli:main",
+            "admn_live_replay = admn_ros.live_replay:main",
         ],
     },
 )

@@ -1,13 +1,14 @@
-"""admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py (ros2 launch is not installable from PyPI).
+"""admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py, for machines without `ros2 launch`.
 
     admn_bringup --model tiny.safetensors [--device cuda] [--config admn_node.yaml] [--thermal-config t.yaml]
-                 [--use-sim-time] [--namespace robot1] [--dry-run]
+                 [--use-sim-time] [--namespace robot1] [--frame-id map] [--budget-topic /compute_budget] [--dry-run]
 
 Starts admn_node and thermal_monitor as child processes (`python -m admn_ros.<node> --ros-args ...`) with the same
-parameter files, the same overrides (model, device, use_sim_time) and the same FASTDDS_DEFAULT_PROFILES_FILE as the
-launch file. Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on; ros2 launch does the
-same); children that do not exit within the grace period are terminated, then killed. If one node exits, the other
-is stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
+parameter files, the same overrides (model, device, frame_id, use_sim_time), the same budget-topic remapping and the
+same FASTDDS_DEFAULT_PROFILES_FILE (a user's value kept, else the shipped profile) as the launch file.
+Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on; ros2 launch does the same);
+children that do not exit within the grace period are terminated, then killed. If one node exits, the other is
+stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
 Config files are looked up where the launch file finds them: the package share directory (admn_ros.share).
 """
@@ -28,6 +29,8 @@ from admn_ros.processes import escalate
 from admn_ros.share import config_dir
 
 FASTDDS_PROFILE = "fastdds_large_data.xml"
+FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+BUDGET_TOPIC = "compute_budget"
 NODES = (("admn_node", "admn_ros.admn_node"), ("thermal_monitor", "admn_ros.thermal_monitor"))
 GRACE_S = 10.0
 
@@ -52,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="thermal_monitor parameters YAML (default: the shipped config/thermal_monitor.yaml)")
     parser.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay, simulation)")
     parser.add_argument("--namespace", default="", help="namespace for both nodes and their topics")
+    parser.add_argument("--frame-id", default="map", help="frame of the pose output (REP-105; default map)")
+    parser.add_argument("--budget-topic", default=BUDGET_TOPIC,
+                        help="budget topic of both nodes (default: compute_budget in the namespace; /compute_budget "
+                             "shares one budget across namespaces)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     return parser.parse_args(argv)
 
@@ -67,12 +74,12 @@ def build_commands(args: argparse.Namespace, python: str = sys.executable) -> li
     # Absolute: the node resolves a relative path against its own working directory, which is ours, but an absolute
     # path in the log is what users can check.
     model = str(Path(args.model).expanduser().resolve())
-    common = ["-p", f"use_sim_time:={sim_time}"]
+    common = ["-p", f"use_sim_time:={sim_time}", "-r", f"{BUDGET_TOPIC}:={args.budget_topic}"]
     if args.namespace:
         common += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
-    env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(configs / FASTDDS_PROFILE)}
+    env = {FASTDDS_PROFILE_VARIABLE: os.environ.get(FASTDDS_PROFILE_VARIABLE) or str(configs / FASTDDS_PROFILE)}
     overrides = {"admn_node": ["--params-file", str(admn_config), "-p", f"model:={model}", "-p",
-                               f"device:={args.device}"],
+                               f"device:={args.device}", "-p", f"frame_id:={args.frame_id}"],
                  "thermal_monitor": ["--params-file", str(thermal_config)]}
     return [ProcessSpec(name, [python, "-m", module, "--ros-args", "-r", f"__node:={name}", *overrides[name],
                                *common], dict(env))

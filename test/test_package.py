@@ -144,3 +144,26 @@ def test_no_hard_coded_cuda_calls():
     offenders = [str(path) for folder in ("admn_core", "admn_ros") for path in (ROOT / folder).rglob("*.py")
                  if ".cuda()" in path.read_text()]
     assert offenders == []
+
+
+def _console_scripts() -> dict[str, str]:
+    call = _setup_call()
+    entry_points = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "entry_points"))
+    return dict((part.strip() for part in script.split("=")) for script in entry_points["console_scripts"])
+
+
+@pytest.mark.parametrize("module", ["admn_ros.live_replay", "admn_ros.replay_cli", "admn_ros.bringup",
+                                    "admn_ros.demo"])
+def test_modules_the_readme_runs_are_console_scripts_with_help(module):
+    assert f"{module}:main" in _console_scripts().values(), f"{module} has no console script in setup.py"
+    completed = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and completed.stdout.startswith("usage: "), completed.stdout + completed.stderr
+
+
+def test_live_replay_command_line_rejects_a_missing_bag_with_a_reason(tmp_path):
+    missing = tmp_path / "no_bag"
+    completed = subprocess.run([sys.executable, "-m", "admn_ros.live_replay", str(missing), "--model",
+                                str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "out")],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert completed.stderr.startswith("admn_live_replay: ") and str(missing) in completed.stderr

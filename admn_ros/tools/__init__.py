@@ -1,0 +1,1 @@
+"""Installation tools: ament index registration of a pip install, robot install planning."""
