@@ -3,6 +3,9 @@
 Every shape in the network is derived from these dataclasses, so nothing downstream hard-codes
 "12 layers", "2 modalities" or "768 wide" (the official code's main source of drift, reference §8).
 Unknown keys are rejected with the closest valid name, so a typo in a YAML file is an error, not a default.
+Every size is bounded to a plausible range (the MAX_* limits) before anything is built from it: a config read from
+a file (a bundle's metadata) cannot ask for a million blocks or a billion-wide layer, and JSON is parsed with
+bounded size and nesting (`parse_json`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,9 +32,51 @@ AUDIOSET_STD = (4.5689974,)
 READOUTS = ("cls", "mean", "grid")  # ModalitySpec.readout
 FUSION_POOLINGS = ("mean", "flatten")  # FusionSpec.pooling
 
+# Plausible ranges for every size (inclusive). Generous for real models (ViT-g is 40 blocks, 1408 wide, 16 heads;
+# AudioMAE's input is 128 × 1024), small enough that no accepted config asks for an unbounded build.
+MAX_BLOCKS = 64  # per backbone, fusion transformer and controller encoder
+MAX_WIDTH = 8192  # embedding widths, hidden sizes, per-head sizes
+MAX_HEADS = 256
+MAX_SIDE = 8192  # input and controller-input height/width, patch and kernel sizes
+MAX_CHANNELS = 64
+MAX_VIEWS = 64
+MAX_MODALITIES = 16
+MAX_OUTPUTS = 100_000  # classes of a classification head, corruption outputs of a controller
+MAX_JSON_CHARS = 1 << 20  # a paper-size config is ~3 kB
+MAX_JSON_DEPTH = 32  # a config nests 4 levels deep
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the offending field."""
+
+
+def check_ranges(owner: str, values: dict[str, Any], ranges: dict[str, tuple[float, float]]) -> None:
+    """Each named value (every element of a tuple value) in its inclusive [low, high]; NaN is never in range."""
+    for name, (low, high) in ranges.items():
+        value = values[name]
+        if not all(low <= item <= high for item in (value if isinstance(value, tuple) else (value,))):
+            raise ConfigError(f"{owner}{name} must be in [{low}, {high}], got {reprlib.repr(value)}")
+
+
+def parse_json(text: str, where: str) -> Any:
+    """json.loads of at most MAX_JSON_CHARS characters nested at most MAX_JSON_DEPTH deep (json.loads itself
+    recurses per level and raises RecursionError on deep nesting); any problem → ConfigError naming `where`."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected JSON text, got {type(text).__name__}")
+    if len(text) > MAX_JSON_CHARS:
+        raise ConfigError(f"{where}: JSON of {len(text)} characters exceeds the limit of {MAX_JSON_CHARS}")
+    depth = 0
+    for token in _JSON_STRING_OR_BRACKET.findall(text):  # whole strings are matched, so their brackets don't count
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token, 0)
+        if depth > MAX_JSON_DEPTH:
+            raise ConfigError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer literal beyond Python's digit limit
+        raise ConfigError(f"{where}: not valid JSON: {exc}") from None
+
+
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 @dataclass(frozen=True)
@@ -39,6 +87,10 @@ class AudioFrontend:
     n_fft: int = 400  # 25 ms at 16 kHz, as AudioMAE's Kaldi fbank
     hop_length: int = 160  # 10 ms
     n_mels: int = 128
+
+    def __post_init__(self) -> None:
+        check_ranges("audio.", vars(self), {"sample_rate": (1, 384_000), "n_fft": (1, 1 << 16),
+                                            "hop_length": (1, 1 << 16), "n_mels": (1, MAX_SIDE)})
 
 
 @dataclass(frozen=True)
@@ -78,6 +130,13 @@ class ModalitySpec:
             raise ConfigError(f"modality {self.name!r}: kind must be rgb, depth or audio, got {self.kind!r}")
         if not self.views:
             raise ConfigError(f"modality {self.name!r}: needs at least one view")
+        if len(self.views) > MAX_VIEWS:
+            raise ConfigError(f"modality {self.name!r}: views: at most {MAX_VIEWS} views, got {len(self.views)}")
+        check_ranges(f"modality {self.name!r}: ", vars(self), {
+            "channels": (1, MAX_CHANNELS), "input_size": (1, MAX_SIDE), "patch_size": (1, MAX_SIDE),
+            "embed_dim": (1, MAX_WIDTH), "num_heads": (1, MAX_HEADS), "depth": (1, MAX_BLOCKS),
+            "mlp_ratio": (0.25, 64.0), "norm_mean": (-1e6, 1e6), "norm_std": (1e-6, 1e6), "layer_cost": (1, 1000),
+            "depth_max_range_m": (1e-3, 1e4), "controller_input_size": (1, MAX_SIDE), "readout_grid": (1, MAX_SIDE)})
         if len(set(self.views)) != len(self.views):
             raise ConfigError(f"modality {self.name!r}: duplicate view names {self.views}")
         height, width = self.input_size
@@ -95,8 +154,6 @@ class ModalitySpec:
         if self.readout == "grid" and not 1 <= self.readout_grid <= min(height, width) // self.patch_size:
             raise ConfigError(f"modality {self.name!r}: readout_grid must be in [1, patches per side "
                               f"{min(height, width) // self.patch_size}], got {self.readout_grid}")
-        if self.layer_cost < 1:
-            raise ConfigError(f"modality {self.name!r}: layer_cost must be >= 1")
         if not 0 <= self.trainable_last_blocks <= self.depth:
             raise ConfigError(f"modality {self.name!r}: trainable_last_blocks must be in [0, {self.depth}]")
         if self.kind == "audio" and self.audio is None:
@@ -141,6 +198,9 @@ class FusionSpec:
     pooling: str = "mean"
 
     def __post_init__(self) -> None:
+        check_ranges("fusion.", vars(self), {
+            "adapter_hidden": (1, MAX_WIDTH), "dim": (1, MAX_WIDTH), "depth": (1, MAX_BLOCKS),
+            "heads": (1, MAX_HEADS), "dim_head": (1, MAX_WIDTH), "mlp_dim": (1, MAX_WIDTH)})
         if self.pooling not in FUSION_POOLINGS:
             raise ConfigError(f"fusion.pooling must be one of {FUSION_POOLINGS}, got {self.pooling!r}")
 
@@ -164,8 +224,10 @@ class HeadSpec:
     def __post_init__(self) -> None:
         if self.task not in ("localization", "classification"):
             raise ConfigError(f"head.task must be localization or classification, got {self.task!r}")
-        if self.covariance_scale <= 0:
-            raise ConfigError(f"head.covariance_scale must be > 0, got {self.covariance_scale}")
+        check_ranges("head.", vars(self), {
+            "num_classes": (0, MAX_OUTPUTS), "position_unit_m": (1e-6, 1e3), "mean_center": (-1e9, 1e9),
+            "mean_half_range": (1e-6, 1e9), "min_variance": (0.0, 1e9), "distance_weight": (0.0, 1e6),
+            "covariance_scale": (1e-6, 1e6)})
         if self.task == "classification" and self.num_classes < 2:
             raise ConfigError("head.num_classes must be >= 2 for classification")
 
@@ -187,6 +249,13 @@ class ControllerSpec:
     gumbel_scale: float = 0.1  # official code scales the Gumbel noise by 0.1 (not in the paper)
     temperature: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_ranges("controller.", vars(self), {
+            "stem_channels": (1, 1024), "stem_kernels": (1, MAX_SIDE), "stem_pool": (1, MAX_SIDE),
+            "embed_dim": (1, MAX_WIDTH), "depth": (1, MAX_BLOCKS), "heads": (1, MAX_HEADS), "dim_head": (1, MAX_WIDTH),
+            "mlp_dim": (1, MAX_WIDTH), "logit_hidden": (1, MAX_WIDTH), "logit_init_range": (0.0, 10.0),
+            "gumbel_scale": (0.0, 100.0), "temperature": (1e-6, 1e6)})
+
 
 @dataclass(frozen=True)
 class LayerDropSpec:
@@ -197,6 +266,10 @@ class LayerDropSpec:
     every_epochs: int = 10
     full_backbone_drop: float = 0.1  # per modality per batch: keep only block 0
     per_sample: bool = False  # official: one mask per modality per batch, shared by every sample and view
+
+    def __post_init__(self) -> None:
+        check_ranges("layerdrop.", vars(self), {"max_rate": (0.0, 1.0), "step": (0.0, 1.0),
+                                                "every_epochs": (1, 1_000_000), "full_backbone_drop": (0.0, 1.0)})
 
     def rate_at(self, epoch: int) -> float:
         return min(self.max_rate, self.step * ((epoch + 1) // self.every_epochs))
@@ -215,6 +288,8 @@ class ModelConfig:
         names = [spec.name for spec in self.modalities]
         if not names:
             raise ConfigError("a model needs at least one modality")
+        if len(names) > MAX_MODALITIES:
+            raise ConfigError(f"at most {MAX_MODALITIES} modalities, got {len(names)}")
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate modality names: {names}")
         depths = {spec.depth for spec in self.modalities}
@@ -258,7 +333,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(parse_json(text, "config"))
 
 
 def _to_plain(value: Any) -> Any:
@@ -283,7 +358,7 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
+    except (TypeError, ConfigError) as exc:  # a required key is missing, or a value out of range
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -308,7 +383,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        number = float(value) if abs(value) < 1e308 else math.inf  # float(10**400) would raise OverflowError
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {reprlib.repr(value)}")
+        return number
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from admn_core.config import ConfigError, ModalitySpec, ModelConfig, load_model_config
@@ -63,7 +65,7 @@ def test_readout_pooling_and_covariance_scale_are_checked():
                      embed_dim=32, num_heads=2, readout="grid", readout_grid=5)
     with pytest.raises(ConfigError, match=r"fusion\.pooling must be one of"):
         FusionSpec(pooling="sum")
-    with pytest.raises(ConfigError, match="covariance_scale must be > 0"):
+    with pytest.raises(ConfigError, match=r"covariance_scale must be in \[1e-06, "):
         HeadSpec(covariance_scale=0.0)
     paper = preset_config("paper")  # the paper preset keeps the official choices
     assert paper.modality("rgb").readout == "cls" and paper.fusion.pooling == "mean"
@@ -76,3 +78,58 @@ def test_layerdrop_warmup_matches_the_official_schedule():
     assert rates[:9] == [0.0] * 9  # epochs 0–8
     assert all(abs(r - 0.1) < 1e-9 for r in rates[9:19])  # epochs 9–18
     assert all(abs(r - 0.2) < 1e-9 for r in rates[19:])  # 19+: capped at max_rate
+
+
+def _tiny_with(**changes) -> dict:
+    """The tiny preset as plain data with `changes` applied: {"fusion.depth": 0} sets data["fusion"]["depth"]."""
+    data = preset_config("tiny").to_dict()
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        target = data
+        for key in parents:
+            target = target[int(key)] if key.isdigit() else target[key]
+        target[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("modalities.0.depth", 10**6, r"model\.modalities\[0\]: modality 'rgb': depth must be in \[1, 64\], got 1000000"),
+    ("modalities.0.embed_dim", 10**9, r"modalities\[0\]: modality 'rgb': embed_dim must be in \[1, 8192\]"),
+    ("modalities.0.patch_size", 0, r"modalities\[0\]: modality 'rgb': patch_size must be in \[1, 8192\], got 0"),
+    ("modalities.0.num_heads", 0, r"num_heads must be in \[1, 256\], got 0"),
+    ("modalities.0.input_size", [0, 64], r"input_size must be in \[1, 8192\], got \(0, 64\)"),
+    ("modalities.0.views", [str(i) for i in range(65)], r"views: at most 64 views, got 65"),
+    ("modalities.0.norm_std", [0.0, 1.0, 1.0], r"norm_std must be in \[1e-06, "),
+    ("modalities.0.mlp_ratio", float("inf"), r"modalities\[0\]\.mlp_ratio: expected a finite number, got inf"),
+    ("modalities.2.audio.hop_length", 0, r"modalities\[2\]\.audio: audio\.hop_length must be in \[1, 65536\]"),
+    ("fusion.depth", 0, r"model\.fusion: fusion\.depth must be in \[1, 64\], got 0"),
+    ("fusion.dim", 10**5, r"fusion\.dim must be in \[1, 8192\]"),
+    ("head.num_classes", 10**7, r"head\.num_classes must be in \[0, 100000\]"),
+    ("head.min_variance", float("nan"), r"head\.min_variance: expected a finite number, got nan"),
+    ("controller.stem_kernels", [3, 0, 3], r"controller\.stem_kernels must be in \[1, 8192\], got \(3, 0, 3\)"),
+    ("controller.temperature", 0.0, r"controller\.temperature must be in \[1e-06, "),
+    ("layerdrop.max_rate", 1.5, r"layerdrop\.max_rate must be in \[0.0, 1.0\], got 1.5"),
+])
+def test_out_of_range_values_are_rejected_naming_the_field(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict(_tiny_with(**{field: value}))
+
+
+def test_too_many_modalities_and_oversized_or_deep_json_are_rejected():
+    data = preset_config("tiny").to_dict()
+    many = [{**spec, "name": f"{spec['name']}_{i}"} for i in range(6) for spec in data["modalities"]]
+    with pytest.raises(ConfigError, match=r"at most 16 modalities, got 18"):
+        ModelConfig.from_dict({**data, "modalities": many})
+    with pytest.raises(ConfigError, match=r"config: JSON nested deeper than 32 levels"):
+        ModelConfig.from_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=r"config: JSON of \d+ characters exceeds the limit"):
+        ModelConfig.from_json(json.dumps({**data, "name": "x" * (1 << 20)}))
+    brackets_in_strings = {**data, "name": "[" * 100}  # brackets inside a string are not nesting
+    assert ModelConfig.from_json(json.dumps(brackets_in_strings)).name == "[" * 100
+
+
+def test_yaml_files_are_bounded_too(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text("preset: tiny\nfusion:\n  depth: 100000\n")
+    with pytest.raises(ConfigError, match=r"model.yaml: .*fusion\.depth must be in \[1, 64\], got 100000"):
+        load_model_config(path)
