@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from admn_core.presets import PRESETS, preset_config
 # Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
 # so the core command works in a partial install.
 COMMAND_GROUPS = ("admn_core.data.cli", "admn_core.train.cli")
+
+logger = logging.getLogger(__name__)
 
 
 def _model_config(args) -> ModelConfig:
@@ -79,7 +82,7 @@ def _node_overhead(preset: str, budget: int, repeats: int) -> dict | None:
     try:
         from admn_ros.benchmark_node import measure, summarize
     except ImportError as exc:
-        print(f"node overhead skipped: {exc}", file=sys.stderr)
+        logger.warning(f"node overhead skipped: {exc}")
         return None
     import tempfile
 
@@ -92,7 +95,7 @@ def _node_overhead(preset: str, budget: int, repeats: int) -> dict | None:
         try:
             summary = summarize(measure(str(path), budget, repeats))
         except (ImportError, RuntimeError) as exc:  # no ROS 2 here, or the node could not run: say so, go on
-            print(f"node overhead skipped: {exc}", file=sys.stderr)
+            logger.warning(f"node overhead skipped: {exc}")
             return None
     return {"budget": budget, "repeats": repeats, **summary}
 
@@ -148,6 +151,11 @@ def command_import_checkpoint(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="admn", description=__doc__)
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                           default=logging.INFO, help="also log admn_core's debug messages")
+    verbosity.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                           help="log only warnings and errors (no progress lines)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     flops = commands.add_parser("flops", help="per-budget FLOPs table of a model (analytic cost model)")
@@ -207,8 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """Progress and diagnostics (training stages, caches, skipped measurements) on stderr. Debug messages only of
+    admn_core itself: other libraries' debug output (fonts, plugins) would bury them."""
+    logging.basicConfig(level=max(level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("admn_core").setLevel(level)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
     try:
         return args.handler(args)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import shutil
 import time
@@ -33,6 +34,8 @@ from admn_core.data.corruptions.labels import CATEGORIES
 from admn_core.data.corruptions.presets import get_preset
 from admn_core.data.errors import CacheFormatError
 from admn_core.data.world import World, WorldConfig
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "admn-world-cache"
 FORMAT_VERSION = 1
@@ -96,8 +99,7 @@ def _fill(root: Path, config: WorldConfig, preset_name: str, seed: int, start: i
 
 
 def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: int = 0,
-                world_config: WorldConfig | None = None, workers: int = 1, overwrite: bool = False,
-                log=None) -> Path:
+                world_config: WorldConfig | None = None, workers: int = 1, overwrite: bool = False) -> Path:
     """Generate `num_samples` world samples with a corruption preset into a cache directory at `out`."""
     if num_samples < 1:
         raise CacheFormatError(out, f"num_samples must be >= 1, got {num_samples}")
@@ -139,8 +141,7 @@ def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: 
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
     os.replace(partial, out)
-    if log:
-        log(f"wrote {num_samples} samples ({preset}) to {out} in {manifest['generation_seconds']} s")
+    logger.info(f"wrote {num_samples} samples ({preset}) to {out} in {manifest['generation_seconds']} s")
     return out
 
 

@@ -39,7 +39,7 @@ def world_generate(out: str | Path, samples: int = 1000, preset: str = "mixed", 
                    resolution="64", workers: int = 1, overwrite: bool = False) -> Path:
     from admn_core.data.cache import write_cache
 
-    return write_cache(out, samples, preset, seed, _world_config(resolution), workers, overwrite, log=print)
+    return write_cache(out, samples, preset, seed, _world_config(resolution), workers, overwrite)
 
 
 def world_bench(seconds: float = 3.0, workers: int | None = None, preset: str = "mixed", resolution="64") -> float:

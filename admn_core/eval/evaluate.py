@@ -6,6 +6,7 @@ re-runs it from the artifacts on disk (every stage is reused, only evaluation ru
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from admn_core.eval.metrics import controller_rule, evaluate_rule, fixed_rule
 from admn_core.eval.plots import allocation_examples, line_plot
 from admn_core.eval.report import condition_markdown, layerdrop_markdown, results_markdown
 from admn_core.train.baselines import fixed_masks, upper_bound_mask
+
+logger = logging.getLogger(__name__)
 
 ABLATION_LAYERS = (12, 8, 6, 4, 3)  # per backbone, official keep sets (paper Table 8 removes blocks the same way)
 
@@ -173,7 +176,7 @@ def evaluate_run(pipeline, model, model_nold, controllers: dict, baselines: dict
         (out / "results.json").write_text(json.dumps(results, indent=1))
         (out / "results.md").write_text(results_markdown(results) + "\n" + condition_markdown(results) + "\n"
                                         + layerdrop_markdown(results))
-        pipeline.log((out / "results.md").read_text())
+        logger.info((out / "results.md").read_text())
         return results
     finally:
         torch.set_grad_enabled(True)
@@ -257,7 +260,7 @@ def _allocation_rows(config, test, masks_seen: dict, data, budgets) -> list[dict
     return rows
 
 
-def evaluate_from_disk(run_dir: str | Path, log=print) -> dict:
+def evaluate_from_disk(run_dir: str | Path) -> dict:
     """`admn evaluate`: rebuild a Pipeline from `<run_dir>/settings.json`, reuse every stage, run evaluation."""
     from admn_core.train.pipeline import Pipeline, settings_from_dict
 
@@ -268,7 +271,7 @@ def evaluate_from_disk(run_dir: str | Path, log=print) -> dict:
     settings = settings_from_dict(json.loads(settings_path.read_text()))
     timings_path = run_dir / "timings.json"
     trained = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    results = Pipeline(settings, run_dir, log=log).run()
+    results = Pipeline(settings, run_dir).run()
     if trained:  # keep the training run's stage timings; only evaluation was re-timed
         trained["evaluate"] = json.loads(timings_path.read_text()).get("evaluate", trained.get("evaluate"))
         timings_path.write_text(json.dumps(trained, indent=1))

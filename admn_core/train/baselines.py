@@ -22,6 +22,7 @@ Trained (cheap, reduced vs the paper — every reduction is a config field):
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from admn_core.models.controller import QoIController
 from admn_core.models.heads import GaussianPrediction
 from admn_core.models.task_model import ADMNModel
 from admn_core.train.batching import blank_random_modality
-from admn_core.train.loop import seed_everything, warmup_cosine
+from admn_core.train.loop import progress, seed_everything, warmup_cosine
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- fixed allocations
@@ -84,7 +87,7 @@ class ScratchConfig:
     device: str = "cpu"
 
 
-def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scratch: ScratchConfig, log=print,
+def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scratch: ScratchConfig,
                            name: str = "scratch", clean=None) -> tuple[ADMNModel, list[dict]]:
     """A task model trained from random init running only `mask`'s blocks ([M, depth]); train = a TensorSet.
 
@@ -110,7 +113,7 @@ def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scrat
         drop_rate = 0.0 if is_clean else scratch.full_backbone_drop
         order = torch.randperm(len(data), generator=generator)
         total, seen = 0.0, 0
-        for start in range(0, len(data), scratch.batch_size):
+        for start in progress(range(0, len(data), scratch.batch_size), True, f"{name} {epoch + 1}/{scratch.epochs}"):
             rows = order[start:start + scratch.batch_size]
             inputs = {k: v[rows].to(device) for k, v in data.inputs.items()}
             if is_clean and scratch.clean_modality_dropout:
@@ -130,9 +133,8 @@ def train_fixed_mask_model(config: ModelConfig, train, mask: torch.Tensor, scrat
             seen += len(rows)
         history.append({"epoch": epoch, "train_loss": total / seen, "clean": int(is_clean),
                         "seconds": time.perf_counter() - started})
-        if log:
-            log(f"{name} {epoch + 1}/{scratch.epochs}{' (clean)' if is_clean else ''} loss {total / seen:.3f} "
-                f"{history[-1]['seconds']:.1f}s")
+        logger.info(f"{name} {epoch + 1}/{scratch.epochs}{' (clean)' if is_clean else ''} loss {total / seen:.3f} "
+                    f"{history[-1]['seconds']:.1f}s")
     return model.eval(), history
 
 
@@ -188,7 +190,7 @@ def expert_outputs(experts: dict[str, ADMNModel], masks: dict[str, torch.Tensor]
 
 
 def train_mns_gate(config: ModelConfig, head_loss, train, means: torch.Tensor, covs: torch.Tensor,
-                   mns: MNSConfig, log=print) -> tuple[MNSGate, list[dict]]:
+                   mns: MNSConfig) -> tuple[MNSGate, list[dict]]:
     """Train the gate on precomputed (frozen) expert outputs; `head_loss(GaussianPrediction, target)`."""
     seed_everything(mns.seed)
     device = torch.device(mns.device)
@@ -202,7 +204,7 @@ def train_mns_gate(config: ModelConfig, head_loss, train, means: torch.Tensor, c
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
         counts = torch.zeros(means.shape[1])
-        for start in range(0, len(train), mns.batch_size):
+        for start in progress(range(0, len(train), mns.batch_size), True, f"mns gate {epoch + 1}/{mns.epochs}"):
             rows = order[start:start + mns.batch_size]
             inputs = {k: v[rows].to(device) for k, v in train.inputs.items()}
             weights = F.gumbel_softmax(gate(inputs), tau=mns.temperature, hard=True)  # [B, E]
@@ -218,9 +220,8 @@ def train_mns_gate(config: ModelConfig, head_loss, train, means: torch.Tensor, c
         scheduler.step()
         history.append({"epoch": epoch, "train_loss": total / seen,
                         "expert_share": (counts / counts.sum()).tolist()})
-        if log:
-            log(f"mns gate {epoch + 1}/{mns.epochs} loss {total / seen:.3f} share "
-                + " ".join(f"{x:.2f}" for x in history[-1]["expert_share"]))
+        logger.info(f"mns gate {epoch + 1}/{mns.epochs} loss {total / seen:.3f} share "
+                    + " ".join(f"{x:.2f}" for x in history[-1]["expert_share"]))
     return gate.eval(), history
 
 

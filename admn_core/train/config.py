@@ -29,7 +29,7 @@ class RunOptions:
     device: str = "cpu"
     num_workers: int = 0  # DataLoader workers (the datasets are deterministic per index, so workers are safe)
     checkpoint_every: int = 1  # [code] `last.pt` every epoch; here an atomic safetensors+JSON state every N epochs
-    progress: bool = True  # per-epoch line on rank 0 (plus a tqdm bar per epoch when tqdm is installed)
+    progress: bool = True  # per-epoch log line on rank 0 (plus a per-batch tqdm bar on a terminal)
     grad_clip_norm: float = 0.0  # 0 = off [code: never clips]
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,8 @@ def _fmt(value):
 
 
 def progress(iterable: Iterable, enabled: bool, description: str, total: int | None = None):
-    """A tqdm bar when tqdm is installed and output is enabled; the bare iterable otherwise."""
+    """A per-batch tqdm bar when enabled and stderr is a terminal; the bare iterable otherwise (logs, CI)."""
     if not enabled or not sys.stderr.isatty():
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:
         return iterable
     return tqdm(iterable, desc=description, total=total, leave=False)
 

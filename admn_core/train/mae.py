@@ -23,6 +23,7 @@ trap reference §1.4 warns about).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +39,9 @@ from torch.utils.data import Dataset
 from admn_core.config import ModalitySpec, ModelConfig
 from admn_core.models.backbone import LayerDropViT
 from admn_core.preprocess import preprocess_batch
-from admn_core.train.loop import seed_everything
+from admn_core.train.loop import progress, seed_everything
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def encoder_state(mae: MaskedAutoencoder) -> dict[str, torch.Tensor]:
 
 
 def pretrain_mae_modality(spec: ModalitySpec, frames: torch.Tensor, config: MAEConfig | None = None,
-                          log=print) -> tuple[MaskedAutoencoder, list[dict]]:
+                          ) -> tuple[MaskedAutoencoder, list[dict]]:
     """Train one modality's MAE on `frames` [N, C, H, W]; → (mae, per-epoch {"epoch", "loss", ...})."""
     config = config or MAEConfig()
     seed_everything(config.seed)
@@ -178,7 +181,8 @@ def pretrain_mae_modality(spec: ModalitySpec, frames: torch.Tensor, config: MAEC
         order = torch.randperm(len(frames), generator=generator)
         sums = {"loss": 0.0, "patch_loss": 0.0, "cls_loss": 0.0}
         seen = 0
-        for start in range(0, len(frames), config.batch_size):
+        batches = range(0, len(frames), config.batch_size)
+        for start in progress(batches, config.progress, f"mae[{spec.name}] {epoch + 1}/{config.epochs}"):
             images = frames[order[start:start + config.batch_size]].to(device)
             losses = mae(images, generator)
             optimizer.zero_grad(set_to_none=True)
@@ -190,14 +194,14 @@ def pretrain_mae_modality(spec: ModalitySpec, frames: torch.Tensor, config: MAEC
             seen += len(images)
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}, "seconds": time.perf_counter() - started}
         history.append(row)
-        if config.progress and log:
-            log(f"mae[{spec.name}] {epoch + 1}/{config.epochs} loss {row['loss']:.4f} "
-                f"(masked patches {row['patch_loss']:.4f}) {row['seconds']:.1f}s")
+        if config.progress:
+            logger.info(f"mae[{spec.name}] {epoch + 1}/{config.epochs} loss {row['loss']:.4f} "
+                        f"(masked patches {row['patch_loss']:.4f}) {row['seconds']:.1f}s")
     return mae.eval(), history
 
 
 def pretrain_mae(model_config: ModelConfig, dataset: Dataset, config: MAEConfig | None = None,
-                 out_dir: str | Path | None = None, log=print) -> dict[str, Path | dict]:
+                 out_dir: str | Path | None = None) -> dict[str, Path | dict]:
     """Stage 0 for every modality; writes `<out_dir>/<modality>.safetensors` (+ `mae_history.json`).
 
     Resumable per modality: an existing file is kept. → {modality: path} (or {modality: state dict} without
@@ -216,7 +220,7 @@ def pretrain_mae(model_config: ModelConfig, dataset: Dataset, config: MAEConfig 
     for spec in model_config.modalities:
         path = None if out is None else out / f"{spec.name}.safetensors"
         if spec in todo:
-            mae, history = pretrain_mae_modality(spec, frames[spec.name], config, log)
+            mae, history = pretrain_mae_modality(spec, frames[spec.name], config)
             histories[spec.name] = history
             state = encoder_state(mae)
             if path is not None:
@@ -227,7 +231,7 @@ def pretrain_mae(model_config: ModelConfig, dataset: Dataset, config: MAEConfig 
     return results
 
 
-def load_mae_backbones(model, directory: str | Path, log=print) -> dict:
+def load_mae_backbones(model, directory: str | Path) -> dict:
     """Load `<directory>/<modality>.safetensors` into every backbone of an ADMNModel; → {modality: LoadReport}."""
     from admn_core.pretrained import load_pretrained_backbone
 
@@ -237,6 +241,5 @@ def load_mae_backbones(model, directory: str | Path, log=print) -> dict:
         if report.missing or report.unexpected:
             raise RuntimeError(f"MAE weights for {spec.name} do not match the backbone:\n{report.summary()}")
         reports[spec.name] = report
-        if log:
-            log(f"stage1: loaded MAE encoder for {spec.name}: {len(report.loaded)} tensors, none missing")
+        logger.info(f"stage1: loaded MAE encoder for {spec.name}: {len(report.loaded)} tensors, none missing")
     return reports

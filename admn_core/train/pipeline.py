@@ -21,6 +21,7 @@ ablation controller trained for the same budget next to ADMN's would make the ch
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -52,6 +53,8 @@ from admn_core.train.config import (
     UniversalTrainConfig,
 )
 from admn_core.train.mae import MAEConfig, load_mae_backbones, pretrain_mae
+
+logger = logging.getLogger(__name__)
 
 CONTROLLER_VARIANT_PREFIX = {"corruption_supervised": "admn", "autoencoder": "ae", "plain_st": "plain_st",
                              "task_only": "task_only"}
@@ -195,10 +198,9 @@ def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTarget
 
 # ---------------------------------------------------------------------------------------------- run
 class Pipeline:
-    def __init__(self, settings: PipelineSettings, run_dir: str | Path, log=print):
+    def __init__(self, settings: PipelineSettings, run_dir: str | Path):
         self.settings = settings
         self.run_dir = Path(run_dir)
-        self.log = log
         self.config = preset_config(settings.preset)
         self.targets = corruption_targets(settings.corruption, self.config)
         self.timings: dict[str, float] = {}
@@ -210,12 +212,12 @@ class Pipeline:
     # -- helpers
     def _stage(self, name: str, function, *args, **kwargs):
         started = time.perf_counter()
-        self.log(f"== {name} ==")
+        logger.info(f"== {name} ==")
         result = function(*args, **kwargs)
         seconds = time.perf_counter() - started
         if seconds > 0.5 or name not in self.timings:  # a stage reused from disk keeps its original timing
             self.timings[name] = round(seconds, 2)
-        self.log(f"== {name}: {seconds:.1f} s ==")
+        logger.info(f"== {name}: {seconds:.1f} s ==")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return result
@@ -250,7 +252,7 @@ class Pipeline:
                 if (manifest.get("num_samples") != count or manifest.get("preset") != preset
                         or manifest.get("seed") != seed
                         or manifest.get("world") != json.loads(json.dumps(world_settings(world)))):
-                    self.log(f"data/{split}: cache settings changed; regenerating")
+                    logger.info(f"data/{split}: cache settings changed; regenerating")
                     shutil.rmtree(root)
             if not (root / "manifest.json").is_file():
                 write_cache(root, count, preset, seed, world, s.workers, overwrite=True)
@@ -261,7 +263,7 @@ class Pipeline:
     def stage0(self, train):
         mae = replace(self.settings.mae, seed=self.settings.seed, device=self.settings.device,
                       progress=self.settings.progress)
-        return pretrain_mae(self.config, train, mae, self.path("mae"), log=self.log)
+        return pretrain_mae(self.config, train, mae, self.path("mae"))
 
     def stage1(self, train, layerdrop: bool = True) -> ADMNModel:
         name = "stage1" if layerdrop else "stage1_nold"
@@ -272,7 +274,7 @@ class Pipeline:
             return model.eval()
         s = self.settings.stage1
         if s.init == "mae":
-            load_mae_backbones(model, self.path("mae"), log=self.log)
+            load_mae_backbones(model, self.path("mae"))
         spec = (LayerDropSpec(max_rate=s.layerdrop_max_rate, step=s.layerdrop_step,
                               every_epochs=s.layerdrop_every_epochs, full_backbone_drop=s.full_backbone_drop)
                 if layerdrop
@@ -375,7 +377,7 @@ class Pipeline:
                 model.load_state_dict(load_file(str(path)))
                 return model.eval()
             started = time.perf_counter()
-            model, _ = train_fixed_mask_model(self.config, train_tensors, mask, scratch_cfg, log=self.log, name=tag,
+            model, _ = train_fixed_mask_model(self.config, train_tensors, mask, scratch_cfg, name=tag,
                                               clean=clean_tensors)
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
             self.timings[f"baseline {tag}"] = round(time.perf_counter() - started, 2)
@@ -395,7 +397,7 @@ class Pipeline:
                 started = time.perf_counter()
                 means, covs = expert_outputs(experts, masks, train_tensors, device=self.settings.device)
                 head = next(iter(experts.values())).head
-                gate, _ = train_mns_gate(self.config, head.loss, train_tensors, means, covs, mns_cfg, log=self.log)
+                gate, _ = train_mns_gate(self.config, head.loss, train_tensors, means, covs, mns_cfg)
                 save_file({k: v.detach().cpu().contiguous() for k, v in gate.state_dict().items()}, str(gate_path))
                 self.timings[f"baseline mns_gate_b{budget}"] = round(time.perf_counter() - started, 2)
             for expert in experts.values():
@@ -432,7 +434,7 @@ class Pipeline:
         def stop_after(stage: str) -> bool:
             if stage != until:
                 return False
-            self.log(f"stopping after {stage} (--until); rerun without it to continue from here")
+            logger.info(f"stopping after {stage} (--until); rerun without it to continue from here")
             return True
 
         train, test = self._stage("data", self.data)
@@ -454,7 +456,7 @@ class Pipeline:
                              if self.settings.scratch.clean_warmup_epochs else None)
             baselines = self._stage("baselines", self.baselines, train_tensors, clean_tensors)
         else:
-            self.log("baselines: Naive Scratch and MNS skipped (trained_baselines: false)")
+            logger.info("baselines: Naive Scratch and MNS skipped (trained_baselines: false)")
             baselines = {"scratch": {}, "mns": {}}
         if stop_after("baselines"):
             return {}
@@ -465,9 +467,9 @@ class Pipeline:
         self.timings["total"] = round(sum(v for k, v in self.timings.items()
                                           if k != "total" and not k.startswith(("controller ", "baseline "))), 2)
         (self.run_dir / "timings.json").write_text(json.dumps(self.timings, indent=1))
-        self.log("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()
-                                                  if not k.startswith(("controller ", "baseline "))))
-        self.log(f"bundle: {bundle_path}")
+        logger.info("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings.items()
+                                                     if not k.startswith(("controller ", "baseline "))))
+        logger.info(f"bundle: {bundle_path}")
         return results
 
 
@@ -481,7 +483,7 @@ def _plain(value):
 
 def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[str, ...] | None = None,
                  quick: bool = False, config_path: str | Path | None = None, seed: int | None = None,
-                 device: str | None = None, until: str | None = None, log=print) -> dict[str, dict]:
+                 device: str | None = None, until: str | None = None) -> dict[str, dict]:
     """Run the pipeline for each corruption under `<out>/<corruption>/`; the first corruption's bundle is copied
     to `<out>/bundle.safetensors` (what `make run` / the ROS node loads). → {corruption: results}."""
     out = Path(out)
@@ -492,7 +494,7 @@ def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[
     results = {}
     for index, corruption in enumerate(corruptions):
         settings = replace(base, corruption=corruption)
-        pipeline = Pipeline(settings, out / corruption, log=log)
+        pipeline = Pipeline(settings, out / corruption)
         results[corruption] = pipeline.run(until=until)
         if index == 0 and until is None:
             shutil.copyfile(pipeline.path("bundle.safetensors"), out / "bundle.safetensors.partial")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ from admn_core.train.checkpoint import checkpoint_path, load_checkpoint, save_ch
 from admn_core.train.config import to_dict
 from admn_core.train.loop import DistInfo, MetricsLog, epoch_line
 
+logger = logging.getLogger(__name__)
+
 
 class TrainingSession:
     """Resumes from `<run_dir>/checkpoint.safetensors` when present (and `resume`), then per finished epoch:
-    appends the metrics row to `metrics.csv`, prints one progress line and saves the checkpoint (rank 0 only).
+    appends the metrics row to `metrics.csv`, logs one progress line and saves the checkpoint (rank 0 only).
 
     `run_dir=None` trains without writing anything (tests, notebooks)."""
 
@@ -58,7 +61,7 @@ class TrainingSession:
         if self.info.is_main:
             self.log.write(row)
             if self.config.progress:
-                print(epoch_line(self.stage, epoch, self.epochs, row, self._started), flush=True)
+                logger.info(epoch_line(self.stage, epoch, self.epochs, row, self._started))
             last = epoch == self.epochs - 1
             if self.run_dir is not None and ((epoch + 1) % self.config.checkpoint_every == 0 or last):
                 save_checkpoint(checkpoint_path(self.run_dir), epoch=epoch, modules=self.modules,
