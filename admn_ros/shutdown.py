@@ -6,7 +6,7 @@ signal shuts the rclpy context down and wakes the executor, whose spin then ends
 while the node is still being built (admn_node loads its model for seconds) or while a callback is publishing, and the
 next rclpy call on the shut-down context then raises `RCLError` ("context is not valid"). Such an error is the
 shutdown itself, not a fault: once the context reads not ok, it ends the process like the signal that caused it.
-A signal before `rclpy.init` (still importing) gets the operating system's default action.
+A signal before rclpy.init has installed the handlers (the process is still importing) gets Python's default action.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
     with rclpy.init(args=args if args is not None else sys.argv,
                     signal_handler_options=SignalHandlerOptions.ALL) as initialized:
         context = initialized.context
+        # Before the node: an executor half-built on a shut-down context leaves an "Exception ignored" traceback.
+        executor = SingleThreadedExecutor(context=context)
         node = None
         try:
             try:
@@ -49,7 +51,6 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
                 print(f"{name}: cannot start: {error}", file=sys.stderr)
                 return EXIT_CANNOT_START
             freeze_start_up_objects()
-            executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
@@ -59,6 +60,7 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
                 raise
             get_logger(name).debug(f"shutting down; an rclpy call raced the shutdown: {error}")
         finally:
+            executor.shutdown()
             if node is not None:
                 node.destroy_node()
     return EXIT_OK

@@ -1,4 +1,7 @@
-"""thermal_monitor: a temperature source -> a compute budget on `/compute_budget` (std_msgs/Int32).
+"""thermal_monitor: a temperature source -> a compute budget on `compute_budget` (std_msgs/Int32).
+
+The topic is relative: `/compute_budget` at the root, `/robot1/compute_budget` with `namespace:=robot1`, so two robots
+on one network each obey their own monitor.
 
 The budget is published RELIABLE + TRANSIENT_LOCAL + KEEP_LAST(1), on every change and every `publish_period_s`,
 so late joiners get the current value at once. Subscribers: see `admn_ros.qos` for why the perception node
@@ -12,8 +15,13 @@ only wires them to parameters, timers and topics.
 Policy: `budget_levels` are budgets from coolest to hottest (e.g. 36 24 16 12 8 6) and `thresholds_c` the
 temperatures at which each next level starts (one fewer). Heating lowers the budget at once (protect the hardware);
 cooling raises it only after the temperature is `hysteresis_c` below the threshold, and by at most one level per
-`recover_interval_s` (no flapping around a threshold). A failing or vanished source gives the lowest budget and a
-diagnostics ERROR until it reads again. `budget_override` >= 0 wins over everything (field teams).
+`recover_interval_s` (no flapping around a threshold). `budget_override` >= 0 wins over everything (field teams).
+
+Fail-safe: the monitor never fails open. A source that cannot be read, or a reading outside
+[`plausible_min_c`, `plausible_max_c`] (sensor fault codes such as -40000 m°C or -273.15 °C), gives the lowest budget,
+a diagnostics ERROR naming the zone, its file and the bad value, and an error log (at once, then every
+FAILURE_LOG_PERIOD_S while it lasts). With several thermal zones, one bad zone is enough: it may be the hot one, and
+the hottest of the others would under-report. Once every zone reads again, the budget climbs back as when cooling.
 
 Sim time: with use_sim_time:=true the ROS clock reads 0 until the first /clock message. A scripted profile does not
 start while the clock reads 0: it holds its first point (so the node publishes the budget for the first point's
@@ -42,10 +50,38 @@ from admn_ros.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC, DIAGNOSTICS_QOS
 
 NORMAL, THROTTLED, FAILSAFE, OVERRIDE = "NORMAL", "THROTTLED", "FAILSAFE", "OVERRIDE"
 SOURCE_KINDS = ("thermal_zone", "nvml", "scripted")
+FAILURE_LOG_PERIOD_S = 10.0  # a lasting source failure is logged again this often (diagnostics carry every sample)
 
 
 class TemperatureReadError(RuntimeError):
     """The source could not produce a temperature this time (it may recover)."""
+
+
+@dataclass(frozen=True)
+class PlausibleRange:
+    """Temperatures a working sensor on running compute can report; anything outside is a sensor fault, not a reading.
+
+    -30 °C: colder than any robot's compute runs at (the chip heats itself), and above the fault codes drivers report
+    (-40 °C / -40000 m°C, -273.15 °C). 125 °C: above every junction's thermal shutdown (~100-110 °C), so the saturated
+    codes of 7- and 8-bit sensors (127 °C, 255 °C) fall outside."""
+
+    min_c: float = -30.0
+    max_c: float = 125.0
+
+    def problems(self) -> str | None:
+        """A reason the range is unusable, or None."""
+        if not (math.isfinite(self.min_c) and math.isfinite(self.max_c)):
+            return f"plausible_min_c and plausible_max_c must be finite, got {self.min_c}, {self.max_c}"
+        if self.min_c >= self.max_c:
+            return f"plausible_min_c must be below plausible_max_c, got {self.min_c} >= {self.max_c}"
+        return None
+
+    def check(self, celsius: float, reading: str) -> float:
+        """`celsius` if plausible (NaN is not), else a TemperatureReadError quoting `reading` (what was read, where)."""
+        if not self.min_c <= celsius <= self.max_c:
+            raise TemperatureReadError(f"{reading} = {celsius:g} °C, outside the plausible range "
+                                       f"{self.min_c:g}..{self.max_c:g} °C (a sensor fault code?)")
+        return celsius
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -55,33 +91,58 @@ class ThermalZoneSource:
     """Linux sysfs thermal zones: `<root>/thermal_zone*/temp` in millidegrees Celsius.
 
     `zone_type` selects zones whose `type` file matches (e.g. 'x86_pkg_temp', 'cpu-thermal', 'GPU-therm'); empty means
-    all zones. The hottest selected zone is reported. Zones are re-listed on every read so a zone that vanishes and
-    comes back (driver reload, a test deleting files) is picked up again."""
+    all zones. The hottest selected zone is reported, and only while EVERY selected zone gives a plausible reading:
+    the one that fails may be the hot one. Zones are re-listed on every read; a zone seen before and gone now (driver
+    reload, a deleted file) is a failure until it is back."""
 
-    def __init__(self, root: str = "/sys/class/thermal", zone_type: str = ""):
+    def __init__(self, root: str = "/sys/class/thermal", zone_type: str = "",
+                 plausible: PlausibleRange = PlausibleRange()):
         self.root = root
         self.zone_type = zone_type
+        self.plausible = plausible
+        self._seen: set[str] = set()
 
     def describe(self) -> str:
         return f"thermal_zone {self.root} type={self.zone_type or '*'}"
 
     def read_celsius(self) -> float:
+        present = sorted(glob.glob(os.path.join(self.root, "thermal_zone*")))
         readings, problems = [], []
-        for zone in sorted(glob.glob(os.path.join(self.root, "thermal_zone*"))):
+        for zone in present:
             try:
-                if self.zone_type:
-                    with open(os.path.join(zone, "type")) as type_file:
-                        if type_file.read().strip() != self.zone_type:
-                            continue
-                with open(os.path.join(zone, "temp")) as temp_file:
-                    readings.append(int(temp_file.read().strip()) / 1000.0)
-            except (OSError, ValueError) as error:
-                problems.append(f"{os.path.basename(zone)}: {error}")
-        if readings:
-            return max(readings)
+                if self.zone_type and _read_text(os.path.join(zone, "type")) != self.zone_type:
+                    continue
+                self._seen.add(zone)
+                readings.append(self._read_zone(zone))
+            except TemperatureReadError as error:
+                problems.append(str(error))
+        problems += [f"{os.path.basename(zone)} ({zone}) vanished" for zone in sorted(self._seen - set(present))]
         wanted = f" of type {self.zone_type!r}" if self.zone_type else ""
-        detail = f" ({'; '.join(problems)})" if problems else ""
-        raise TemperatureReadError(f"no readable thermal zone{wanted} under {self.root}{detail}")
+        if problems:
+            raise TemperatureReadError(f"bad thermal zone{wanted} under {self.root}: {'; '.join(problems)}")
+        if not readings:
+            raise TemperatureReadError(f"no readable thermal zone{wanted} under {self.root}")
+        return max(readings)
+
+    def _read_zone(self, zone: str) -> float:
+        path = os.path.join(zone, "temp")
+        text = _read_text(path)
+        try:
+            millidegrees = int(text)
+        except ValueError:
+            raise TemperatureReadError(f"{os.path.basename(zone)} ({path}): not a temperature in millidegrees: "
+                                       f"{text!r}") from None
+        return self.plausible.check(millidegrees / 1000.0, f"{os.path.basename(zone)} ({path}) read {text!r}")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        zone = os.path.basename(os.path.dirname(path))
+        raise TemperatureReadError(f"{zone} ({path}): {reason}") from error
 
 
 class NvmlSource:
@@ -278,6 +339,9 @@ class BudgetPolicy:
         return min(current, cooler)
 
     def update(self, celsius: float | None, now_s: float) -> BudgetDecision:
+        # Fail-safe = the hottest level: levels run coolest to hottest with strictly decreasing budgets, so the last
+        # is the least compute, the least heat, and still a budget the perception node can run. An unknown
+        # temperature must be assumed the worst one.
         lowest = len(self.config.levels) - 1
         if celsius is None or not math.isfinite(celsius):
             level, state = lowest, FAILSAFE
@@ -315,6 +379,7 @@ def _descriptor(description, read_only=False, float_range=None, int_range=None, 
 
 
 _DEFAULTS = PolicyConfig()
+_PLAUSIBLE = PlausibleRange()
 
 
 class ThermalMonitorNode(Node):
@@ -325,7 +390,7 @@ class ThermalMonitorNode(Node):
         self.declare_parameter("thermal_root", "/sys/class/thermal", _descriptor(
             "sysfs thermal class directory (tests point it at a temp dir)", read_only=True))
         self.declare_parameter("thermal_zone_type", "", _descriptor(
-            "zone 'type' to watch (e.g. x86_pkg_temp, cpu-thermal, GPU-therm); empty = hottest zone",
+            "zone 'type' to watch (e.g. x86_pkg_temp, cpu-thermal, GPU-therm); empty = all zones (the hottest counts)",
             read_only=True))
         self.declare_parameter("nvml_gpu_index", 0, _descriptor(
             "GPU index for NVML", read_only=True, int_range=(0, 63)))
@@ -347,9 +412,20 @@ class ThermalMonitorNode(Node):
             "seconds between one-level budget increases while cooling", float_range=(0.0, 3600.0)))
         self.declare_parameter("budget_override", -1, _descriptor(
             "publish this budget regardless of temperature; -1 = off", int_range=(-1, 100000)))
+        self.declare_parameter("plausible_min_c", _PLAUSIBLE.min_c, _descriptor(
+            "readings below this (°C) are sensor faults (fail-safe budget), e.g. -40000 m°C, -273.15 °C",
+            read_only=True, float_range=(-273.15, 200.0)))
+        self.declare_parameter("plausible_max_c", _PLAUSIBLE.max_c, _descriptor(
+            "readings above this (°C) are sensor faults (fail-safe budget), e.g. saturated 127 °C / 255 °C",
+            read_only=True, float_range=(-273.15, 200.0)))
 
         self.policy = BudgetPolicy(self._policy_config_from({}))
         self.policy.override = self.get_parameter("budget_override").value
+        self.plausible = PlausibleRange(self.get_parameter("plausible_min_c").value,
+                                        self.get_parameter("plausible_max_c").value)
+        problem = self.plausible.problems()
+        if problem:
+            raise ValueError(problem)
         self.source = self._make_source()
         self.last_error = ""
         self.last_decision: BudgetDecision | None = None
@@ -361,7 +437,7 @@ class ThermalMonitorNode(Node):
         self.sample_timer = self.create_timer(self.get_parameter("sample_period_s").value, self._sample)
         self.publish_timer = self.create_timer(self.get_parameter("publish_period_s").value, self._republish)
         self.get_logger().info(f"thermal_monitor: source {self.source.describe()}, levels "
-                               f"{list(self.policy.config.levels)}, publishing {BUDGET_TOPIC}")
+                               f"{list(self.policy.config.levels)}, publishing {self.budget_publisher.topic_name}")
         self._sample()  # publish a budget right away instead of one period later
 
     def _now_s(self) -> float:
@@ -372,7 +448,7 @@ class ThermalMonitorNode(Node):
         try:
             if kind == "thermal_zone":
                 return ThermalZoneSource(self.get_parameter("thermal_root").value,
-                                         self.get_parameter("thermal_zone_type").value)
+                                         self.get_parameter("thermal_zone_type").value, self.plausible)
             if kind == "nvml":
                 return NvmlSource(self.get_parameter("nvml_gpu_index").value)
             if kind == "scripted":
@@ -422,14 +498,14 @@ class ThermalMonitorNode(Node):
 
     def _sample(self) -> None:
         try:
-            celsius = self.source.read_celsius()
+            celsius = self.plausible.check(self.source.read_celsius(), self.source.describe())
             if self.last_error:
                 self.get_logger().info(f"temperature source recovered: {celsius:.1f} °C")
             self.last_error = ""
         except Exception as error:  # any source failure -> fail-safe, never an executor crash
-            if str(error) != self.last_error:
-                self.get_logger().error(f"temperature source failed, fail-safe budget: {error}")
-            self.last_error = str(error) or type(error).__name__
+            reason = str(error) or type(error).__name__
+            self._log_failure(reason, lasting=bool(self.last_error))
+            self.last_error = reason
             celsius = None
         if isinstance(self.source, ScriptedProfile) and not self._script_start_logged:
             self._log_script_start(self.source.started_at)
@@ -439,6 +515,13 @@ class ThermalMonitorNode(Node):
             self.get_logger().info(f"compute budget {decision.budget} ({decision.state}, "
                                    f"{'n/a' if celsius is None else f'{celsius:.1f} °C'})")
             self._publish(decision)
+
+    def _log_failure(self, error: str, lasting: bool) -> None:
+        message = f"temperature source failed, fail-safe budget: {error}"
+        if not lasting:
+            self.get_logger().error(message)
+        else:  # it fails every sample (each one is in the diagnostics): a reminder every FAILURE_LOG_PERIOD_S
+            self.get_logger().error(message, throttle_duration_sec=FAILURE_LOG_PERIOD_S, skip_first=True)
 
     def _log_script_start(self, started_at: float | None) -> None:
         if started_at is None:
@@ -480,10 +563,12 @@ class ThermalMonitorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    from admn_ros.processes import spin_node
+    from rclpy.exceptions import ParameterException
 
-    # ValueError = misconfiguration: one line saying what is wrong, without a traceback.
-    return spin_node(ThermalMonitorNode, "thermal_monitor", (ValueError,), args)
+    from admn_ros.shutdown import spin_until_shutdown
+
+    # Misconfiguration (a bad value, a parameter out of its range): one line saying what is wrong, no traceback.
+    return spin_until_shutdown(ThermalMonitorNode, "thermal_monitor", (ValueError, ParameterException), args)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def run_probe(signal_name: str, moment: str) -> subprocess.CompletedProcess:
     # A callback's publish meets a shut-down context: the built node is destroyed on the way out.
     ("SIGTERM", "publishing", ["destroyed"]),
     ("SIGINT", "publishing", ["destroyed"]),
-])
+], ids=["SIGTERM-building", "SIGINT-building", "SIGTERM-publishing", "SIGINT-publishing"])
 def test_a_signal_anywhere_ends_the_process_cleanly(signal_name, moment, destroyed):
     completed = run_probe(signal_name, moment)
     assert "Traceback" not in completed.stderr, completed.stderr

@@ -1,5 +1,6 @@
 """thermal_monitor: budget policy, temperature sources, and the node over rclpy loopback."""
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from admn_ros.thermal_monitor import (
     THROTTLED,
     BudgetPolicy,
     NvmlSource,
+    PlausibleRange,
     PolicyConfig,
     ScriptedProfile,
     TemperatureReadError,
@@ -159,15 +161,81 @@ def test_thermal_zone_source_reads_real_files(temp_dir):  # noqa: F811
     assert ThermalZoneSource(temp_dir, "acpitz").read_celsius() == 41.0
     source = ThermalZoneSource(temp_dir, "x86_pkg_temp")
     (cpu / "temp").unlink()
-    with pytest.raises(TemperatureReadError, match="no readable thermal zone of type 'x86_pkg_temp'"):
+    with pytest.raises(TemperatureReadError, match=r"of type 'x86_pkg_temp'.*thermal_zone1.*No such file"):
         source.read_celsius()
     (cpu / "temp").write_text("garbage\n")
-    with pytest.raises(TemperatureReadError, match="invalid literal"):
+    with pytest.raises(TemperatureReadError, match="not a temperature in millidegrees: 'garbage'"):
         source.read_celsius()
     (cpu / "temp").write_text("70000\n")
     assert source.read_celsius() == 70.0  # recovered
     with pytest.raises(TemperatureReadError, match="of type 'GPU-therm'"):
         ThermalZoneSource(temp_dir, "GPU-therm").read_celsius()
+
+
+def make_cool_and_hot_zones(root):
+    """Two zones: a cool one (40 °C) and the hot one (65 °C) that decides the budget."""
+    return make_zone(root, 0, "acpitz", 40000), make_zone(root, 1, "x86_pkg_temp", 65000)
+
+
+def write_temp(text):
+    return lambda zone: (zone / "temp").write_text(text)
+
+
+def replace_temp_with_a_folder(zone):
+    (zone / "temp").unlink()
+    (zone / "temp").mkdir()
+
+
+# fault name -> (what happens to the hot zone, what the error must quote)
+ZONE_FAULTS = {
+    "zone vanished": (shutil.rmtree, "vanished"),
+    "temp file vanished": (lambda zone: (zone / "temp").unlink(), "No such file"),
+    "unreadable temp": (replace_temp_with_a_folder, "Is a directory"),
+    "permission denied": (lambda zone: (zone / "temp").chmod(0), "Permission denied"),
+    "garbage": (write_temp("garbage\n"), "'garbage'"),
+    "empty": (write_temp(""), "''"),
+    "fault code -40000 m°C": (write_temp("-40000\n"), "'-40000'"),
+    "fault code -273.15 °C": (write_temp("-273150\n"), "'-273150'"),
+    "saturated 255 °C": (write_temp("255000\n"), "'255000'"),
+}
+NODE_FAULTS = ["zone vanished", "garbage", "fault code -40000 m°C", "fault code -273.15 °C"]
+
+
+def break_zone(zone, fault):
+    if fault == "permission denied" and os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    ZONE_FAULTS[fault][0](zone)
+
+
+def restore_zone(zone, millidegrees):
+    shutil.rmtree(zone, ignore_errors=True)
+    make_zone(zone.parent, int(zone.name.removeprefix("thermal_zone")), "x86_pkg_temp", millidegrees)
+
+
+@pytest.mark.parametrize("fault", ZONE_FAULTS)
+def test_thermal_zone_source_fails_when_any_zone_is_bad_never_reporting_the_others(temp_dir, fault):  # noqa: F811
+    _, hot = make_cool_and_hot_zones(temp_dir)
+    source = ThermalZoneSource(temp_dir)
+    assert source.read_celsius() == 65.0
+    break_zone(hot, fault)
+    with pytest.raises(TemperatureReadError) as failure:
+        source.read_celsius()  # not 40 °C from the cool zone: the hot one may be hotter still
+    message = str(failure.value)
+    assert "thermal_zone1" in message and str(hot) in message and ZONE_FAULTS[fault][1] in message
+    assert "thermal_zone0" not in message  # the cool zone is fine and not blamed
+    restore_zone(hot, 66000)
+    assert source.read_celsius() == 66.0  # recovered
+
+
+def test_plausible_range_defaults_exclude_sensor_fault_codes_and_are_validated():
+    plausible = PlausibleRange()
+    assert plausible.problems() is None
+    for fault_code_c in (-273.15, -40.0, 127.0, 255.0, math.nan):
+        with pytest.raises(TemperatureReadError, match="outside the plausible range"):
+            plausible.check(fault_code_c, "probe")
+    assert [plausible.check(c, "probe") for c in (-20.0, 25.0, 105.0)] == [-20.0, 25.0, 105.0]
+    assert "plausible_min_c must be below plausible_max_c" in PlausibleRange(50.0, 40.0).problems()
+    assert "finite" in PlausibleRange(math.nan, 40.0).problems()
 
 
 def test_nvml_source_without_bindings_says_what_to_install():
@@ -184,7 +252,8 @@ def test_nvml_source_without_bindings_says_what_to_install():
 # ------------------------------------------------------------------------------------------------- node
 
 
-def make_node(context, temp_dir, topic, **parameters):  # noqa: F811
+def make_node(context, temp_dir, topic, namespace="", **parameters):  # noqa: F811
+    """A monitor on `temp_dir`; `topic` remaps its budget (and `<topic>/diagnostics`), None keeps the shipped names."""
     from rclpy.parameter import Parameter
 
     from admn_ros.thermal_monitor import ThermalMonitorNode
@@ -193,9 +262,9 @@ def make_node(context, temp_dir, topic, **parameters):  # noqa: F811
               "publish_period_s": 60.0, "budget_levels": [36, 24, 12], "thresholds_c": [60.0, 70.0],
               "hysteresis_c": 3.0, "recover_interval_s": 0.0, **parameters}
     overrides = [Parameter(name, value=value) for name, value in values.items()]
-    return ThermalMonitorNode(context=context, parameter_overrides=overrides,
-                              cli_args=["--ros-args", "-r", f"/compute_budget:={topic}",
-                                        "-r", f"/diagnostics:={topic}/diagnostics"])
+    remaps = [] if topic is None else ["--ros-args", "-r", f"/compute_budget:={topic}",
+                                       "-r", f"/diagnostics:={topic}/diagnostics"]
+    return ThermalMonitorNode(context=context, namespace=namespace, parameter_overrides=overrides, cli_args=remaps)
 
 
 @pytest.mark.ros
@@ -234,6 +303,98 @@ def test_late_joiner_gets_the_current_budget_and_the_source_vanishing_is_fail_sa
     (zone / "temp").write_text("50000\n")  # it comes back, cool
     assert spin_until(executor, lambda: received[-1] == 36, timeout_s=5)
     assert monitor.last_error == "" and monitor.last_decision.state == NORMAL
+    executor.shutdown()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("fault", NODE_FAULTS)
+def test_a_bad_hot_zone_gives_the_failsafe_budget_and_an_error_naming_it_then_recovers(ros_context, temp_dir,  # noqa: F811
+                                                                                      fault):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from admn_ros.qos import subscribe_budget
+
+    _, hot = make_cool_and_hot_zones(temp_dir)  # 65 °C -> 24; the cool zone alone would give 36 (fail open)
+    topic = "/" + unique_name("zones")
+    monitor = make_node(ros_context, temp_dir, topic)
+    listener = Node(unique_name("listener"), context=ros_context)
+    received, diagnostics = [], []
+    subscribe_budget(listener, lambda msg: received.append(msg.data), topic=topic)
+    listener.create_subscription(DiagnosticArray, f"{topic}/diagnostics", diagnostics.append, 10)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(monitor)
+    executor.add_node(listener)
+    assert spin_until(executor, lambda: received and received[-1] == 24, timeout_s=5)
+
+    break_zone(hot, fault)
+    assert spin_until(executor, lambda: received[-1] == 12, timeout_s=5)  # the lowest level, not the cool zone's 36
+    assert monitor.last_decision.state == FAILSAFE
+
+    def error_status():
+        errors = [d.status[0] for d in diagnostics if d.status[0].level == DiagnosticStatus.ERROR]
+        return errors[-1] if errors else None
+
+    assert spin_until(executor, error_status, timeout_s=5)
+    status = error_status()
+    for named in ("thermal_zone1", str(hot), ZONE_FAULTS[fault][1]):
+        assert named in status.message
+    assert {kv.key: kv.value for kv in status.values}["budget"] == "12"
+
+    restore_zone(hot, 65000)
+    assert spin_until(executor, lambda: received[-1] == 24, timeout_s=5)
+    assert monitor.last_error == "" and monitor.last_decision.state == THROTTLED
+    assert 36 not in received  # never failed open
+    executor.shutdown()
+
+
+@pytest.mark.ros
+def test_failures_are_logged_at_once_then_throttled(ros_context, temp_dir, capfd):  # noqa: F811
+    import time
+
+    from admn_ros.thermal_monitor import FAILURE_LOG_PERIOD_S
+
+    _, hot = make_cool_and_hot_zones(temp_dir)
+    (hot / "temp").write_text("garbage\n")
+    started = time.monotonic()
+    monitor = make_node(ros_context, temp_dir, "/" + unique_name("log"))
+    for _ in range(50):
+        monitor._sample()
+    elapsed = time.monotonic() - started
+    logged = [line for line in capfd.readouterr().err.splitlines() if "temperature source failed" in line]
+    assert logged and "thermal_zone1" in logged[0] and "'garbage'" in logged[0]
+    assert len(logged) <= 1 + math.ceil(elapsed / FAILURE_LOG_PERIOD_S)  # 51 failed samples, not 51 lines
+    monitor.destroy_node()
+
+
+@pytest.mark.ros
+def test_budget_topic_is_relative_to_the_namespace(ros_context, temp_dir):  # noqa: F811
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from admn_ros.qos import subscribe_budget
+
+    make_zone(temp_dir, 0, "cpu-thermal", 65000)
+    at_root = make_node(ros_context, temp_dir, topic=None)
+    assert at_root.budget_publisher.topic_name == "/compute_budget"
+    at_root.destroy_node()
+
+    namespace = unique_name("robot")
+    monitor = make_node(ros_context, temp_dir, topic=None, namespace=namespace)
+    observer = Node(unique_name("observer"), context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(monitor)
+    executor.add_node(observer)
+    topic = f"/{namespace}/compute_budget"
+    assert spin_until(executor, lambda: observer.get_publishers_info_by_topic(topic), timeout_s=5)
+    [publisher] = observer.get_publishers_info_by_topic(topic)
+    assert (publisher.node_name, publisher.node_namespace) == ("thermal_monitor", f"/{namespace}")
+    assert not [p for p in observer.get_publishers_info_by_topic("/compute_budget")
+                if p.node_namespace == f"/{namespace}"]
+    received = []
+    subscribe_budget(observer, lambda msg: received.append(msg.data), topic=topic)
+    assert spin_until(executor, lambda: received, timeout_s=5) and received[0] == 24
     executor.shutdown()
 
 
@@ -327,6 +488,8 @@ def test_params_file_and_scripted_source_failsafe(ros_context, temp_dir):  # noq
         "--ros-args", "--params-file", str(params), "-r", f"/compute_budget:=/{unique_name('file')}"])
     assert monitor.get_parameter("budget_levels").value == [36, 24, 16, 12, 8, 6]
     assert monitor.get_parameter("thresholds_c").value == [60.0, 70.0, 75.0, 80.0, 85.0]
+    assert (monitor.get_parameter("plausible_min_c").value, monitor.get_parameter("plausible_max_c").value) == (
+        PlausibleRange().min_c, PlausibleRange().max_c)  # the shipped file states the defaults
     assert monitor.last_decision.budget == 6 and monitor.last_decision.state == THROTTLED  # 90 °C
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(monitor)
@@ -396,3 +559,62 @@ def test_demo_profile_with_shipped_config_walks_all_levels_and_recovers():
     assert any(d.state == FAILSAFE for d in trace)
     cooling = [d.budget for d in trace if d.state != FAILSAFE][-40:]
     assert cooling == sorted(cooling) and cooling[-1] > 6  # cool-down climbs back, never flaps
+
+
+# -------------------------------------------------------------------------------------------- process
+
+
+def start_monitor_process(temp_dir, *parameters):  # noqa: F811
+    import subprocess
+    import sys
+
+    from ros_fixtures import isolate_ros_environment
+
+    isolate_ros_environment()
+    command = [sys.executable, "-m", "admn_ros.thermal_monitor", "--ros-args", "-p", f"thermal_root:={temp_dir}",
+               "-r", f"/compute_budget:=/{unique_name('process')}"]
+    for parameter in parameters:
+        command += ["-p", parameter]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize(("signal_name", "moment"), [
+    ("SIGTERM", "starting"),  # right after the first budget, while the process still sets up its executor
+    ("SIGTERM", "running"),
+    ("SIGINT", "running"),
+])
+def test_signals_end_the_process_cleanly(temp_dir, signal_name, moment):  # noqa: F811
+    import signal
+    import time
+
+    make_zone(temp_dir, 0, "cpu-thermal", 50000)
+    process = start_monitor_process(temp_dir, "sample_period_s:=0.05", "publish_period_s:=0.1")
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "compute budget 36" in line:
+                break
+        if moment == "running":
+            time.sleep(1.0)  # spinning: sampling and republishing
+        process.send_signal(getattr(signal, signal_name))
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = "".join(lines) + output
+    assert "compute budget 36" in output
+    assert "Traceback" not in output, output
+    assert process.returncode == 0, output
+
+
+@pytest.mark.ros
+def test_an_inverted_plausible_range_is_a_one_line_startup_error(temp_dir):  # noqa: F811
+    process = start_monitor_process(temp_dir, "plausible_min_c:=50.0", "plausible_max_c:=40.0")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert "thermal_monitor: cannot start: plausible_min_c must be below plausible_max_c" in output
+    assert "Traceback" not in output
