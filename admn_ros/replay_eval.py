@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -124,9 +125,40 @@ class EvalResult:
     stream_error: str | None = None
     seconds: float = 0.0
     duration_s: float = 0.0
+    interrupted: bool = False  # Ctrl-C: the records cover the part read before it
+    read_counts: dict = field(default_factory=dict)  # topic -> (read, declared by the bag)
+    stamps: dict = field(default_factory=dict)  # camera/depth topic -> StampAudit
+    empty_depth: dict = field(default_factory=dict)  # (view, modality) -> frames without one valid depth pixel
 
     def ok_records(self) -> list:
         return [r for r in self.records if r.ok]
+
+
+@dataclass
+class StampAudit:
+    """Header stamps of one camera/depth topic: the synchronizer pairs by them, so zero or backward stamps collapse
+    frames into few sets (or drop them as out of order)."""
+
+    messages: int = 0
+    zero: int = 0
+    backward: int = 0
+    last: int | None = None
+
+    def add(self, stamp: int) -> None:
+        self.messages += 1
+        self.zero += stamp == 0
+        self.backward += self.last is not None and stamp < self.last
+        self.last = stamp
+
+    def problem(self) -> str | None:
+        parts = ([f"{self.zero} of {self.messages} header stamps are zero"] if self.zero else []) + (
+            [f"{self.backward} of {self.messages} header stamps run backwards"] if self.backward else [])
+        return "; ".join(parts) or None
+
+
+def has_valid_depth(depth: np.ndarray) -> bool:
+    """A depth image with at least one finite, positive pixel (0 and NaN mean no return)."""
+    return bool(np.any(np.isfinite(depth) & (depth > 0)))
 
 
 class SyncedStream:
@@ -160,10 +192,11 @@ class SyncedStream:
         self.inputs[topic].signalMessage(msg)
 
 
-def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_SYNC_SLOP) -> list[int]:
+def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_SYNC_SLOP,
+                        remap: dict | None = None) -> list[int]:
     """Stamps of every set the node's synchronizer forms from the bag (no decoding, no inference)."""
     stamps = []
-    with open_bag(bag, config, namespace) as plan:
+    with open_bag(bag, config, namespace, remap=remap) as plan:
         plan.ground_truth = plan.corruption = plan.budget = None
         sync = SyncedStream(plan, config, lambda stamp, _m: stamps.append(stamp), slop)
         for topic, _t, msg in stream(plan):
@@ -215,16 +248,22 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
 
 def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BUDGET, namespace: str = "",
                  sync_slop: float = NODE_SYNC_SLOP, sync_queue_size: int = NODE_SYNC_QUEUE,
-                 on_record: Callable | None = None, max_sets: int | None = None) -> EvalResult:
-    """Run `engine` (an admn_core.runtime.InferenceEngine) over every synchronized set of `bag`."""
+                 on_record: Callable | None = None, max_sets: int | None = None, remap: dict | None = None,
+                 progress=None) -> EvalResult:
+    """Run `engine` (an admn_core.runtime.InferenceEngine) over every synchronized set of `bag`.
+
+    `on_record(record)` is called as each set is evaluated (before ground truth is joined at the end).
+    `progress`: a stream (e.g. sys.stderr) for a progress bar with an ETA, shown only when it is a terminal.
+    Ctrl-C stops reading: the result then covers the sets evaluated so far and has `interrupted` set."""
     if not isinstance(budget, BudgetSource):
         budget = BudgetSource.parse(str(budget))
     started = time.perf_counter()
     config = engine.config
     assembler = FrameAssembler(config, sync_slop)
-    records, bad_input = [], {}
+    depth_keys = {(view, spec.name) for spec in config.modalities if spec.kind == "depth" for view in spec.views}
+    records, bad_input, empty_depth = [], {}, Counter()
     state = {"last": None, "sets": 0}
-    with open_bag(bag, config, namespace) as plan:
+    with open_bag(bag, config, namespace, remap=remap) as plan:
         if budget.kind == "bag" and plan.budget is None:
             plan.warnings.append(f"budget source 'bag' but the bag has no std_msgs/Int32 /compute_budget: "
                                  f"default budget {budget.default} throughout")
@@ -235,8 +274,7 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BU
             state["sets"] += 1
             t_s = (stamp - start_ns) / 1e9
             requested, origin = budget.budget_at(stamp, t_s)
-            record = FrameRecord(stamp, budget=requested, budget_origin=origin)
-            records.append(record)
+            record = FrameRecord(stamp, budget=requested, budget_origin=origin, t_s=t_s)
             if requested is None:
                 record.status, record.reason = "skipped_budget", origin
             elif requested < engine.min_budget:  # the node: nothing runs, nothing is published
@@ -245,39 +283,76 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BU
             elif not _accept_stamp(state, stamp):
                 record.status, record.reason = "out_of_order", "set not newer than the last processed one"
             else:
-                _infer(engine, assembler, record, messages, bad_input, plan)
+                sample = _infer(engine, assembler, record, messages, bad_input, plan)
+                empty_depth.update(key for key in depth_keys & set(sample or ()) if not has_valid_depth(sample[key]))
+            records.append(record)  # only once complete: Ctrl-C mid-inference leaves no half-filled record
             if on_record is not None:
                 on_record(record)
 
         sync = SyncedStream(plan, config, on_set, sync_slop, sync_queue_size)
-        for topic, _t, msg in stream(plan):
-            if topic in sync.inputs:
-                sync.feed(topic, msg)
-                if max_sets is not None and state["sets"] >= max_sets:
-                    break
-            elif topic in plan.sensors:  # audio
-                sensor = plan.sensors[topic]
-                try:
-                    assembler.add_audio(sensor.key, msg)
-                except FrameError as error:
-                    bad_input[topic] = bad_input.get(topic, 0) + 1
-                    if bad_input[topic] == 1:
-                        plan.warnings.append(f"bad audio chunk on {topic}: {error.reason}; skipped "
-                                             "(further ones are counted)")
-            elif topic == plan.budget:
-                budget.on_budget_message(msg.data)
-            elif topic == plan.ground_truth:
-                poses.append((stamp_ns(msg), *position_of(msg)))
-            elif topic == plan.corruption:
-                labels.append((stamp_ns(msg), *corruption_label(msg)))
-        warnings = list(plan.warnings)
-        warnings += [f"{topic}: {count} message(s) did not deserialize and were skipped"
-                     for topic, count in plan.deserialize_errors.items()]
-        result = EvalResult(records, str(plan.path), warnings, state["sets"], bad_input, plan.stream_error,
-                            duration_s=plan.duration_s)
+        stamps = {topic: StampAudit() for topic in sync.inputs}
+        bar = _progress_bar(progress, plan)
+        interrupted = finished = False
+        try:
+            for topic, _t, msg in stream(plan):
+                bar.update()
+                if topic in sync.inputs:
+                    stamps[topic].add(stamp_ns(msg))
+                    sync.feed(topic, msg)
+                    if max_sets is not None and state["sets"] >= max_sets:
+                        break
+                elif topic in plan.sensors:  # audio
+                    _add_audio(assembler, plan, topic, msg, bad_input)
+                elif topic == plan.budget:
+                    budget.on_budget_message(msg.data)
+                elif topic == plan.ground_truth:
+                    poses.append((stamp_ns(msg), *position_of(msg)))
+                elif topic == plan.corruption:
+                    labels.append((stamp_ns(msg), *corruption_label(msg)))
+            else:
+                finished = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        result = EvalResult(records, str(plan.path), _warnings(plan, stamps, empty_depth, finished), state["sets"],
+                            bad_input, plan.stream_error, duration_s=plan.duration_s, interrupted=interrupted,
+                            read_counts={t: (plan.read_counts[t], plan.reader.declared_counts.get(t, 0))
+                                         for t in plan.topics},
+                            stamps=stamps, empty_depth=dict(empty_depth))
     attach_ground_truth(records, sorted(poses), sorted(labels), start_ns)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _progress_bar(stream_to, plan: BagPlan):
+    """tqdm over the messages the plan reads, with an ETA; disabled unless `stream_to` is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=plan.declared_total() or None, file=stream_to, disable=None if stream_to else True,
+                unit="msg", desc=plan.path.name, dynamic_ncols=True, mininterval=0.5)
+
+
+def _add_audio(assembler: FrameAssembler, plan: BagPlan, topic: str, msg, bad_input: dict) -> None:
+    try:
+        assembler.add_audio(plan.sensors[topic].key, msg)
+    except FrameError as error:
+        bad_input[topic] = bad_input.get(topic, 0) + 1
+        if bad_input[topic] == 1:
+            plan.warnings.append(f"bad audio chunk on {topic}: {error.reason}; skipped (further ones are counted)")
+
+
+def _warnings(plan: BagPlan, stamps: dict, empty_depth: Counter, finished: bool) -> list[str]:
+    warnings = list(plan.warnings)
+    warnings += [f"{topic}: {count} message(s) did not deserialize and were skipped"
+                 for topic, count in plan.deserialize_errors.items()]
+    if finished or plan.stream_error:  # a run stopped early reads less than declared by design
+        warnings += [f"{mismatch}; results cover only what was read" for mismatch in plan.count_mismatches()]
+    warnings += [f"{topic}: {problem}; the synchronizer pairs frames by header stamp, so sets are lost"
+                 for topic, audit in stamps.items() if (problem := audit.problem())]
+    warnings += [f"{view}/{modality}: {count} depth frame(s) without one valid pixel (all zero or NaN); evaluated as "
+                 "admn_node would" for (view, modality), count in sorted(empty_depth.items())]
+    return warnings
 
 
 def _accept_stamp(state: dict, stamp: int) -> bool:
@@ -289,7 +364,8 @@ def _accept_stamp(state: dict, stamp: int) -> bool:
 
 
 def _infer(engine, assembler: FrameAssembler, record: FrameRecord, messages: dict, bad_input: dict,
-           plan: BagPlan) -> None:
+           plan: BagPlan) -> dict | None:
+    """Decode, assemble and infer one set into `record`; -> the assembled sample (None when the input was bad)."""
     from admn_core.preprocess import InputError
 
     try:
@@ -302,11 +378,12 @@ def _infer(engine, assembler: FrameAssembler, record: FrameRecord, messages: dic
         if bad_input[key] == 1:
             plan.warnings.append(f"bad input at {record.stamp_ns / 1e9:.3f} s: {error}; set skipped "
                                  "(as admn_node does; further ones are counted)")
-        return
+        return None
     if not result.ran:
         record.status, record.reason = "skipped_budget", result.skipped_reason or ""
-        return
-    fill_from_result(record, result)
+    else:
+        fill_from_result(record, result)
+    return assembled.sample
 
 
 def fill_from_result(record: FrameRecord, result) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,26 +32,53 @@ def _fmt(value, digits=4) -> str:
     return str(value)
 
 
-def write_csv(records, path: str | Path) -> Path:
-    """One row per synchronized set: stamp, budget, allocation per modality (count + blocks), prediction, truth."""
+class FrameCsv:
+    """The per-frame CSV written row by row, each row flushed, so an interrupted run leaves a valid partial file.
+
+    `modalities` fixes the allocation columns (blocks_<m>, active_<m>) up front."""
+
+    def __init__(self, path: str | Path, modalities):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.modalities = list(modalities)
+        self._file = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._file)
+        header = list(CSV_FIELDS[:8]) + [f"blocks_{m}" for m in self.modalities]
+        header += [f"active_{m}" for m in self.modalities] + list(CSV_FIELDS[8:])
+        self._writer.writerow(header)
+        self._file.flush()
+
+    def write(self, r) -> None:
+        pred = r.position or (None, None)
+        truth = r.ground_truth or (None, None)
+        row = [r.stamp_ns, f"{r.stamp_ns / 1e9:.9f}", f"{r.t_s:.3f}", r.status, _fmt(r.budget),
+               r.budget_origin, _fmt(r.budget_used), r.source]
+        row += [len(r.active_blocks[m]) if m in r.active_blocks else "" for m in self.modalities]
+        row += [",".join(map(str, r.active_blocks[m])) if m in r.active_blocks else "" for m in self.modalities]
+        row += [_fmt(pred[0]), _fmt(pred[1]), _fmt(truth[0]), _fmt(truth[1]), _fmt(r.error_cm, 2), r.episode,
+                r.corruption, _fmt(r.inference_ms, 2), r.reason]
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_csv(records, path: str | Path, modalities=None) -> Path:
+    """One row per synchronized set: stamp, budget, allocation per modality (count + blocks), prediction, truth.
+    Written next to `path` and moved over it, so an existing file is replaced whole or not at all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    modalities = modalities_of(records)
-    header = list(CSV_FIELDS[:8]) + [f"blocks_{m}" for m in modalities] + [f"active_{m}" for m in modalities]
-    header += list(CSV_FIELDS[8:])
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for r in records:
-            pred = r.position or (None, None)
-            truth = r.ground_truth or (None, None)
-            row = [r.stamp_ns, f"{r.stamp_ns / 1e9:.9f}", f"{r.t_s:.3f}", r.status, _fmt(r.budget),
-                   r.budget_origin, _fmt(r.budget_used), r.source]
-            row += [len(r.active_blocks[m]) if m in r.active_blocks else "" for m in modalities]
-            row += [",".join(map(str, r.active_blocks[m])) if m in r.active_blocks else "" for m in modalities]
-            row += [_fmt(pred[0]), _fmt(pred[1]), _fmt(truth[0]), _fmt(truth[1]), _fmt(r.error_cm, 2), r.episode,
-                    r.corruption, _fmt(r.inference_ms, 2), r.reason]
-            writer.writerow(row)
+    partial = path.with_name(path.name + ".partial")
+    with FrameCsv(partial, modalities_of(records) if modalities is None else modalities) as frames:
+        for record in records:
+            frames.write(record)
+    os.replace(partial, path)
     return path
 
 
@@ -111,6 +139,25 @@ def format_summary(summary: dict, title: str = "") -> str:
     lines.append("per corruption episode")
     for label, stats in sorted(summary["per_episode"].items(), key=lambda item: (item[0] != "clean", item[0])):
         lines.append(row(f"  {label}", stats))
+    return "\n".join(lines)
+
+
+def format_reading(result) -> str:
+    """What was read (an EvalResult): messages read vs declared per topic, header-stamp and empty-depth counts."""
+    width = max((len(topic) for topic in result.read_counts), default=0)
+    lines = ["messages read / declared by the bag"]
+    for topic, (read, declared) in result.read_counts.items():
+        flag = "" if read == declared else "   <- differs"
+        lines.append(f"  {topic:{width}s} {read:7d} / {declared:<7d}{flag}")
+    stamp_problems = [f"  {topic}: {problem}" for topic, audit in result.stamps.items()
+                      if (problem := audit.problem())]
+    if stamp_problems:
+        lines += ["header stamps", *stamp_problems]
+    if result.empty_depth:
+        lines.append("depth frames without one valid pixel (all zero or NaN): " + ", ".join(
+            f"{view}/{modality} {count}" for (view, modality), count in sorted(result.empty_depth.items())))
+    if result.interrupted:
+        lines.append("interrupted (Ctrl-C): the results cover the part read before it")
     return "\n".join(lines)
 
 

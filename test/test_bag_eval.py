@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
+from bag_fixtures import rewrite
 from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
@@ -47,30 +47,6 @@ def bag(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine():
     return InferenceEngine(random_bundle(micro_config(views=VIEWS), budgets=[6, 8], seed=1))
-
-
-def rewrite(source, target, storage="sqlite3", transform=None, extra=()):
-    """Copy a bag message by message; transform(topic, msgtype, msg) -> list of (topic, msgtype, msg)."""
-    store = get_typestore(Stores.ROS2_KILTED)
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    reader = open_reader(source)
-    connections = {}
-    with Writer(target, version=9, storage_plugin=plugin) as writer:
-        def write(topic, msgtype, t, msg):
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(connections[topic], t, store.serialize_cdr(msg, msgtype))
-
-        for connection, t, raw in reader.messages():
-            msg = reader.deserialize(raw, connection.msgtype)
-            outputs = transform(connection.topic, connection.msgtype, msg) if transform else [
-                (connection.topic, connection.msgtype, msg)]
-            for topic, msgtype, out in outputs:
-                write(topic, msgtype, t, out)
-        for topic, msgtype, t, msg in extra:
-            write(topic, msgtype, t, msg)
-    reader.close()
-    return target
 
 
 def independent_samples(bag, config):

@@ -140,7 +140,8 @@ def register(subparsers) -> None:
 
     p = add("world-bag", "write a trajectory rosbag2 with corruption episodes", lambda a: world_bag(
         a.out, a.duration, a.seed, a.storage, a.resolution, a.rate))
-    p.add_argument("--out", required=True, help="bag directory to create")
+    p.add_argument("--out", required=True, help="rosbag2 folder to create (also when named *.bag; admn_replay_eval "
+                                                "reads it as a rosbag2 folder)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
