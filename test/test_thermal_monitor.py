@@ -536,6 +536,17 @@ def test_scripted_source_under_sim_time_starts_at_the_first_clock(ros_context, t
 
 
 @pytest.mark.ros
+def test_an_implausible_reading_from_any_source_is_failsafe(ros_context, temp_dir):  # noqa: F811
+    profile = Path(temp_dir) / "profile.yaml"
+    profile.write_text("points:\n  - [0, -40.0]\n")  # a scripted sensor stuck on its fault code
+    monitor = make_node(ros_context, temp_dir, "/" + unique_name("implausible"), source="scripted",
+                        profile_file=str(profile))
+    assert monitor.last_decision.state == FAILSAFE and monitor.last_decision.budget == 12
+    assert "scripted 1 points = -40 °C, outside the plausible range -30..125 °C" in monitor.last_error
+    monitor.destroy_node()
+
+
+@pytest.mark.ros
 def test_missing_source_keeps_the_node_alive_in_failsafe(ros_context, temp_dir):  # noqa: F811
     monitor = make_node(ros_context, os.path.join(temp_dir, "no_such_dir"), "/" + unique_name("missing"))
     assert monitor.last_decision.state == FAILSAFE and monitor.last_decision.budget == 12
