@@ -2,10 +2,10 @@
 
 Importing this package before torch caps how long PyTorch's OpenMP workers spin after each parallel region
 (GOMP_SPINCOUNT, read once when libgomp loads; a value already in the environment wins). libgomp's default spin
-(300 000 iterations, milliseconds on this project's VM) keeps a worker busy on a core long after the blocks
+(300 000 iterations, milliseconds of busy CPU) keeps a worker busy on a core long after the blocks
 finished, so the CPU fast path's front, split over two threads (`FastPath.front_threads`), found its second core
-taken and gained nothing; capped at SPIN_COUNT it gains ≈ 20 % at the tiny preset's budget 6 while the blocks,
-whose parallel regions follow each other within microseconds, are as fast as before (README, "FLOPs and latency").
+taken and gains nothing. Capped at SPIN_COUNT the split front gains its second core, while the blocks, whose
+parallel regions follow each other within microseconds, lose nothing (README, "FLOPs and latency").
 """
 
 import os

@@ -1,4 +1,4 @@
-"""Budgets, costs and layer masks (paper §3.4, reference §1.2 and §3.2).
+"""Budgets, costs and layer masks (paper §3.4).
 
 A budget L is the total cost of the active blocks over all modalities, including block 0 of every
 modality, which is always on. With equal costs (the default, 1 per block) L counts blocks. Executed
@@ -13,7 +13,7 @@ import torch
 
 from admn_core.config import ModelConfig
 
-# Official "every-other" keep sets per backbone (neurips_test_stage_1*.sh, reference §1.2): hand-picked,
+# Official "every-other" keep sets per backbone (neurips_test_stage_1*.sh): hand-picked,
 # not nested, always keeping the first and last blocks. Used for Naive Allocation and single-modality rows.
 OFFICIAL_KEEP_SETS: dict[int, tuple[int, ...]] = {
     12: tuple(range(12)),

@@ -1,7 +1,7 @@
 """Typed configuration: modality specs and the model config, with strict dict/YAML round trips.
 
 Every shape in the network is derived from these dataclasses, so nothing downstream hard-codes
-"12 layers", "2 modalities" or "768 wide" (the official code's main source of drift, reference §8).
+"12 layers", "2 modalities" or "768 wide" (the official code's main source of drift).
 Unknown keys are rejected with the closest valid name, so a typo in a YAML file is an error, not a default.
 Every size is bounded to a plausible range (the MAX_* limits) before anything is built from it: a config read from
 a file (a bundle's metadata) cannot ask for a million blocks or a billion-wide layer, and JSON is parsed with

@@ -15,13 +15,13 @@ Eager (`ADMNModel.forward`) stays the reference; this path must match it within 
   issues one launch. Any dtype the engine was built with (bf16 / fp16 weights) is used as is.
   Batch 1 with given masks: an allocation seen a few times (Upper Bound, Naive, any fixed one) gets one graph of
   its own (embeddings → its blocks → head). Opt-in (ADMN_FASTPATH_SLOT_GRAPH=1): controller → top-L → head as one
-  graph with the chosen blocks run through slots (`admn_core.slot_blocks`), slower on an H100 (README).
+  graph with the chosen blocks run through slots (`admn_core.slot_blocks`), for hosts slow to launch work.
 * CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
   attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
   controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
   With onnxruntime installed (float32), the stages that run whatever the budget — controller + patch embeddings +
   every block 0 as the "front", and readouts → fusion → head — run as ONNX Runtime sessions where they are
-  faster than PyTorch on this machine (`admn_core.onnx_cpu`; timed once per stage and batch size; `onnx="off"` or
+  faster than PyTorch on the host (`admn_core.onnx_cpu`; timed once per stage and batch size; `onnx="off"` or
   ADMN_FASTPATH_ONNX=0 keeps PyTorch). The front is split into `front_threads` stages run at once (the controller
   beside the embeddings and block 0s; PyTorch's thread count by default where OpenMP's spin is capped).
 * Both: the controller's per-modality conv stems, and every backbone's readout + fusion adapter, run as one call
@@ -222,23 +222,23 @@ class FastPath:
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
                             if fuse and FusedStems.supported(self.config, c)}
         self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
-        # Batch 1 on a GPU (measured on an H100 and an H200, paper preset, bf16; README "FLOPs and latency"):
+        # Batch 1 on a GPU (README "FLOPs and latency"):
         # - given masks: an allocation seen ALLOCATION_GRAPH_AFTER times (Upper Bound, Naive, a fixed allocation)
-        #   gets one graph for embeddings → its blocks → head: 1.84 vs 2.02 ms at 24 blocks (H100). On by default;
+        #   gets one graph for embeddings → its blocks → head, one launch instead of one per block. On by default;
         #   ADMN_FASTPATH_ALLOCATION_GRAPHS=0 turns it off.
         # - controller → top-L → blocks → head as one graph through slot blocks (admn_core.slot_blocks: no host read
-        #   of the mask): 1.29 vs 1.19 ms at budget 6 (H100) — each slot's parameter gather costs more than the
-        #   host read it saves there, so it is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (a device
-        #   whose host is slow to launch, e.g. an embedded board, may gain; not measured).
+        #   of the mask): on a fast host each slot's parameter gather costs more than the host read it saves, so it
+        #   is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (for a host that is slow to launch work, e.g.
+        #   an embedded board).
         self.allocation_graphs_at_batch_1 = os.environ.get("ADMN_FASTPATH_ALLOCATION_GRAPHS", "1") != "0"
-        # The controller (a chain of small kernels, 0.34 ms on an H100 for the paper preset) on a second stream
-        # beside the patch embeddings and every block 0, which need only the inputs too: one graph, two branches
-        # (H200: 1.16 vs 1.30 ms at budget 6). ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
+        # The controller (a chain of small kernels that leave the GPU mostly idle) on a second stream beside the
+        # patch embeddings and every block 0, which need only the inputs too: one graph, two branches.
+        # ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
         self.concurrent_controller = os.environ.get("ADMN_FASTPATH_CONCURRENT_CONTROLLER", "1") != "0"
         self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
         self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
         # CPU, float32: the fixed stages (controller, embeddings, head) as ONNX Runtime sessions (admn_core.onnx_cpu).
-        # onnx: "timed" (default) keeps a session where it is faster on this machine (timed once per stage and batch
+        # onnx: "timed" (default) keeps a session where it is faster on the host (timed once per stage and batch
         # size), "always" keeps every session that exports, "off" runs PyTorch throughout (also without
         # onnxruntime). None → ADMN_FASTPATH_ONNX: 0 = off, always = always, anything else = timed.
         if onnx is None:
@@ -247,7 +247,7 @@ class FastPath:
             raise ValueError(f"onnx must be one of {ONNX_POLICIES}, got {onnx!r}")
         self.onnx_policy = onnx
         # The front's ONNX stages run on this many threads at once (`_front`); None → ADMN_FASTPATH_FRONT_THREADS,
-        # else PyTorch's thread count (2 on this project's VM) where OpenMP's spin is capped (admn_core/__init__:
+        # else PyTorch's thread count where OpenMP's spin is capped (admn_core/__init__:
         # otherwise a spinning OpenMP worker holds the second core and the split gains nothing), else 1.
         # 1 runs the whole front as one stage.
         if front_threads is None:
@@ -272,7 +272,7 @@ class FastPath:
             self._tune_cpu()
 
     # ----------------------------------------------------------------------------------------------------------
-    # CPU choices, timed once on this machine with the real shapes (the outputs are equal either way).
+    # CPU choices, timed once on the host with the real shapes (the outputs are equal either way).
     @torch.inference_mode()
     def _tune_cpu(self) -> None:
         dtype = next(self.model.parameters()).dtype
@@ -387,8 +387,7 @@ class FastPath:
         With ONNX Runtime stages and G = `front_threads` > 1 the front runs as G stages at once, one per thread
         (ORT releases the GIL; each stage runs on its caller's thread): the controller beside the embeddings and
         block 0s, which at batch 1 each have too little work to spread over cores from inside. This part runs
-        whatever the budget, so it is where a second core shortens the latency floor (tiny preset, this project's
-        2-core VM, in isolation: front 0.65 vs 0.75 ms, README "FLOPs and latency"). The stages of groups without
+        whatever the budget, so it is where a second core shortens the latency floor. The stages of groups without
         the controller are shared by every controller. A group whose stage stays in PyTorch (timing or a failed
         export) makes the front run its groups in turn on this thread (PyTorch's own threads already share cores).
         """
@@ -464,7 +463,7 @@ class FastPath:
         """frames [B, V, C, H, W] → patch tokens [B·V, 1 + P, D]."""
         backbone = self.model.backbones[name]
         x = frames.flatten(0, 1)
-        # As a matmul on a GPU too: cuDNN's bf16 patch conv took 0.23 ms for every modality at batch 1 (H100)
+        # As a matmul on a GPU too: cuDNN's bf16 patch convolution is slow at batch 1, a plain GEMM is not
         return _embed_as_matmul(backbone, x) if _patch_embed_is_plain(backbone) else backbone.embed(x)
 
     def _head(self, final_tokens: dict[str, torch.Tensor], batch: int):
@@ -705,8 +704,8 @@ class _BatchGraphs:
     def select_graph(self, name: str, budget: int, select: Callable[[], torch.Tensor]):
         """(graph, static mask [B, M, depth]): the mask lives outside the graphs' shared pool. A graph's own output
         would sit in pool memory that graphs captured earlier use as scratch, and here the embedding and block-0
-        graphs replay before the mask is read (on the H200 this corrupted the masks of every controller captured
-        after the first)."""
+        graphs replay before the mask is read, which would overwrite the masks of every controller captured after
+        the first)."""
         key = ("select", name, budget)
         if key not in self.graphs:
             static = self._mask_buffer()

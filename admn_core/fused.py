@@ -55,9 +55,9 @@ class FusedStems:
             # Projections [E, F] per modality → [M, F, E] for one batched product.
             self.proj_weight = torch.stack([s.proj.weight.t() for s in stems]).contiguous()
             self.proj_bias = torch.stack([s.proj.bias for s in stems])[:, None]  # [M, 1, E]
-            # On a GPU the feature count (paper: 3·23·23 = 1587, odd) leaves bf16 rows unaligned, and cuBLAS fell
-            # back to a slow batched kernel (H100: 53 µs for a [2, 3, 1587] × [2, 1587, 256] product): pad it to a
-            # multiple of 8 with zero weights.
+            # On a GPU the feature count (paper: 3·23·23 = 1587, odd) leaves bf16 rows unaligned, and cuBLAS falls
+            # back to a slow batched kernel for the [2, 3, 1587] × [2, 1587, 256] product: pad it to a multiple of 8
+            # with zero weights.
             if feature_alignment is None:
                 feature_alignment = 8 if self.proj_weight.is_cuda else 1
             self.feature_padding = (-self.proj_weight.shape[1]) % feature_alignment

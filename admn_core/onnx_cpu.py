@@ -2,16 +2,15 @@
 
 At the tiny preset's batch 1 on a CPU the stages that run whatever the budget — the QoI controller (stems,
 4-token transformer, layer MLP), the patch embeddings and the readout → fusion → head chain — are a few hundred
-tiny ops, each costing PyTorch ~5–20 µs of dispatch for ~1 µs of arithmetic. So they, not the blocks, set the
-latency floor, and latency(6) / latency(24) stayed at ≈ 0.4 however few blocks ran (README, "FLOPs and latency").
-ONNX Runtime runs a whole traced graph in one call with a fraction of that per-op cost (measured on this project's
-2-core VM: the tiny controller 0.2–0.3 ms against 1.3 ms in PyTorch).
+tiny ops, each costing PyTorch far more dispatch time than arithmetic. So they, not the blocks, set the latency
+floor, and running fewer blocks barely lowers the latency. ONNX Runtime runs a whole traced graph in one call with a
+fraction of that per-op cost.
 
 `OnnxStage(function, example_inputs)` traces `function` (torch tensors in, a tensor / tuple / dataclass of tensors
 out) with the TorchScript ONNX exporter into an in-memory model and runs it on ONNX Runtime's CPU provider;
 calling it takes and returns torch tensors (zero-copy through numpy). The trace bakes in the example's shapes, so
 a stage serves one batch size (the fast path keeps one per batch size). `OnnxStage.faster_than(function)` times
-both once with the real shapes so the fast path keeps ONNX only where it wins on this machine — the outputs agree
+both once with the real shapes so the fast path keeps ONNX only where it wins on the host — the outputs agree
 within float32 rounding (test/test_onnx_cpu.py). `onnxruntime` is optional: without it (or with
 ADMN_FASTPATH_ONNX=0) the fast path runs every stage in PyTorch.
 """
@@ -88,9 +87,8 @@ class OnnxStage:
                               opset_version=17, dynamo=False, do_constant_folding=True)
         options = ort.SessionOptions()
         # One thread by default: these stages are too small to split, and a second ORT thread has to be woken each
-        # run and competes with PyTorch's OpenMP team, which runs the blocks in between (tiny preset, batch 1, this
-        # 2-core VM, stages timed inside the full call: controller + embeddings + head 1.07 ms on one thread, 1.37 on
-        # two without spinning; two spinning ORT threads beside PyTorch's made the whole call 5× slower).
+        # run and competes with PyTorch's OpenMP team, which runs the blocks in between; spinning ORT threads beside
+        # PyTorch's would take the cores the blocks need.
         options.intra_op_num_threads = threads or 1
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -50,7 +50,7 @@ def _tiny_modalities(with_mic: bool) -> tuple[ModalitySpec, ...]:
     # sat on the mean-guess plateau (≈ 130 cm) for 400+ steps, because *where* the car is must first be learnt as
     # a product of content and position embedding; every patch token flattened learns at once but then needs no
     # block at all (a linear read of the patch embeddings localizes one car); 4×4 regions learn at once and still
-    # need the blocks for fine position (README, training notes: measured on this project's CPU).
+    # need the blocks for fine position (README, training notes).
     small = dict(views=GDTM_VIEWS, patch_size=8, embed_dim=64, num_heads=4, controller_input_size=(24, 24),
                  readout="grid", readout_grid=4)
     specs = [
@@ -83,7 +83,7 @@ def tiny(with_mic: bool = True) -> ModelConfig:
         name="tiny" if with_mic else "tiny_rgbd",
         modalities=_tiny_modalities(with_mic),
         # pooling "flatten" and covariance_scale 50 cm: deviations from the official mean pooling and unit scale,
-        # both measured to remove the plateau of training from scratch (README, training notes).
+        # both remove the plateau of training from scratch (README, training notes).
         fusion=FusionSpec(adapter_hidden=128, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=192, pooling="flatten"),
         head=HeadSpec(mean_half_range=TRACK_HALF_RANGE_CM, covariance_scale=50.0),
         # 24×24 stem input: k3 → 22, k3 → 20, pool 2 → 10, k3 → 8; 3·8·8 = 192 features. Sized so the controller

@@ -3,7 +3,7 @@
 Accepts `.safetensors`, or `.pth`/`.pt`/`.bin` read with `torch.load(weights_only=True)` (no arbitrary
 unpickling). The report lists exactly which keys were loaded, missing, unexpected, renamed or resampled —
 the official code loads with strict=False and only prints, which hides e.g. a checkpoint whose final
-`norm` is really `fc_norm` (reference §1.4).
+`norm` is really `fc_norm`.
 """
 
 from __future__ import annotations

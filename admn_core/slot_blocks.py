@@ -2,8 +2,8 @@
 no host synchronisation in between, so a GPU can run all of it as one CUDA graph per (controller, budget).
 
 Why: `FastPath`'s per-block graphs need the host to read the controller's mask before it can pick which block graphs
-to replay. At batch 1 on a GPU that read, and the launches queued after it, are most of the fixed latency (H200,
-session 4: 1.3 ms fixed against 0.062 ms per ViT-B block in bf16).
+to replay. At batch 1 on a GPU that read, and the launches queued after it, are most of the fixed latency: far
+more than one ViT-B block costs.
 
 How: with equal block costs the budget fixes *how many* blocks run beyond the always-on block 0s (K = L − M), only
 not *which*. The chosen blocks run through K slots. Slot k copies the parameters of the k-th chosen block (ordered
@@ -12,8 +12,8 @@ parameters into one static buffer — an `index_select` by a device index — an
 modality's tokens. Every shape is static, so the whole inference is capturable.
 
 Cost: a second copy of the backbone blocks' weights (the table) and one parameter copy per slot (a ViT-B block is
-14 MB in bf16: measured 20 µs on an H100 and an H200, against 55–57 µs for the block itself). Measured there, the
-gathers cost more than the host read saves (budget 6: 1.29 vs 1.19 ms on the H100), so `FastPath` uses this only
+14 MB in bf16, a copy taking a sizeable fraction of the block's own time). On a host that launches work quickly
+the gathers cost more than the host read saves, so `FastPath` uses this only
 when asked (ADMN_FASTPATH_SLOT_GRAPH=1); a host that is slow to launch work (an embedded board) may gain.
 Modalities may differ in token count (tokens are padded to the longest, and padding keys are masked out of
 attention); they must agree in width, heads, MLP width, LayerNorm eps, view count and the blocks' form (`_LeanBlock`).

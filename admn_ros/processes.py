@@ -13,9 +13,9 @@ def spin_node(make_node: Callable, name: str, startup_errors: tuple[type[BaseExc
               args: list[str] | None = None) -> int:
     """rclpy.init → make_node() → spin on a SingleThreadedExecutor until Ctrl-C / shutdown → clean up.
 
-    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time (measured; see
-    ros2-toolchain reference); nodes run their slow work on their own threads. A startup error of one of
-    `startup_errors` prints one line naming the problem (no traceback) and returns exit code 2.
+    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time; nodes run their slow work
+    on their own threads. A startup error of one of `startup_errors` prints one line naming the problem (no
+    traceback) and returns exit code 2.
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -44,9 +44,9 @@ def freeze_start_up_objects() -> int:
     """Collect once, then move every object alive now (imports, the model, the fast path's warm-up exports) out of
     the cyclic collector's reach; returns how many were frozen.
 
-    A started admn_node holds ≈ 400 000 tracked objects, nearly all for its whole life; every full collection
-    scanned them all — ≈ 210 ms on this project's VM, a stall that dropped sets mid-run (the live demo lost two
-    sets and a set's audio one second in). Frozen, a full collection after 100 inferences took 0.16 ms."""
+    A started admn_node holds hundreds of thousands of tracked objects, nearly all for its whole life; a full
+    collection would scan them all, a stall long enough to drop sets mid-run. Frozen, a full collection scans only
+    what is new since start-up."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

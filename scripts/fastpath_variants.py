@@ -8,7 +8,7 @@ On a CPU (float32) the variants are the lean forward with every stage in PyTorch
 (controller, embeddings, head) on ONNX Runtime where timing kept them (admn_core.onnx_cpu), and the latter with the
 front split over PyTorch's thread count (FastPath.front_threads, the default).
 
-Ratios are only compared within this run. Prints a table and writes JSON. For a lent GPU (scripts/gpu_bench.sh):
+Ratios are only compared within this run. Prints a table and writes JSON. On a GPU machine (scripts/gpu_bench.sh):
   python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
 CPU: python scripts/fastpath_variants.py --preset tiny --device cpu --dtype float32 --threads 2
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU benchmark (issue 7), one run on a lent GPU (~2 min on an H100 or H200):
+# The GPU benchmark, one run on a GPU machine (a few minutes on an H100-class GPU):
 #   1. the CUDA-only fast-path tests (CUDA graphs equal eager in fp32, controller overlapped or not, mixed batches,
 #      batch 1 as one graph) and the slot tests;
 #   2. paper preset, batch 1: the fast path's variants (per-block graphs, concurrent controller, one slot graph)

@@ -1,6 +1,6 @@
 """Where the fast path's fixed latency goes on a GPU: each phase of a batch-1 inference captured in its own CUDA graph
 and replayed alone, timed with CUDA events (GPU time of the phase plus one graph launch), then the controller's
-kernels from the profiler. For a lent GPU (scripts/gpu_bench.sh); needs CUDA.
+kernels from the profiler. On a GPU machine (scripts/gpu_bench.sh); needs CUDA.
 Usage: python scripts/gpu_phases.py --preset paper --dtype bfloat16 --budget 6 --json phases.json
 """
 

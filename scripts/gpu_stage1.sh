@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 1 of the lowlight world run on a lent GPU (config/train_tiny_gpu.yaml: 72 epochs), stopped after Stage 1;
+# Stage 1 of the lowlight world run on a GPU machine (config/train_tiny_gpu.yaml: 72 epochs), stopped after Stage 1;
 # the Stage-1 model and its per-epoch metrics land under $OUT. Continue anywhere with the same config:
 #   mkdir -p <out>/lowlight/stage1 && cp $OUT/stage1_model.safetensors <out>/lowlight/stage1/model.safetensors
 #   admn train --train-config config/train_tiny_gpu.yaml --corruption lowlight --out <out>

@@ -7,7 +7,7 @@ admn_core is imported before torch, as the entry points do, so OpenMP's spin is 
 Every process gets the shipped Fast DDS profile, as launch and bring-up do: Fast DDS reads it once per process, when
 its first participant starts, so a test that set it later (admn_ros.soak's in-process driver) would keep the default
 transports once an earlier test had started rclpy — and its best-effort camera frames, above the default 512 KB
-shared-memory segment's reach, were lost (seen: the short soak synchronized no set after test_admn_node.py).
+shared-memory segment's reach, would be lost (the short soak would synchronize no set after test_admn_node.py).
 """
 
 import os

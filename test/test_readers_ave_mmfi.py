@@ -1,4 +1,4 @@
-"""AVE and MM-Fi readers on tiny fixtures written in the datasets' layouts (reference §4.6–4.7)."""
+"""AVE and MM-Fi readers on tiny fixtures written in the datasets' layouts."""
 
 import wave
 

@@ -1,4 +1,4 @@
-"""GDTM preprocessed-HDF5 reader on a tiny fixture written in the exact layout (reference §4.1–4.2)."""
+"""GDTM preprocessed-HDF5 reader on a tiny fixture written in the exact layout."""
 
 import io
 import json

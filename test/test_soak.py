@@ -33,7 +33,7 @@ def _soak(duration_s: float, warmup_s: float, **load):
 def test_short_soak():
     # A lighter load than the full spec (which the 60 s test and `admn_soak` use): in `make test` the publisher,
     # the node and pytest share 2 cores with nothing to spare, and best-effort 640×480 streams then lose whole
-    # frames in transport under load (seen: no set synchronized at all), which says nothing about the node.
+    # frames in transport under load (possibly every set), which says nothing about the node.
     _soak(8.0, warmup_s=3.0, width=320, height=240, camera_hz=15.0, depth_hz=15.0)
 
 

@@ -55,7 +55,7 @@ class WorldConfig:
     # RGB Gaussian noise is added at the camera's native resolution, k × k native pixels per image pixel, then
     # area-resized (`gaussian_noise_rgb`). [paper-matched] The official loader adds σ to 480×270 ZED frames and
     # resizes to 224×224 for ViT-B/16: ≈ 660 native noise draws per 16×16 patch. At 64×64 with 8×8 patches, k = 3
-    # gives 576. With k = 1 (sessions 1–4) every σ ≥ 1 level erased the RGB (probe: 141 cm, chance 130).
+    # gives 576. With k = 1 every σ ≥ 1 level erases the RGB (the probe's error reaches chance).
     rgb_noise_native_factor: int = 3
     node_radius_m: float = 2.7
     node_height_m: float = 1.6

@@ -6,7 +6,7 @@ so timm / MAE checkpoints load directly and timm's own ViT is the reference in t
 Three execution paths, chosen by the mask:
 - hard mask (bool or 0/1 without grad): samples are grouped by identical mask rows and each group runs only
   its own active blocks — real compute savings at any batch size (the official code skips blocks only at
-  batch 1 and computes every block otherwise, reference §1.2).
+  batch 1 and computes every block otherwise).
 - soft mask (float with grad, e.g. straight-through controller output): x ← m·block(x) + (1−m)·x for every
   block, so gradients reach the controller logits through m (official `forward_controller` mask path).
 - no mask: every block runs.

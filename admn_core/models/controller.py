@@ -1,4 +1,4 @@
-"""QoI controller (official GDTM `ConvLayerController`, reference §3.1–3.2) and top-L layer selection.
+"""QoI controller (official GDTM `ConvLayerController`) and top-L layer selection.
 
 Per modality a conv stem sees the *normalised* backbone inputs resized to `controller_input_size`
 (official: 100×100), shared across views; tokens = CLS + one per (modality, view); sinusoidal positions;

@@ -1,4 +1,4 @@
-"""Stage-1 LayerDrop mask sampling (official `*_Early.forward`, reference §1.2).
+"""Stage-1 LayerDrop mask sampling (official `*_Early.forward`).
 
 Per modality and per forward call: each block kept with probability 1−p; independently, with probability
 `full_backbone_drop` the whole backbone is dropped except block 0 (the paper's "Full-Backbone LayerDrop").

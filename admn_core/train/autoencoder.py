@@ -1,4 +1,4 @@
-"""ADMN_AE's autoencoder (paper §3.4.2, reference §3.4): the controller's perceptual part as encoder, a small
+"""ADMN_AE's autoencoder (paper §3.4.2): the controller's perceptual part as encoder, a small
 ConvTranspose decoder per modality reconstructing that modality's first view at the controller's input size.
 
 Differences from the official `Conv_Controller_AE`, on purpose:
@@ -6,7 +6,7 @@ Differences from the official `Conv_Controller_AE`, on purpose:
   "+1 index shift" for a Resize module;
 - the decoder maps the latent through a Linear to a C×(H/4)×(W/4) grid and two stride-2 ConvTranspose layers
   (any latent width, any input size), instead of reshaping a 256 latent to 16×16 (tied to embed_dim 256);
-- no BatchNorm (the official AE's BN keeps updating its statistics in the "frozen" encoder, reference §3.4).
+- no BatchNorm (the official AE's BN keeps updating its statistics in the "frozen" encoder).
 """
 
 from __future__ import annotations

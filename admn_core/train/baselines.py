@@ -1,4 +1,4 @@
-"""Baselines (paper §4, reference §5): fixed allocations on the Stage-1 model, and the trained baselines.
+"""Baselines (paper §4): fixed allocations on the Stage-1 model, and the trained baselines.
 
 On the same Stage-1 model (no training):
 - Upper Bound: every block of every backbone;

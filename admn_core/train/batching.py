@@ -1,6 +1,6 @@
 """Dataset items → training batches: preprocessed inputs, task targets in model units, corruption labels.
 
-A dataset item is `(sample, target)` (design.md contract): `sample` = {(view, modality): numpy array in sensor
+A dataset item is `(sample, target)`: `sample` = {(view, modality): numpy array in sensor
 units}, exactly what the engine's `preprocess_batch` takes; `target` = a dict with
 - localization: `position_m` (float [2], metres, world frame) — `position` is accepted too (the simulated world's
   key) — divided by `config.head.position_unit_m` (the paper trains in centimetres);

@@ -1,6 +1,6 @@
 """Training configuration dataclasses (Stage 1, controllers, autoencoder, universal controller).
 
-Defaults are the official code's values for GDTM (reference §7, `neurips_*.sh` and argparse defaults); each field
+Defaults are the official code's values for GDTM (`neurips_*.sh` and argparse defaults); each field
 says where its default comes from and where the paper differs ([paper] / [code] / [ours]). Every config is a frozen
 dataclass with strict dict/YAML round trips (`to_dict`, `train_config_from_dict`): an unknown key is an error.
 
@@ -41,7 +41,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Stage1Config(RunOptions):
-    """Stage 1: LayerDrop fine-tuning of the task model (paper §3.3, reference §1.2–1.3, §7)."""
+    """Stage 1: LayerDrop fine-tuning of the task model (paper §3.3)."""
 
     epochs: int = 200  # [code] 200 for every dataset; [paper] Table 13: 400 (GDTM-Noise, MM-Fi), 100 (Lowlight), 200
     lr: float = 5e-4  # [code] and [paper] for GDTM and AVE (MM-Fi: code 1e-3, paper 1e-4)
@@ -82,7 +82,7 @@ class Stage1Config(RunOptions):
 
 @dataclass(frozen=True)
 class ControllerTrainConfig(RunOptions):
-    """Stage 2: one QoI controller for one budget, the task model frozen (paper §3.4, A.1; reference §3.2–3.4).
+    """Stage 2: one QoI controller for one budget, the task model frozen (paper §3.4, A.1).
 
     variant:
     - "corruption_supervised": task loss + corruption loss, corruption-only warm-up epoch(s) [code and paper A.1];
@@ -139,7 +139,7 @@ class ControllerTrainConfig(RunOptions):
 
 @dataclass(frozen=True)
 class AutoencoderConfig(RunOptions):
-    """ADMN_AE pretraining (reference §3.4): reconstruct the controller-resized first view of every modality."""
+    """ADMN_AE pretraining: reconstruct the controller-resized first view of every modality."""
 
     epochs: int = 100  # [code] train_AE.py scripts (not in the paper)
     lr: float = 1e-3  # [code]

@@ -1,4 +1,4 @@
-"""Stage 2: QoI controllers with the Stage-1 task model frozen (paper §3.4, A.1–A.2; reference §3.2–3.4, §3.6).
+"""Stage 2: QoI controllers with the Stage-1 task model frozen (paper §3.4, A.1–A.2).
 
 Per step: logits, corruption = controller(inputs); masks = select_layers(logits, L, costs, training=True, Gumbel
 scale, τ) — Gumbel-softmax, hard top-(L − always-on), straight-through (or plain straight-through on the raw

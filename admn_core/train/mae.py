@@ -16,8 +16,8 @@ A light MAE (He et al. 2022):
 Output: `<out>/<modality>.safetensors` holding only the encoder with timm key names (cls_token, pos_embed,
 patch_embed.proj.*, blocks.N.*, norm.*), which `admn_core.pretrained.load_pretrained_backbone` loads with an empty
 missing-key report. The ViT's final `norm` is trained too: the CLS path of the encoder output is regularised by an
-auxiliary reconstruction of the mean patch from the CLS token (so `norm` is not left at its initialisation, the
-trap reference §1.4 warns about).
+auxiliary reconstruction of the mean patch from the CLS token (so `norm` is not left at its initialisation, where a
+checkpoint with an untrained `norm` would still load without a missing key).
 """
 
 from __future__ import annotations

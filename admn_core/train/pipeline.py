@@ -185,7 +185,7 @@ def load_settings(path: str | Path | None = None, quick: bool = False, **overrid
 
 
 def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTargets:
-    """The controller's corruption supervision for a world preset (reference §3.3)."""
+    """The controller's corruption supervision for a world preset."""
     names = config.modality_names
     if corruption == "gaussian":
         return CorruptionTargets()  # [code] GDTM Noise: σ_rgb, σ_depth regression, L1 + 20·L1

@@ -1,4 +1,4 @@
-"""Stage 1: LayerDrop fine-tuning of the task model (paper §3.3; official `train.py`, reference §1.2–1.3).
+"""Stage 1: LayerDrop fine-tuning of the task model (paper §3.3; official `train.py`).
 
 Per step: one LayerDrop mask per modality (shared by the batch and every view, official), drawn at the epoch's
 rate `LayerDropSpec.rate_at(epoch)` with full-backbone drop; loss = model.loss(model(inputs, masks), target).
@@ -77,7 +77,7 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         if hasattr(epoch_loader.dataset, "set_epoch"):  # e.g. FreshCorruptionDataset: a new corruption per epoch
             epoch_loader.dataset.set_epoch(epoch)
         # [ours] The clean warm-up trains every block of every backbone (no LayerDrop, no full-backbone drop):
-        # measured on the world, dropping from the first step kept the network on the mean-guess plateau.
+        # on the simulated world, dropping from the first step keeps the network on the mean-guess plateau.
         epoch_spec = replace(spec, full_backbone_drop=0.0) if clean else spec
         rate = 0.0 if clean else spec.rate_at(epoch)
         generator = step_generator(config.seed, epoch, info.rank)

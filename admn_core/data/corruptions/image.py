@@ -10,7 +10,7 @@ import numpy as np
 from admn_core.data.corruptions.labels import as_generator
 from admn_core.data.errors import CorruptionError
 
-# The official GDTM corruption scripts run on 224×224 images (reference §4.4–4.5); kernel sizes refer to that width.
+# The official GDTM corruption scripts run on 224×224 images; kernel sizes refer to that width.
 BLUR_REFERENCE_WIDTH = 224
 
 
@@ -26,7 +26,7 @@ def gaussian_noise_rgb(image: np.ndarray, sigma: float, seed, native_factor: int
 
     `native_factor` k > 1: the camera's native frame has k × k pixels per pixel of `image`, and the noise is added
     and clamped there, then each k × k block is averaged (an area resize to this size). The official GDTM loader
-    does exactly this order — noise on the 480×270 ZED frame, clamp, then resize to 224×224 (reference §4.3) — so
+    does exactly this order — noise on the 480×270 ZED frame, clamp, then resize to 224×224 — so
     the noise a model sees depends on how many native pixels each of its pixels averages. The clean native frame
     is taken constant within a block (the model cannot see finer detail either way).
     """
@@ -45,7 +45,7 @@ def gaussian_noise_rgb(image: np.ndarray, sigma: float, seed, native_factor: int
 
 def lowlight(image: np.ndarray, gamma: float, seed, noise_std: float = 25.0, contrast: float = 0.5,
              brightness: float = 10.0, blue_boost: float = 30.0) -> np.ndarray:
-    """The official `simulate_low_light` (reference §4.4), step by step in the 0–255 scale:
+    """The official `simulate_low_light`, step by step in the 0–255 scale:
 
     1. gamma curve out = (in/255)^gamma · 255 (gamma 5: medium, 100: severe — nearly black);
     2. + N(0, noise_std) (int16, clipped); 3. |contrast·x + brightness| saturated (cv2.convertScaleAbs);

@@ -1,4 +1,4 @@
-"""AVE (Tian et al. 2018) reader (reference §4.7).
+"""AVE (Tian et al. 2018) reader.
 
 Annotation files (`Annotations.txt`, `trainSet.txt`, `valSet.txt`, `testSet.txt`): one line per clip,
 `Category&VideoID&Quality&StartTime&EndTime` (integer seconds); a leading header line is detected and skipped.

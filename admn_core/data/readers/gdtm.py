@@ -1,4 +1,4 @@
-"""GDTM preprocessed HDF5 reader (reference §4.1–4.2).
+"""GDTM preprocessed HDF5 reader.
 
 Layout of one split directory (`…/train`, `…/val` or `…/test`)::
 

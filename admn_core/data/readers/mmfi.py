@@ -1,4 +1,4 @@
-"""MM-Fi reader (reference §4.6): RGB + depth sequences with the official subject split.
+"""MM-Fi reader: RGB + depth sequences with the official subject split.
 
 Layout: `E01..E04/S01..S40/A01..A27/<modality>/frameNNN.<ext>` (297 frames per sequence, NNN from 001).
 
