@@ -42,7 +42,7 @@ def test_scratch_model_and_rule_evaluation():
     config = toy_config()
     data = tensor_set(config, SquareDataset(config, length=8))
     mask = naive_allocation(config, 6)
-    model, _ = train_fixed_mask_model(config, data, mask, ScratchConfig(epochs=1, batch_size=4), log=None)
+    model, _ = train_fixed_mask_model(config, data, mask, ScratchConfig(epochs=1, batch_size=4))
     result = evaluate_rule(model, data, fixed_rule(mask))
     assert result["max_cost"] <= 6 and result["error_cm"] > 0
     assert len(result["errors_cm"]) == 8
@@ -56,16 +56,16 @@ def test_scratch_clean_warmup_trains_on_the_clean_twin_only():
                             clean.targets, clean.raw_targets)
     mask = naive_allocation(config, 6)
     warm = ScratchConfig(epochs=1, batch_size=4, clean_warmup_epochs=1, warmup_cosine_fraction=0.5)
-    warmed, history = train_fixed_mask_model(config, corrupted, mask, warm, log=None, clean=clean)
+    warmed, history = train_fixed_mask_model(config, corrupted, mask, warm, clean=clean)
     assert history[0]["clean"] == 1
     plain = replace(warm, clean_warmup_epochs=0, full_backbone_drop=0.0)
-    on_clean, _ = train_fixed_mask_model(config, clean, mask, plain, log=None)
-    on_corrupted, _ = train_fixed_mask_model(config, corrupted, mask, plain, log=None)
+    on_clean, _ = train_fixed_mask_model(config, clean, mask, plain)
+    on_corrupted, _ = train_fixed_mask_model(config, corrupted, mask, plain)
     same = [torch.equal(a, b) for a, b in zip(warmed.parameters(), on_clean.parameters(), strict=True)]
     differs = [torch.equal(a, b) for a, b in zip(warmed.parameters(), on_corrupted.parameters(), strict=True)]
     assert all(same) and not all(differs)
     with pytest.raises(ValueError, match="clean twin"):
-        train_fixed_mask_model(config, corrupted, mask, warm, log=None)
+        train_fixed_mask_model(config, corrupted, mask, warm)
 
 
 def test_error_by_condition_groups_samples_and_is_reported():

@@ -28,10 +28,10 @@ def test_quick_settings_and_strict_keys():
 def test_controller_gumbel_scale_setting_reaches_the_training_configs(tmp_path):
     from admn_core.train.pipeline import Pipeline, settings_from_dict
 
-    default = Pipeline(settings_from_dict({"preset": "tiny_rgbd"}), tmp_path / "a", log=lambda *_: None)
+    default = Pipeline(settings_from_dict({"preset": "tiny_rgbd"}), tmp_path / "a")
     assert default._controller_config("corruption_supervised").gumbel_scale is None  # the preset's (0.1)
     paper = Pipeline(settings_from_dict({"preset": "tiny_rgbd", "controller": {"gumbel_scale": 1.0}}),
-                     tmp_path / "b", log=lambda *_: None)
+                     tmp_path / "b")
     assert paper._controller_config("corruption_supervised").gumbel_scale == 1.0
     assert paper._controller_config("corruption_supervised", universal=True).gumbel_scale == 1.0
 
@@ -42,15 +42,15 @@ def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     from admn_core.eval.evaluate import evaluate_from_disk
     from admn_core.train.pipeline import run_pipeline
 
-    run_pipeline(tmp_path, quick=True, until="stage1", log=lambda *a: None)  # e.g. Stage 1 on a GPU machine
+    run_pipeline(tmp_path, quick=True, until="stage1")  # e.g. Stage 1 on a GPU machine
     run_dir = tmp_path / "gaussian"
     assert (run_dir / "stage1" / "model.safetensors").is_file()
     assert not (run_dir / "controllers").exists() and not (tmp_path / "bundle.safetensors").exists()
     stage1_seconds = json.loads((run_dir / "timings.json").read_text())["stage1"]
-    run_pipeline(tmp_path, quick=True, log=lambda *a: None)  # continues: Stage 1 reused, its timing kept
+    run_pipeline(tmp_path, quick=True)  # continues: Stage 1 reused, its timing kept
     timings = json.loads((run_dir / "timings.json").read_text())
     assert timings["stage1"] == stage1_seconds and "controllers" in timings and "total" in timings
-    evaluate_from_disk(run_dir, log=lambda *a: None)  # re-evaluation re-times "evaluate" only
+    evaluate_from_disk(run_dir)  # re-evaluation re-times "evaluate" only
     after = json.loads((run_dir / "timings.json").read_text())
     assert {k: v for k, v in after.items() if k != "evaluate"} == {k: v for k, v in timings.items() if k != "evaluate"}
     engine = InferenceEngine.from_bundle(tmp_path / "bundle.safetensors")
@@ -74,14 +74,14 @@ def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     settings = json.loads(settings_path.read_text())
     settings["trained_baselines"] = False
     settings_path.write_text(json.dumps(settings))
-    evaluate_from_disk(run_dir, log=lambda *a: None)
+    evaluate_from_disk(run_dir)
     table = json.loads((run_dir / "eval" / "results.json").read_text())["table_cm"]
     assert "ADMN" in table and "Naive Alloc." in table and "Naive Scratch" not in table and "MNS" not in table
     # controller.ablation_budgets: [] leaves ADMN_AE and plain ST out (the ≤ 30 min pipeline, README): the export
     # writes an ablation bundle without controllers and the evaluation still runs.
     settings["controller"]["ablation_budgets"] = []
     settings_path.write_text(json.dumps(settings))
-    evaluate_from_disk(run_dir, log=lambda *a: None)
+    evaluate_from_disk(run_dir)
     table = json.loads((run_dir / "eval" / "results.json").read_text())["table_cm"]
     assert "ADMN" in table and "ADMN universal" in table
     assert "ADMN_AE" not in table and "ADMN plain ST" not in table
