@@ -148,7 +148,7 @@ def format_reading(result) -> str:
     lines = ["messages read / declared by the bag"]
     for topic, (read, declared) in result.read_counts.items():
         flag = "" if read == declared else "   <- differs"
-        lines.append(f"  {topic:{width}s} {read:7d} / {declared:<7d}{flag}")
+        lines.append(f"  {topic:{width}s} {read:7d} / {declared:d}{flag}")
     stamp_problems = [f"  {topic}: {problem}" for topic, audit in result.stamps.items()
                       if (problem := audit.problem())]
     if stamp_problems:
