@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-from bag_fixtures import rewrite
 from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
@@ -23,6 +22,7 @@ from admn_ros.replay_eval import (
 )
 from admn_ros.replay_report import compare, find_gaps, format_summary, summarize, write_csv
 
+from bag_fixtures import rewrite
 from model_fixtures import micro_config
 
 VIEWS = ("node_1", "node_2", "node_3")

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-from bag_fixtures import ROSBAG2_QOS, edit_metadata, rewrite
 from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
@@ -25,6 +24,7 @@ from admn_ros.bag_reader import BagError, open_bag, parse_remaps
 from admn_ros.replay_cli import main as replay_main
 from admn_ros.replay_eval import evaluate_bag, synchronized_stamps
 
+from bag_fixtures import ROSBAG2_QOS, edit_metadata, rewrite
 from model_fixtures import micro_config
 
 VIEWS = ("node_1", "node_2", "node_3")
