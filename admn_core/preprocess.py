@@ -1,6 +1,6 @@
 """Sensor arrays → backbone input tensors, driven only by the model config.
 
-ROS messages, rosbags and datasets all hand the engine the same Sample (design.md): a dict keyed by
+ROS messages, rosbags and datasets all hand the engine the same Sample: a dict keyed by
 (view, modality) of numpy arrays in sensor units — RGB uint8 H×W×3, depth uint16 millimetres or float32
 metres (H×W), audio float32 samples (N, or C×N). Everything model-specific happens here.
 """
@@ -112,15 +112,19 @@ def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> t
 
 
 def log_mel(samples: np.ndarray, spec: ModalitySpec) -> torch.Tensor:
-    """[N] → [n_mels, frames]: Hann-windowed power STFT (no centring), HTK mel filterbank, natural log."""
+    """[N] → [n_mels, frames] float32: Hann-windowed power STFT (no centring), HTK mel filterbank, natural log.
+
+    Computed in float64 and cast after the log: the power of finite but huge samples (3e38, a faulty driver) is far
+    beyond float32 (max 3.4e38) but within float64 (1.8e308) for every finite float32 input, so the log-mel stays
+    finite (at most ≈ 2·ln(3.4e38·n_fft) ≈ 190) instead of becoming inf and poisoning the whole output."""
     audio = spec.audio
-    frames = np.lib.stride_tricks.sliding_window_view(samples, audio.n_fft)[:: audio.hop_length]  # [frames, n_fft]
-    power = np.abs(np.fft.rfft(frames * _hann(audio.n_fft), axis=-1)) ** 2  # [frames, n_fft/2 + 1]
+    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float64), audio.n_fft)[:: audio.hop_length]
+    power = np.abs(np.fft.rfft(frames * _hann(audio.n_fft), axis=-1)) ** 2  # [frames, n_fft/2 + 1] float64
     filters = mel_filterbank(audio.sample_rate, audio.n_fft, audio.n_mels)  # [n_fft/2 + 1, n_mels]
     # The product runs in torch, not numpy: alternating OpenBLAS's and torch's thread pools made every switch
-    # spin-wait (measured 20 ms instead of 0.3 ms per window on 2 cores). Operands contiguous for the same reason.
-    mel = torch.from_numpy(np.ascontiguousarray(power, dtype=np.float32)) @ filters  # [frames, n_mels]
-    return mel.add_(1e-6).log_().T.contiguous()
+    # spin-wait, many times the product's own cost on a few cores. Operands contiguous for the same reason.
+    mel = torch.from_numpy(np.ascontiguousarray(power)) @ filters.double()  # [frames, n_mels]
+    return mel.add_(1e-6).log_().float().T.contiguous()
 
 
 @lru_cache(maxsize=8)
@@ -143,6 +147,18 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     rising = (bins - lower) / np.maximum(centre - lower, 1e-9)
     falling = (upper - bins) / np.maximum(upper - centre, 1e-9)
     return torch.from_numpy(np.ascontiguousarray(np.clip(np.minimum(rising, falling), 0.0, None).T, np.float32))
+
+
+def missing_input(spec: ModalitySpec) -> np.ndarray:
+    """What a sensor that saw nothing sends, in sensor units: a black frame, depth without a single return (0 mm),
+    a silent audio window. Stands in for an input rejected as hostile or broken, so the set still runs and the
+    controller can spend the budget on the modalities that are there (as with a blind depth camera or a dead
+    microphone)."""
+    if spec.kind == "rgb":
+        return np.zeros((*spec.input_size, 3), np.uint8)
+    if spec.kind == "depth":
+        return np.zeros(spec.input_size, np.uint16)
+    return np.zeros(spec.audio_window_samples, np.float32)
 
 
 def synthetic_sample(config: ModelConfig, seed: int = 0) -> dict[tuple[str, str], np.ndarray]:

@@ -9,7 +9,11 @@ Inputs (relative names, so a namespace or remapping moves them), one set per vie
     <view>/depth/image_raw              sensor_msgs/Image 16UC1/mono16 (mm) or 32FC1 (m)
     <view>/mic/audio                    audio_msg_type: image_carrier (sensor_msgs/Image 32FC1, see admn_ros.audio),
                                         AudioStamped or AudioDataStamped (audio_common_msgs, imported lazily)
-    /compute_budget                     std_msgs/Int32, latest-value state (admn_ros.qos.subscribe_budget)
+    compute_budget                      std_msgs/Int32, latest-value state (admn_ros.qos.subscribe_budget); relative,
+                                        so /robot1/compute_budget under the namespace robot1
+Every subscription accepts rclpy's QoS override parameters, e.g. -p
+`qos_overrides./robot1/node_1/camera/image_raw.subscription.reliability:=reliable` (history, depth, reliability; the
+budget's two subscriptions: `qos_overrides.<budget topic>.subscription[_latched].*`).
 
 Design choices (the why):
 * Camera and depth of every view go through one approximate-time synchronizer (message_filters when importable,
@@ -28,7 +32,7 @@ Design choices (the why):
 * Inference runs on a worker thread fed through a latest-only slot: the synchronizer callback only stores the newest
   set; a set not yet taken when a newer one arrives is dropped and counted (dropped_stale). Raw messages are decoded on
   the worker, so dropped sets cost nothing. Executor: SingleThreadedExecutor, because the MultiThreadedExecutor
-  busy-loops under use_sim_time (measured: 2.7-31 Hz delivery and 6-8 s CPU in 8 s; reference ros2-toolchain.md §1).
+  busy-loops under use_sim_time (erratic delivery, and it keeps a core busy while waiting).
   Parameter services, the budget callback and the subscriptions stay responsive because nothing slow runs on the
   executor thread.
 * Budget: budget_override (>= 0) wins, else the latest /compute_budget, else default_budget. The engine selects the
@@ -57,7 +61,16 @@ Design choices (the why):
   them in diagnostics (ERROR when a close match exists, i.e. almost certainly a typo; WARN otherwise, e.g. a shared
   `/**` params file). A microphone whose chunk stamps advance at a different rate than audio_sample_rate (a driver
   set to 44.1 or 48 kHz) is reported on the inputs status and in the log.
-* Budget floods (/compute_budget at 1 kHz) cost one integer store per message; the change log is throttled.
+* Budget floods (compute_budget at kHz rates) cost one integer store per callback, and the budget subscriptions'
+  CoalescingCallbackGroup caps the callbacks (admn_ros.qos); the change log is throttled. A silence warning while the
+  executor itself was late (its diagnostics timer fired more than a period late) says so instead of blaming the
+  transport.
+* Hostile frames: a compressed frame whose header declares more than max_image_pixels is rejected before decoding
+  (no allocation) and that view's modality is treated as missing for the set (admn_ros.frame_assembly); counted in
+  frames_rejected_oversize and named on the inputs status. Audio chunks that are non-finite or beyond the plausible
+  range (admn_ros.audio.MAX_ABS_SAMPLE) are rejected, so that microphone's window is silent (missing) there.
+* SIGINT/SIGTERM: rclpy's handlers shut the context down; the node exits 0 without a traceback, also during start-up
+  (the warm-up stops early and the half-built node is destroyed).
 
 Test-only: `debug_inference_delay_s` sleeps on the worker before each inference, to emulate a slow model (the
 "parameters stay responsive during inference" test). `debug_fault_injection` raises device errors inside the
@@ -89,10 +102,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from admn_core.preprocess import InputError, synthetic_sample
 from admn_core.runtime import InferenceEngine
 from admn_ros.audio import audio_message_class
-from admn_ros.conversions import ns_to_stamp, stamp_to_ns
+from admn_ros.conversions import DEFAULT_MAX_IMAGE_PIXELS, ns_to_stamp, stamp_to_ns
 from admn_ros.frame_assembly import TIME_JUMP_BACK_S, FrameAssembler, FrameError
 from admn_ros.outputs import allocation_message, classification_message, classification_message_class, pose_message
-from admn_ros.qos import DIAGNOSTICS_QOS, sensor_qos, subscribe_budget
+from admn_ros.qos import DIAGNOSTICS_QOS, overridable, sensor_qos, subscribe_budget
 from admn_ros.sync import MESSAGE_FILTERS, InputStats, Subscriber, SyncStats, make_synchronizer
 
 NODE_NAME = "admn_node"
@@ -116,6 +129,10 @@ class ModelLoadError(RuntimeError):
     """The model bundle cannot be loaded; the text says which file and why."""
 
 
+class StartupInterrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived while the node was starting: not an error, the process ends with exit code 0."""
+
+
 @dataclass
 class InputSpec:
     key: tuple[str, str]  # (view, modality)
@@ -123,6 +140,7 @@ class InputSpec:
     msg_type: type
     topic: str  # relative name as subscribed
     resolved_topic: str = ""
+    reliability: ReliabilityPolicy = ReliabilityPolicy.BEST_EFFORT  # effective, after qos_overrides
     received: int = 0
     last_arrival: float | None = None
     errors: int = 0
@@ -166,6 +184,7 @@ class Counters:
     audio_windows_missing: int = 0
     audio_samples_zero_filled: int = 0
     depth_frames_all_invalid: int = 0
+    frames_rejected_oversize: int = 0
     dropped_non_finite_output: int = 0
     budget_messages: int = 0
     oom_errors: int = 0
@@ -305,6 +324,10 @@ PARAMETERS = {
                                            read_only=True)),
     "audio_msg_type": ("image_carrier", _descriptor("image_carrier (sensor_msgs/Image 32FC1) | AudioStamped | "
                                                     "AudioDataStamped", read_only=True)),
+    "max_image_pixels": (DEFAULT_MAX_IMAGE_PIXELS, _descriptor(
+        "frames whose (compressed header's) width x height exceeds this are rejected before decoding; that view's "
+        "modality is treated as missing. Default 4096x4096 (4K with margin)", read_only=True,
+        int_range=(1, 2**31 - 1))),
     "audio_sample_rate": (16000, _descriptor("sample rate of the microphone topics (Hz); must equal the model's",
                                              read_only=True, int_range=(1, 384000))),
     "audio_channels": (1, _descriptor("channels of AudioDataStamped audio (the others carry it); mixed to mono",
@@ -346,8 +369,15 @@ class AdmnNode(Node):
         self._worker: threading.Thread | None = None
         try:
             self._setup()
-        except BaseException:
+            if not self.context.ok():
+                raise StartupInterrupted("shut down while starting")
+        except StartupInterrupted:
+            self.destroy_node()
+            raise
+        except BaseException as error:
             self.destroy_node()  # a half-built node must not linger in the context
+            if not self.context.ok():  # a signal shut the context down under the start-up
+                raise StartupInterrupted(f"shut down while starting ({type(error).__name__})") from None
             raise
 
     def _setup(self) -> None:
@@ -369,7 +399,7 @@ class AdmnNode(Node):
         self.config = self.engine.config
         # Decoding and audio windows: the one implementation, shared with the bag evaluator (admn_ros.replay_eval).
         self.assembler = FrameAssembler(self.config, self._param("sync_slop"), self._param("audio_sample_rate"),
-                                        self._param("audio_channels"))
+                                        self._param("audio_channels"), self._param("max_image_pixels"))
         self._warm_up()
 
         self.inputs: dict[tuple[str, str], InputSpec] = {}
@@ -386,11 +416,14 @@ class AdmnNode(Node):
         self._inference_problem: str | None = None  # the last failure; cleared by the next good inference
         self._oom_cap: int | None = None
         self._oom_cap_since = 0.0
-        self.parameter_problems = self._check_unknown_parameters()
+        self._rejected_problem: str | None = None
+        self._last_diagnostics_tick = time.monotonic()
+        self._executor_late: tuple[float, float] | None = None  # (when, seconds late) of the latest late timer tick
 
         self._create_publishers()
         self._create_inputs()
         self._budget_subscriptions = subscribe_budget(self, self._on_budget)
+        self.parameter_problems = self._check_unknown_parameters()  # after the subscriptions declare qos_overrides
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._worker_loop, name="admn_inference", daemon=True)
         self._worker.start()
@@ -410,7 +443,7 @@ class AdmnNode(Node):
         """(level, text) for every override (params file, -p) that names no parameter of this node."""
         problems = []
         for name in sorted(self._parameter_overrides):
-            if name in PARAMETERS or name in STANDARD_PARAMETERS or name.startswith("qos_overrides."):
+            if name in PARAMETERS or name in STANDARD_PARAMETERS or self.has_parameter(name):
                 continue
             close = difflib.get_close_matches(name, list(PARAMETERS), n=1, cutoff=0.75)
             if close:
@@ -460,6 +493,8 @@ class AdmnNode(Node):
         sample = synthetic_sample(self.config)
         started = time.perf_counter()
         for budget in budgets:
+            if not self.context.ok():  # SIGINT/SIGTERM during start-up: stop warming up
+                break
             try:
                 engine.infer(sample, budget)
             except Exception as error:  # the node still starts; real sets get the worker's handling
@@ -505,12 +540,13 @@ class AdmnNode(Node):
                 qos = sensor_qos(qos_name, depth=INPUT_QUEUE_DEPTH[spec.kind])
                 if spec.kind == "audio":
                     subscription = self.create_subscription(
-                        msg_type, topic, lambda msg, entry=entry: self._on_audio(msg, entry), qos)
-                    entry.resolved_topic = subscription.topic_name
+                        msg_type, topic, lambda msg, entry=entry: self._on_audio(msg, entry), qos,
+                        qos_overriding_options=overridable())
+                    entry.resolved_topic, entry.reliability = subscription.topic_name, qos.reliability
                     continue
-                subscriber = Subscriber(self, msg_type, topic, qos_profile=qos)
+                subscriber = Subscriber(self, msg_type, topic, qos_profile=qos, qos_overriding_options=overridable())
                 subscriber.registerCallback(self._on_arrival, entry)
-                entry.resolved_topic = subscriber.sub.topic_name
+                entry.resolved_topic, entry.reliability = subscriber.sub.topic_name, qos.reliability
                 sync_filters.append(subscriber)
                 self._sync_keys.append(key)
         self.sync_filters = sync_filters  # kept: the benchmark feeds them real messages
@@ -578,7 +614,8 @@ class AdmnNode(Node):
         value = int(msg.data)
         self.counters.budget_messages += 1
         if value != self._latest_budget:  # throttled: a budget publisher gone wild must not flood the log
-            self._throttled("info", "budget_change", f"/compute_budget: {self._latest_budget} -> {value}")
+            topic = self._budget_subscriptions[0].topic_name
+            self._throttled("info", "budget_change", f"{topic}: {self._latest_budget} -> {value}")
         self._latest_budget = value
 
     def _on_synchronized(self, *messages) -> None:
@@ -613,6 +650,8 @@ class AdmnNode(Node):
             try:
                 self.process(synced)
             except Exception as error:  # the worker must survive anything; the traceback goes to the log once
+                if not self.context.ok():  # shutting down: publishers are gone, nothing failed
+                    return
                 self.counters.failed += 1
                 self._inference_problem = (f"inference failed for the set stamped {synced.stamp_ns / 1e9:.3f} s on "
                                            f"{self.device}: {type(error).__name__}: {error}")
@@ -786,6 +825,17 @@ class AdmnNode(Node):
             self._throttled("warning", f"depth_invalid:{entry.resolved_topic}",
                             f"{entry.resolved_topic}: depth frame has no valid pixel (all 0/NaN/Inf/negative); "
                             "used as 'no return' everywhere")
+        for key, reason in assembled.rejected.items():
+            entry = self.inputs[key]
+            self.counters.frames_rejected_oversize += 1
+            entry.errors += 1
+            entry.last_error = reason
+            self._throttled("error", f"input:{entry.resolved_topic}",
+                            f"bad input on {entry.resolved_topic} (view {key[0]}, modality {key[1]}): {reason}; "
+                            "this modality is treated as missing for the set")
+        self._rejected_problem = "; ".join(
+            f"{self.inputs[key].resolved_topic}: frame rejected, modality {key[1]} of view {key[0]} treated as "
+            f"missing ({reason})" for key, reason in assembled.rejected.items()) or None
         self.counters.audio_samples_zero_filled += assembled.audio_zero_filled
         self.counters.audio_windows_missing += len(assembled.audio_missing)
         texts = []
@@ -822,6 +872,10 @@ class AdmnNode(Node):
 
     def _on_diagnostics_timer(self) -> None:
         now = time.monotonic()
+        late = now - self._last_diagnostics_tick - DIAGNOSTICS_PERIOD_S
+        self._last_diagnostics_tick = now
+        if late > DIAGNOSTICS_PERIOD_S:  # the executor could not run this timer: the node itself was busy
+            self._executor_late = (now, late)
         input_problems = self._check_silent_inputs(now) + self._check_sync_drops()
         array = DiagnosticArray(status=[self._inference_status(), self._inputs_status(now, input_problems)])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -834,7 +888,8 @@ class AdmnNode(Node):
             since = entry.last_arrival if entry.last_arrival is not None else self._started
             if now - since < limit:
                 continue
-            problem = f"no message on {entry.resolved_topic} for {now - since:.1f} s: {self._silence_hint(entry)}"
+            problem = (f"no message on {entry.resolved_topic} for {now - since:.1f} s: "
+                       f"{self._silence_hint(entry, now)}")
             problems.append(problem)
             self._throttled("warning", f"silent:{entry.resolved_topic}", problem)
         if not problems and self._synchronizer is not None:
@@ -848,7 +903,7 @@ class AdmnNode(Node):
                 self._throttled("warning", "sync_silent", problem)
         return problems
 
-    def _silence_hint(self, entry: InputSpec) -> str:
+    def _silence_hint(self, entry: InputSpec, now: float) -> str:
         expected = f"{entry.msg_type.__module__.split('.')[0]}/msg/{entry.msg_type.__name__}"
         try:
             publishers = self.get_publishers_info_by_topic(entry.resolved_topic)
@@ -861,11 +916,15 @@ class AdmnNode(Node):
         if expected not in types:
             return (f"publishers offer {', '.join(types)} but the node subscribes {expected}; "
                     "set camera_transport / depth_transport / audio_msg_type to match")
-        reliable_wanted = self._param("input_qos") == "reliable"
+        reliable_wanted = entry.reliability == ReliabilityPolicy.RELIABLE
         best_effort_publishers = [p for p in publishers if p.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT]
         if reliable_wanted and best_effort_publishers:
-            return ("QoS mismatch: the publisher is BEST_EFFORT but input_qos is 'reliable' (incompatible, nothing is "
-                    "delivered); set input_qos:=sensor_data")
+            return ("QoS mismatch: the publisher is BEST_EFFORT but the subscription is RELIABLE (incompatible: "
+                    "nothing is delivered); set input_qos:=sensor_data (or fix the qos_overrides parameter)")
+        if self._executor_late is not None and now - self._executor_late[0] < self.settings.no_input_warning_s:
+            return (f"the node itself was busy: its {DIAGNOSTICS_PERIOD_S:.0f} s diagnostics timer ran "
+                    f"{self._executor_late[1]:.1f} s late, so arrived messages waited in its queues "
+                    f"({self.counters.budget_messages} compute_budget callbacks so far; a budget publisher flooding?)")
         return ("a compatible publisher exists but nothing arrives: large images over best-effort need the Fast DDS "
                 "profile in EVERY process (FASTDDS_DEFAULT_PROFILES_FILE=<share>/admn_ros/config/"
                 "fastdds_large_data.xml, set by the launch file and admn_bringup) or input_qos:=reliable")
@@ -935,8 +994,7 @@ class AdmnNode(Node):
 
     def _inputs_status(self, now: float, problems: list[str]) -> DiagnosticStatus:
         status = DiagnosticStatus(name=f"{NODE_NAME}: inputs", hardware_id=self._param("input_qos"))
-        if self._audio_problem:
-            problems = [*problems, self._audio_problem]
+        problems = [*problems, *(text for text in (self._audio_problem, self._rejected_problem) if text)]
         problems = [*problems, *(f"{self.inputs[key].resolved_topic}: {check.problem}"
                                  for key, check in self.assembler.rate_checks.items() if check.problem)]
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
@@ -970,9 +1028,12 @@ def main(args: list[str] | None = None) -> int:
 
     from admn_ros.processes import spin_node
 
-    return spin_node(AdmnNode, "admn_node",
-                     (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError),
-                     args)
+    try:
+        return spin_node(AdmnNode, "admn_node",
+                         (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError),
+                         args)
+    except StartupInterrupted:
+        return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Neither ROS 2 audio stack's messages are on PyPI, so without them audio travels 
 
 The sample rate is not in the message: the subscriber takes it from a parameter (default 16000 Hz). A stamped
 standard message keeps approximate-time sync and bag replay (use_sim_time) working; headerless audio stamped on
-arrival does not (reference/ros2-toolchain.md §3).
+arrival does not.
 
 On robots, two real stacks are supported through lazy imports (they share the package name `audio_common_msgs` with
 incompatible definitions, so only one can be installed):
@@ -40,6 +40,10 @@ from admn_ros.conversions import ConversionError, as_uint8_buffer, image_to_nump
 
 DEFAULT_SAMPLE_RATE = 16000
 CARRIER_ENCODING = "32FC1"
+# Float audio is full scale at +-1 (every integer format here is scaled to it). Filters and resamplers overshoot by a
+# few dB; a peak beyond +24 dB (16x full scale) is a fault of the source, e.g. int16 values sent as floats (32767)
+# or garbage (3e38, whose power overflows float32), so the chunk is rejected like a non-finite one.
+MAX_ABS_SAMPLE = 16.0
 
 AUDIO_MESSAGE_TYPES = {
     "Image": ("sensor_msgs.msg", "Image", "sensor_msgs (ros-sensor-msgs)"),
@@ -103,6 +107,14 @@ def audio_to_numpy(msg, sample_rate: int = DEFAULT_SAMPLE_RATE, channels: int = 
     if non_finite:
         raise ConversionError(f"audio chunk has {non_finite} non-finite samples of {samples.size}")
     return samples, int(rate)
+
+
+def check_plausible_level(samples: np.ndarray) -> None:
+    """ConversionError when a microphone chunk peaks beyond MAX_ABS_SAMPLE (a fault of the source, see there)."""
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_ABS_SAMPLE:
+        raise ConversionError(f"audio chunk peaks at {peak:.3g}, beyond the plausible +-{MAX_ABS_SAMPLE:g} (full "
+                              "scale is +-1; int16 values sent as floats?)")
 
 
 def _carrier_to_numpy(msg) -> np.ndarray:

@@ -1,7 +1,7 @@
 """ROS image messages <-> numpy, without cv_bridge.
 
-cv_bridge is not installable from PyPI (and the PyPI `cv-bridge` repackage is broken, see
-reference/ros2-toolchain.md §5), so this converter is the primary path; it works with rclpy messages and with
+cv_bridge is not installable from PyPI (and the PyPI `cv-bridge` repackage is broken), so this converter is
+the primary path; it works with rclpy messages and with
 rosbags messages alike (anything with the sensor_msgs/Image or CompressedImage fields).
 
 * `image_to_numpy(msg)` -> native-endian array, (H, W) for one channel, (H, W, C) otherwise. Row padding
@@ -9,8 +9,10 @@ rosbags messages alike (anything with the sensor_msgs/Image or CompressedImage f
   zero-copy view of `msg.data` (pass `copy=True` before caching or modifying it).
 * `numpy_to_image(arr, encoding)` -> sensor_msgs/Image built with `arr.tobytes()` (assigning an ndarray to
   `msg.data` costs ~43 ms at VGA because rclpy copies element-wise).
-* `compressed_to_numpy(msg)` decodes `CompressedImage` (jpeg/png -> RGB order, and image_transport's
-  `compressedDepth`); needs OpenCV (`opencv-python-headless`), imported lazily.
+* `compressed_to_numpy(msg, max_pixels)` decodes `CompressedImage` (jpeg/png -> RGB order, and image_transport's
+  `compressedDepth`); needs OpenCV (`opencv-python-headless`), imported lazily. The size declared in the PNG IHDR or
+  JPEG SOF header is checked against `max_pixels` BEFORE OpenCV allocates anything: an 875 KB PNG may declare
+  30000x30000 pixels (a decompression bomb, 2.7 GB once decoded); it raises `ImageTooLarge` instead.
 * `depth_to_metres(arr, encoding)` -> float32 metres with every non-return (0, NaN, +-Inf, negative) set to 0.
 
 Every malformed message raises `ConversionError` (a ValueError) that states the problem with the numbers.
@@ -28,6 +30,21 @@ import numpy as np
 
 class ConversionError(ValueError):
     """A message cannot be converted; the text says why, with the offending numbers."""
+
+
+class ImageTooLarge(ConversionError):
+    """An image declares more pixels than allowed; rejected before anything is decoded or allocated."""
+
+
+# 4096x4096: a 4K frame (3840x2160 = 8.3 Mpx) with a 2x margin. Decoded RGB at the limit is 50 MB.
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Raise ImageTooLarge when a `what` of width x height exceeds `max_pixels`."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{what} declares {width}x{height} = {width * height} pixels, more than "
+                            f"max_image_pixels={max_pixels}: rejected before decoding")
 
 
 @dataclass(frozen=True)
@@ -208,17 +225,83 @@ def _cv2():
     return cv2
 
 
-def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
-    """CompressedImage -> (array, encoding). Colour comes back as rgb8/rgba8 (cv2 decodes BGR; we reorder)."""
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # no length field follows these
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn (C4 DHT, C8 JPG, CC DAC are not)
+_JPEG_START_OF_SCAN = 0xDA
+
+
+def _png_dimensions(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from the IHDR chunk, which PNG requires first; None when this is not a PNG."""
+    if data[:8].tobytes() != _PNG_MAGIC:
+        return None
+    if data.size < 24 or data[12:16].tobytes() != b"IHDR":
+        raise ConversionError(f"PNG of {data.size} bytes has no IHDR header chunk")
+    return int.from_bytes(data[16:20].tobytes(), "big"), int.from_bytes(data[20:24].tobytes(), "big")
+
+
+def _jpeg_dimensions(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from the first SOFn segment, walking the segments after SOI; None when this is not a JPEG."""
+    if data[:2].tobytes() != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 4 <= data.size:
+        if data[position] != 0xFF:
+            raise ConversionError(f"JPEG of {data.size} bytes is corrupt: no segment marker at byte {position}")
+        marker = int(data[position + 1])
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker == _JPEG_START_OF_SCAN:
+            break
+        if marker in _JPEG_FRAME_MARKERS and position + 9 <= data.size:
+            height = int(data[position + 5]) << 8 | int(data[position + 6])
+            width = int(data[position + 7]) << 8 | int(data[position + 8])
+            if height == 0:  # the height would come in a DNL marker after the scan: unknown until decoded
+                raise ConversionError("JPEG declares height 0 (defined later by a DNL marker); not supported")
+            return width, height
+        position += 2 + (int(data[position + 2]) << 8 | int(data[position + 3]))
+    raise ConversionError(f"JPEG of {data.size} bytes declares no frame size (no SOF segment before the image data)")
+
+
+def compressed_dimensions(data: np.ndarray) -> tuple[int, int]:
+    """(width, height) declared by a PNG or JPEG header, read without decoding; ConversionError for other data."""
+    dimensions = _png_dimensions(data) or _jpeg_dimensions(data)
+    if dimensions is None:
+        raise ConversionError(f"neither a PNG nor a JPEG header (first bytes {data[:8].tobytes()!r}); only the "
+                              "image_transport formats jpeg and png are decoded")
+    return dimensions
+
+
+def _decode_bounded(data: np.ndarray, max_pixels: int, what: str) -> np.ndarray | None:
+    """cv2.imdecode after the header's declared size passed the pixel limit; None when OpenCV cannot decode."""
+    width, height = compressed_dimensions(data)
+    check_pixel_limit(width, height, max_pixels, what)
+    cv2 = _cv2()
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+def compressed_to_numpy(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
+    """CompressedImage -> (array, encoding). Colour comes back as rgb8/rgba8 (cv2 decodes BGR; we reorder).
+
+    Raises ImageTooLarge, before decoding, when the header declares more than `max_pixels` pixels."""
     data = as_uint8_buffer(msg.data)
     if data.size == 0:
         raise ConversionError("compressed image has 0 bytes of data")
     if "compresseddepth" in (msg.format or "").lower():
-        return _decode_compressed_depth(data, msg.format)
-    cv2 = _cv2()
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        return _decode_compressed_depth(data, msg.format, max_pixels)
+    try:
+        decoded = _decode_bounded(data, max_pixels, f"compressed image ({msg.format!r}, {data.size} bytes)")
+    except ImageTooLarge:
+        raise
+    except ConversionError as error:
+        raise ConversionError(f"cannot decode compressed image of {data.size} bytes with format {msg.format!r}: "
+                              f"{error}") from None
     if decoded is None:
         raise ConversionError(f"cannot decode compressed image of {data.size} bytes with format {msg.format!r}")
+    cv2 = _cv2()
     if decoded.ndim == 2:
         return decoded, ("mono8" if decoded.dtype == np.uint8 else "mono16")
     if decoded.shape[2] == 4:
@@ -226,14 +309,14 @@ def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), "rgb8"
 
 
-def compressed_to_rgb8(msg) -> np.ndarray:
-    array, encoding = compressed_to_numpy(msg)
+def compressed_to_rgb8(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    array, encoding = compressed_to_numpy(msg, max_pixels)
     if array.dtype != np.uint8:
         raise ConversionError(f"compressed image decoded to {encoding} ({array.dtype}), not an 8-bit colour image")
     return to_rgb8(array, encoding)
 
 
-def _decode_compressed_depth(data: np.ndarray, format_field: str) -> tuple[np.ndarray, str]:
+def _decode_compressed_depth(data: np.ndarray, format_field: str, max_pixels: int) -> tuple[np.ndarray, str]:
     # format looks like "16UC1; compressedDepth png" (or without the trailing codec on older publishers).
     encoding = format_field.split(";")[0].strip()
     if encoding not in ("16UC1", "32FC1"):
@@ -245,8 +328,7 @@ def _decode_compressed_depth(data: np.ndarray, format_field: str) -> tuple[np.nd
     payload = data[_COMPRESSED_DEPTH_HEADER.size:]
     if payload[:8].tobytes() != _PNG_MAGIC:
         raise ConversionError(f"compressedDepth payload is not PNG (format {format_field!r}); RVL is not supported")
-    cv2 = _cv2()
-    decoded = cv2.imdecode(payload, cv2.IMREAD_UNCHANGED)
+    decoded = _decode_bounded(payload, max_pixels, f"compressedDepth PNG ({payload.size} bytes)")
     if decoded is None or decoded.dtype != np.uint16 or decoded.ndim != 2:
         raise ConversionError(f"compressedDepth PNG did not decode to a 16-bit single-channel image "
                               f"({payload.size} bytes)")

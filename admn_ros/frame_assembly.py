@@ -4,7 +4,11 @@ This is admn_node's decode/assemble step as plain functions on plain message obj
 node, live replay) and rosbags-deserialized messages (offline bag evaluation) go through exactly the same code:
 
 * `decode_rgb(msg)` / `decode_depth(msg)`: sensor_msgs/Image or CompressedImage (detected by fields, not by class,
-  so both message families work) -> numpy in sensor units; `ConversionError` on bad input.
+  so both message families work) -> numpy in sensor units; `ConversionError` on bad input, `ImageTooLarge` (checked
+  from the header, before decoding) for a frame above `max_pixels`.
+* A frame above the pixel limit is hostile or misconfigured, not a glitch: `assemble` treats that modality as missing
+  for that view (`missing_input`: a black frame, depth without returns — what a blind sensor sends, so ADMN spends
+  its budget elsewhere) and names it in `Assembled.rejected`; the other modalities still make the set.
 * `FrameAssembler`: one AudioRingBuffer and one AudioRateCheck per audio input (window + 2 s history), and
   `assemble(stamp_ns, messages)` -> `Assembled(sample, ...)`: decoded frames plus, per microphone, the window ending
   at the newest chunk stamped <= stamp + sync_slop, with what went wrong on the way (depth frames without a valid
@@ -25,10 +29,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from admn_ros.audio import AudioRingBuffer, audio_to_numpy, header_stamp_ns
+from admn_core.preprocess import missing_input
+from admn_ros.audio import AudioRingBuffer, audio_to_numpy, check_plausible_level, header_stamp_ns
 from admn_ros.conversions import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     DEPTH_ENCODINGS,
     ConversionError,
+    ImageTooLarge,
+    check_pixel_limit,
     compressed_to_numpy,
     compressed_to_rgb8,
     image_to_numpy,
@@ -93,15 +101,24 @@ def _writable(array: np.ndarray) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def decode_rgb(msg) -> np.ndarray:
-    return _writable(compressed_to_rgb8(msg) if is_compressed(msg) else image_to_rgb8(msg))
+def _check_raw_size(msg, max_pixels: int) -> None:
+    # The data already arrived, but the float copies of preprocessing would multiply it.
+    check_pixel_limit(int(msg.width), int(msg.height), max_pixels, f"image ({msg.encoding!r})")
 
 
-def decode_depth(msg) -> tuple[np.ndarray, bool]:
+def decode_rgb(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    if is_compressed(msg):
+        return _writable(compressed_to_rgb8(msg, max_pixels))
+    _check_raw_size(msg, max_pixels)
+    return _writable(image_to_rgb8(msg))
+
+
+def decode_depth(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, bool]:
     """-> (depth array, has at least one valid return). Raises ConversionError for wrong encodings or shapes."""
     if is_compressed(msg):
-        array, encoding = compressed_to_numpy(msg)
+        array, encoding = compressed_to_numpy(msg, max_pixels)
     else:
+        _check_raw_size(msg, max_pixels)
         array, encoding = image_to_numpy(msg), msg.encoding
     if encoding not in DEPTH_ENCODINGS:
         raise ConversionError(f"depth encoding {encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
@@ -146,6 +163,7 @@ class Assembled:
     audio_missing: list = field(default_factory=list)  # keys whose audio window was entirely empty
     audio_partial: list = field(default_factory=list)  # (key, percent zero-filled) for windows at least half gaps
     audio_zero_filled: int = 0  # samples zero-filled over all audio windows
+    rejected: dict = field(default_factory=dict)  # key -> why its frame was replaced by `missing_input`
     decode_ms: float = 0.0  # decoding the camera/depth messages
     audio_ms: float = 0.0  # cutting the audio windows
 
@@ -154,10 +172,11 @@ class FrameAssembler:
     """Decode a synchronized set and add the audio windows (admn_node's and the bag evaluator's one implementation)."""
 
     def __init__(self, config, sync_slop: float = 0.05, audio_sample_rate: int | None = None,
-                 audio_channels: int = 1):
+                 audio_channels: int = 1, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.config = config
         self.sync_slop = float(sync_slop)
-        self.kinds = {(view, spec.name): spec.kind for spec in config.modalities for view in spec.views}
+        self.max_image_pixels = int(max_image_pixels)
+        self.specs = {(view, spec.name): spec for spec in config.modalities for view in spec.views}
         self.rings: dict[tuple[str, str], AudioRingBuffer] = {}
         self.rate_checks: dict[tuple[str, str], AudioRateCheck] = {}
         for spec in config.modalities:
@@ -179,26 +198,30 @@ class FrameAssembler:
         ring = self.rings[key]
         try:
             samples, rate = audio_to_numpy(msg, sample_rate=ring.sample_rate, channels=ring.channels)
+            check_plausible_level(samples)
             stamp_ns = header_stamp_ns(msg)
             ring.append(stamp_ns, samples, rate)
         except ConversionError as error:
             raise FrameError(key, str(error)) from None
         return self.rate_checks[key].update(stamp_ns, samples.shape[-1])
 
-    def decode(self, messages: dict) -> tuple[dict, list]:
-        """{key: camera/depth message} -> ({key: array}, keys of depth frames without a valid pixel)."""
-        sample, all_invalid = {}, []
+    def decode(self, messages: dict) -> Assembled:
+        """{key: camera/depth message} -> Assembled with the decoded frames (no audio yet)."""
+        assembled = Assembled({})
         for key, msg in messages.items():
             try:
-                if self.kinds[key] == "rgb":
-                    sample[key] = decode_rgb(msg)
+                if self.specs[key].kind == "rgb":
+                    assembled.sample[key] = decode_rgb(msg, self.max_image_pixels)
                 else:
-                    sample[key], has_return = decode_depth(msg)
+                    assembled.sample[key], has_return = decode_depth(msg, self.max_image_pixels)
                     if not has_return:
-                        all_invalid.append(key)
+                        assembled.depth_all_invalid.append(key)
+            except ImageTooLarge as error:
+                assembled.sample[key] = missing_input(self.specs[key])
+                assembled.rejected[key] = str(error)
             except ConversionError as error:
                 raise FrameError(key, str(error)) from None
-        return sample, all_invalid
+        return assembled
 
     def add_audio_windows(self, assembled: Assembled, stamp_ns: int) -> None:
         tolerance_ns = round(self.sync_slop * 1e9)
@@ -214,9 +237,8 @@ class FrameAssembler:
     def assemble(self, stamp_ns: int, messages: dict) -> Assembled:
         """Raises FrameError (naming the input) for a message that cannot be decoded."""
         started = time.perf_counter()
-        sample, all_invalid = self.decode(messages)
+        assembled = self.decode(messages)
         decoded = time.perf_counter()
-        assembled = Assembled(sample, all_invalid)
         self.add_audio_windows(assembled, stamp_ns)
         assembled.decode_ms, assembled.audio_ms = 1e3 * (decoded - started), 1e3 * (time.perf_counter() - decoded)
         return assembled

@@ -297,10 +297,11 @@ def test_a_budget_below_the_minimum_runs_nothing_and_warns(rig_factory):
 def test_a_late_node_learns_the_current_budget_from_a_transient_local_publisher(ros_context, bundle_path):  # noqa: F811
     from rclpy.executors import SingleThreadedExecutor
 
-    thermal = Node("fake_thermal_monitor", context=ros_context)
+    namespace = "/" + unique_name("late")  # the budget topic is relative: the monitor of the same robot
+    thermal = Node("fake_thermal_monitor", context=ros_context, namespace=namespace)
     publisher = thermal.create_publisher(Int32, BUDGET_TOPIC, BUDGET_PUBLISHER_QOS)
     publisher.publish(Int32(data=8))
-    node = AdmnNode(context=ros_context, namespace="/" + unique_name("late"),
+    node = AdmnNode(context=ros_context, namespace=namespace,
                     parameter_overrides=[Parameter("model", value=bundle_path)])
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(thermal)

@@ -10,6 +10,7 @@ from admn_ros.audio import (
     AudioRingBuffer,
     audio_message_class,
     audio_to_numpy,
+    check_plausible_level,
     numpy_to_audio_image,
 )
 from admn_ros.conversions import ConversionError, ns_to_stamp, stamp_to_ns
@@ -191,3 +192,14 @@ def test_append_message_uses_the_header_stamp():
     buffer = AudioRingBuffer(RATE, window_seconds=CHUNK / RATE)
     buffer.append_message(numpy_to_audio_image(chunk_values(0), stamp=ns_to_stamp(end_stamp(0))))
     np.testing.assert_array_equal(buffer.window(end_stamp(0)).samples, np.arange(CHUNK))
+
+
+@pytest.mark.parametrize("peak", [3e38, 32767.0])
+def test_implausibly_loud_chunks_are_rejected(peak):
+    """Finite but beyond full scale by far (garbage, or int16 values sent as floats): a fault of the microphone."""
+    samples = np.zeros((1, 160), np.float32)
+    samples[0, 7] = peak
+    with pytest.raises(ConversionError, match="beyond the plausible"):
+        check_plausible_level(audio_to_numpy(numpy_to_audio_image(samples))[0])
+    samples[0, 7] = 1.5  # a resampler's overshoot is still audio
+    check_plausible_level(samples)

@@ -447,8 +447,9 @@ def case_budget_flood_1khz(rig):
         stop.set()
         thread.join(5.0)
     spin_for(rig.executor, 0.5)
-    # /compute_budget is latest-value state (shallow KEEP_LAST): many of the 1000 are overwritten in the queue.
-    assert sent[0] >= 500 and rig.node.counters.budget_messages >= 50  # >= 500 Hz achieved on 2 shared cores
+    # compute_budget is latest-value state (KEEP_LAST 1, coalesced to at most 100 callbacks/s per subscription by
+    # admn_ros.qos.CoalescingCallbackGroup): most of the 1000 are overwritten before they are taken.
+    assert sent[0] >= 500 and 10 <= rig.node.counters.budget_messages < sent[0]
     for allocation in rig.allocations:
         parsed = parse_allocation(allocation)
         assert int(parsed["budget_used"]) <= min(int(parsed["budget_requested"]), 36)
