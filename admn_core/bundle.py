@@ -1,32 +1,44 @@
 """Model bundle: one `.safetensors` file with the task model, every controller and the full config.
 
-Layout (format "admn-bundle", version 1):
+Layout (format "admn-bundle", version 2):
 - tensors `model.<state-dict key>` and `controller.<name>.<state-dict key>`;
 - metadata (all strings): `format`, `format_version`, `config` (ModelConfig JSON), `controllers` (JSON list of
-  ControllerInfo), `content_sha256` (over every tensor's name, dtype, shape and bytes, in name order),
-  `created_by`, and any user extras under `extra.<key>`.
-Loading never unpickles, checks the format and version, the content hash (tampering), and that keys and
-shapes match a freshly built model exactly; every failure raises BundleError naming the file and problem.
+  ControllerInfo), `content_sha256`, `created_by`, and any user extras under `extra.<key>`. The content hash covers
+  every other metadata entry (config, format version, ...) and every tensor's name, dtype, shape and bytes; in
+  version 1 bundles, still read, it covers the tensors only.
+Loading never unpickles. Before any tensor data is read or any module built, it checks that the path is a readable
+regular file (stat first: a FIFO or device is never opened), the format and version, the config and controller
+list (bounded JSON, every size within admn_core.config's limits), and that the tensor names and shapes in the
+safetensors header are exactly those of the modules the config describes, built on the meta device (no memory).
+Only then are the tensors read, the hash verified and the modules built and filled. Every failure raises
+BundleError naming the file and the field or problem.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
+import os
+import re
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import nn
 
-from admn_core.config import ConfigError, ModelConfig
+from admn_core.config import MAX_OUTPUTS, ConfigError, ModelConfig, _from_plain, check_ranges, parse_json
 from admn_core.models.controller import QoIController
 from admn_core.models.task_model import ADMNModel
 
 BUNDLE_FORMAT = "admn-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+METADATA_HASHED_SINCE = 2  # version 1's content_sha256 covers the tensors only
+MAX_CONTROLLERS = 256
+CONTROLLER_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # no ".": a name is part of its tensors' key prefix
 
 
 class BundleError(RuntimeError):
@@ -41,6 +53,12 @@ class ControllerInfo:
     variant: str = "untrained"  # how it was trained, e.g. "corruption_supervised", "autoencoder", "task_only"
     corruption_outputs: int = 0
 
+    def __post_init__(self) -> None:
+        if not CONTROLLER_NAME.fullmatch(self.name):
+            raise ConfigError(f"controller name {self.name!r} must be 1-128 letters, digits, '_' or '-'")
+        ranges = {"corruption_outputs": (0, MAX_OUTPUTS), **({} if self.budget is None else {"budget": (0, 10**6)})}
+        check_ranges(f"controller {self.name!r}: ", vars(self), ranges)
+
 
 @dataclass
 class Bundle:
@@ -49,6 +67,17 @@ class Bundle:
     controllers: dict[str, QoIController] = field(default_factory=dict)
     controller_infos: dict[str, ControllerInfo] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    """A bundle's safetensors header, validated (`inspect_bundle`): nothing here was read from tensor data."""
+
+    path: Path
+    metadata: dict[str, str]
+    config: ModelConfig
+    controller_infos: tuple[ControllerInfo, ...]
+    tensor_shapes: dict[str, tuple[int, ...]]
 
 
 def build_controller(config: ModelConfig, info: ControllerInfo) -> QoIController:
@@ -61,8 +90,12 @@ def build_controller(config: ModelConfig, info: ControllerInfo) -> QoIController
     return QoIController(config, corruption_outputs=info.corruption_outputs)
 
 
-def content_digest(tensors: dict[str, torch.Tensor]) -> str:
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """sha256 over `metadata` (every entry but content_sha256 itself; None for version 1) and every tensor."""
     digest = hashlib.sha256()
+    if metadata is not None:
+        covered = {key: value for key, value in metadata.items() if key != "content_sha256"}
+        digest.update(json.dumps(covered, sort_keys=True).encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
@@ -83,10 +116,10 @@ def save_bundle(path: str | Path, bundle: Bundle) -> Path:
         "format_version": str(BUNDLE_VERSION),
         "config": bundle.config.to_json(),
         "controllers": json.dumps([asdict(bundle.controller_infos[n]) for n in sorted(bundle.controllers)]),
-        "content_sha256": content_digest(tensors),
         "created_by": "admn_core",
         **{f"extra.{k}": str(v) for k, v in bundle.extra.items()},
     }
+    metadata["content_sha256"] = content_digest(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata=metadata)
@@ -95,88 +128,156 @@ def save_bundle(path: str | Path, bundle: Bundle) -> Path:
 
 
 def read_bundle_header(path: str | Path) -> dict[str, str]:
-    """The metadata of a bundle without loading its tensors (for `admn info` and quick checks)."""
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    """The raw metadata of a bundle without loading its tensors (`inspect_bundle` also validates it)."""
+    path = _regular_file(path)
+    return _read_header(path)[0]
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None) -> Bundle:
-    path = _existing(path)
-    if expected_sha256 is not None:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != expected_sha256.lower():
-            raise BundleError(f"{path}: file sha256 {actual} does not match the expected {expected_sha256}")
-    metadata = read_bundle_header(path)
+def inspect_bundle(path: str | Path) -> BundleHeader:
+    """Everything `load_bundle` checks before reading tensor data: the file, format and version, the config and
+    controller list, and every tensor's name and shape against the modules the config describes."""
+    path = _regular_file(path)
+    metadata, shapes = _read_header(path)
     _check_format(path, metadata)
     try:
         config = ModelConfig.from_json(metadata["config"])
-        infos = [ControllerInfo(**item) for item in json.loads(metadata["controllers"])]
-    except (ConfigError, json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise BundleError(f"{path}: bundle config is invalid: {exc}") from None
+    except ConfigError as exc:
+        raise BundleError(f"{path}: metadata 'config' is invalid: {exc}") from None
+    try:
+        infos = _controller_infos(metadata["controllers"])
+    except ConfigError as exc:
+        raise BundleError(f"{path}: metadata 'controllers' is invalid: {exc}") from None
+    owners = ["model"] + [f"controller.{info.name}" for info in infos]
+    _check_shapes(path, shapes, _expected_shapes(path, config, infos), owners)
+    return BundleHeader(path, metadata, config, infos, shapes)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None) -> Bundle:
+    header = inspect_bundle(path)
+    path, metadata = header.path, header.metadata
+    if expected_sha256 is not None:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:  # in 1 MiB blocks: never the whole file in memory
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        actual = digest.hexdigest()
+        if actual != expected_sha256.lower():
+            raise BundleError(f"{path}: file sha256 {actual} does not match the expected {expected_sha256}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{path}: tensor data unreadable (truncated or corrupt?): {exc}") from None
-    if content_digest(tensors) != metadata.get("content_sha256"):
-        raise BundleError(f"{path}: tensor contents do not match the recorded content_sha256 (modified or corrupt)")
-    model = ADMNModel(config)
-    _load_exact(path, model, tensors, "model.")
-    controllers, controller_infos = {}, {}
-    for info in infos:
-        controller = build_controller(config, info)
-        _load_exact(path, controller, tensors, f"controller.{info.name}.")
-        controllers[info.name], controller_infos[info.name] = controller, info
-    known = {f"model.{k}" for k in model.state_dict()} | {
-        f"controller.{n}.{k}" for n, c in controllers.items() for k in c.state_dict()}
-    stray = sorted(set(tensors) - known)
-    if stray:
-        raise BundleError(f"{path}: tensors that belong to nothing in the config: {_preview(stray)}")
+    covered = metadata if int(metadata["format_version"]) >= METADATA_HASHED_SINCE else None
+    if content_digest(tensors, covered) != metadata["content_sha256"]:
+        raise BundleError(f"{path}: config or tensor contents do not match the recorded content_sha256 "
+                          f"(modified or corrupt)")
+    model = ADMNModel(header.config)
+    model.load_state_dict(_owned_by(tensors, "model"), strict=True)
+    controllers = {}
+    for info in header.controller_infos:
+        controllers[info.name] = build_controller(header.config, info)
+        controllers[info.name].load_state_dict(_owned_by(tensors, f"controller.{info.name}"), strict=True)
     extra = {k.removeprefix("extra."): v for k, v in metadata.items() if k.startswith("extra.")}
-    bundle = Bundle(config, model.to(device).eval(), {n: c.to(device).eval() for n, c in controllers.items()},
-                    controller_infos, extra)
-    return bundle
+    return Bundle(header.config, model.to(device).eval(), {n: c.to(device).eval() for n, c in controllers.items()},
+                  {info.name: info for info in header.controller_infos}, extra)
 
 
-def _existing(path: str | Path) -> Path:
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise BundleError(f"bundle not found: {path}")
-    return path
+def _regular_file(path: str | Path) -> Path:
+    """The resolved path of a readable regular file, examined with stat before anything opens it."""
+    resolved = Path(os.path.realpath(Path(path).expanduser()))
+    try:
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise BundleError(f"bundle not found: {resolved}") from None
+    except OSError as exc:
+        reason = "symlink loop" if exc.errno == errno.ELOOP else f"cannot be examined: {exc.strerror}"
+        raise BundleError(f"{resolved}: {reason}") from None
+    if stat.S_ISDIR(mode):
+        raise BundleError(f"{resolved}: is a directory, not a bundle file")
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{resolved}: not a regular file (a FIFO, socket or device); a bundle is a .safetensors file")
+    if not os.access(resolved, os.R_OK):
+        raise BundleError(f"{resolved}: not readable (permission denied)")
+    return resolved
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """→ (metadata, tensor name → shape), from the safetensors header only."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            return dict(handle.metadata() or {}), shapes
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
 
 
 def _check_format(path: Path, metadata: dict[str, str]) -> None:
     if metadata.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: not an ADMN bundle (metadata format={metadata.get('format')!r})")
     version = metadata.get("format_version", "")
-    if not version.isdigit() or int(version) > BUNDLE_VERSION:
+    if not re.fullmatch(r"[0-9]{1,6}", version) or int(version) < 1:
+        raise BundleError(f"{path}: bundle format version {version!r} is not a version number")
+    if int(version) > BUNDLE_VERSION:
         raise BundleError(f"{path}: bundle format version {version!r} is newer than this code reads ({BUNDLE_VERSION})")
     for key in ("config", "controllers", "content_sha256"):
         if key not in metadata:
             raise BundleError(f"{path}: metadata lacks {key!r}")
 
 
-def _load_exact(path: Path, module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-    expected = module.state_dict()
-    present = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing = sorted(set(expected) - set(present))
-    unexpected = sorted(set(present) - set(expected))
-    wrong_shape = sorted(f"{k}: file {list(present[k].shape)} vs config {list(expected[k].shape)}"
-                         for k in set(expected) & set(present) if present[k].shape != expected[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"missing {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_preview(unexpected)}")
-    if wrong_shape:
-        problems.append(f"shape mismatch {_preview(wrong_shape)}")
-    if problems:
-        raise BundleError(f"{path}: '{prefix.rstrip('.')}' does not match its config: " + "; ".join(problems))
-    module.load_state_dict(present, strict=True)
+def _controller_infos(text: str) -> tuple[ControllerInfo, ...]:
+    items = parse_json(text, "controllers")
+    if not isinstance(items, list):
+        raise ConfigError(f"controllers: expected a list, got {type(items).__name__}")
+    if len(items) > MAX_CONTROLLERS:
+        raise ConfigError(f"controllers: at most {MAX_CONTROLLERS}, got {len(items)}")
+    infos = tuple(_from_plain(ControllerInfo, item, f"controllers[{i}]") for i, item in enumerate(items))
+    names = [info.name for info in infos]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"duplicate controller name {name!r}")
+    return infos
+
+
+def _expected_shapes(path: Path, config: ModelConfig, infos: tuple[ControllerInfo, ...]) -> dict[str, tuple]:
+    """Tensor name → shape of the modules the config describes, built on the meta device (allocates nothing)."""
+    try:
+        with torch.device("meta"):
+            modules = {"model": ADMNModel(config),
+                       **{f"controller.{info.name}": build_controller(config, info) for info in infos}}
+    except (ValueError, RuntimeError) as exc:  # e.g. a controller stem whose kernels exceed its input size
+        raise BundleError(f"{path}: the config describes no buildable model: {exc}") from None
+    return {f"{owner}.{key}": tuple(value.shape)
+            for owner, module in modules.items() for key, value in module.state_dict().items()}
+
+
+def _check_shapes(path: Path, found: dict[str, tuple], expected: dict[str, tuple], owners: list[str]) -> None:
+    """The header's tensors are exactly the expected ones: per owner (model, each controller), then strays."""
+    for owner in owners:
+        want, have = _owned_by(expected, owner), _owned_by(found, owner)
+        missing = sorted(set(want) - set(have))
+        unexpected = sorted(set(have) - set(want))
+        wrong_shape = sorted(f"{k}: file {list(have[k])} vs config {list(want[k])}"
+                             for k in set(want) & set(have) if have[k] != want[k])
+        problems = [f"{label} {_preview(keys)}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong_shape)) if keys]
+        if problems:
+            raise BundleError(f"{path}: '{owner}' does not match its config: " + "; ".join(problems)
+                              + _parameter_counts(found, expected))
+    stray = sorted(name for name in found if not name.startswith(tuple(f"{owner}." for owner in owners)))
+    if stray:
+        raise BundleError(f"{path}: tensors that belong to nothing in the config: {_preview(stray)}")
+
+
+def _parameter_counts(found: dict[str, tuple], expected: dict[str, tuple]) -> str:
+    want, have = (sum(math.prod(shape) for shape in shapes.values()) for shapes in (expected, found))
+    return "" if want == have else f" (the config describes {want:,} parameters, the file holds {have:,})"
+
+
+def _owned_by(items: dict, owner: str) -> dict:
+    """The entries under `owner.` with that prefix removed (state-dict keys of one module)."""
+    prefix = f"{owner}."
+    return {key[len(prefix):]: value for key, value in items.items() if key.startswith(prefix)}
 
 
 def _preview(items: list[str], limit: int = 6) -> str:

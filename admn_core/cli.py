@@ -112,16 +112,16 @@ def command_make_bundle(args) -> int:
 
 
 def command_info(args) -> int:
-    from admn_core.bundle import read_bundle_header
+    from admn_core.bundle import inspect_bundle
 
-    header = read_bundle_header(args.bundle)
-    config = ModelConfig.from_json(header["config"])
-    print(f"{args.bundle}: format {header.get('format')} v{header.get('format_version')}, model {config.name}")
+    header = inspect_bundle(args.bundle)  # validated header: a hostile file is a BundleError, reported by main()
+    config, metadata = header.config, header.metadata
+    print(f"{args.bundle}: format {metadata['format']} v{metadata['format_version']}, model {config.name}")
     print(f"  modalities: {', '.join(f'{m.name}×{len(m.views)}' for m in config.modalities)}; "
           f"budgets {minimum_budget(config)}..{maximum_budget(config)}")
-    for item in json.loads(header["controllers"]):
-        print(f"  controller {item['name']}: budget {item['budget']} ({item['kind']}, {item['variant']})")
-    print(f"  content sha256 {header['content_sha256']}")
+    for info in header.controller_infos:
+        print(f"  controller {info.name}: budget {info.budget} ({info.kind}, {info.variant})")
+    print(f"  content sha256 {metadata['content_sha256']}")
     return 0
 
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.set_defaults(handler=command_make_bundle)
 
-    info = commands.add_parser("info", help="describe a bundle (reads only its header)")
+    info = commands.add_parser("info", help="describe and check a bundle (reads only its header)")
     info.add_argument("bundle")
     info.set_defaults(handler=command_info)
 

@@ -63,7 +63,7 @@ def test_mismatched_config_lists_the_shape_problems(saved, tmp_path):
     config = json.loads(metadata["config"])
     config["fusion"]["dim"] = 48  # the weights were made for 32
     metadata["config"] = json.dumps(config)
-    metadata["content_sha256"] = content_digest(tensors)
+    metadata["content_sha256"] = content_digest(tensors, metadata)
     mismatched = tmp_path / "mismatched.safetensors"
     save_file(tensors, str(mismatched), metadata=metadata)
     with pytest.raises(BundleError, match=r"'model' does not match its config: shape mismatch \[adapters"):
@@ -88,8 +88,41 @@ def test_extra_tensors_are_reported(saved, tmp_path):
         metadata = handle.metadata()
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     tensors["controller.budget_9.layer_logits.0.weight"] = torch.zeros(1)
-    metadata["content_sha256"] = content_digest(tensors)
+    metadata["content_sha256"] = content_digest(tensors, metadata)
     stray = tmp_path / "stray.safetensors"
     save_file(tensors, str(stray), metadata=metadata)
     with pytest.raises(BundleError, match="belong to nothing"):
         load_bundle(stray)
+
+
+def test_universal_and_corruption_controllers_round_trip(tmp_path):
+    from admn_core.bundle import ControllerInfo, build_controller
+
+    config = micro_config()
+    bundle = random_bundle(config, budgets=[4], seed=2)
+    infos = [ControllerInfo("universal", None, kind="universal", corruption_outputs=3),
+             ControllerInfo("admn_b6", 6, variant="corruption_supervised", corruption_outputs=3)]
+    for info in infos:
+        bundle.controllers[info.name] = build_controller(config, info)
+        bundle.controller_infos[info.name] = info
+    loaded = load_bundle(save_bundle(tmp_path / "kinds.safetensors", bundle))
+    assert loaded.controller_infos == bundle.controller_infos
+    for name, controller in bundle.controllers.items():
+        a, b = controller.state_dict(), loaded.controllers[name].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_version_1_bundles_still_load_with_their_tensor_only_hash(saved, tmp_path):
+    _, path = saved
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    metadata["format_version"] = "1"
+    metadata["content_sha256"] = content_digest(tensors)  # version 1: the tensors only
+    old = tmp_path / "v1.safetensors"
+    save_file(tensors, str(old), metadata=metadata)
+    assert load_bundle(old).controller_infos["budget_6"].budget == 6
+    tensors["model.fusion.norm.weight"] = tensors["model.fusion.norm.weight"] + 1
+    save_file(tensors, str(old), metadata=metadata)
+    with pytest.raises(BundleError, match="content_sha256"):
+        load_bundle(old)
