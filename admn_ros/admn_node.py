@@ -1026,14 +1026,13 @@ class AdmnNode(Node):
 def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import InvalidParameterValueException, ParameterException
 
-    from admn_ros.processes import spin_node
+    from admn_ros.shutdown import spin_until_shutdown
 
-    try:
-        return spin_node(AdmnNode, "admn_node",
-                         (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError, ImportError),
-                         args)
-    except StartupInterrupted:
-        return 0
+    # A signal during start-up ends the warm-up with StartupInterrupted on a shut-down context: a clean exit there.
+    return spin_until_shutdown(AdmnNode, "admn_node",
+                               (ModelLoadError, ParameterException, InvalidParameterValueException, ValueError,
+                                ImportError),
+                               args)
 
 
 if __name__ == "__main__":

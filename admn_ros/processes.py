@@ -5,39 +5,6 @@ from __future__ import annotations
 import gc
 import signal
 import subprocess
-import sys
-from collections.abc import Callable
-
-
-def spin_node(make_node: Callable, name: str, startup_errors: tuple[type[BaseException], ...],
-              args: list[str] | None = None) -> int:
-    """rclpy.init → make_node() → spin on a SingleThreadedExecutor until Ctrl-C / shutdown → clean up.
-
-    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time; nodes run their slow work
-    on their own threads. A startup error of one of `startup_errors` prints one line naming the problem (no
-    traceback) and returns exit code 2.
-    """
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = make_node()
-        freeze_start_up_objects()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except startup_errors as error:
-        print(f"{name}: cannot start: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 def freeze_start_up_objects() -> int:

@@ -26,8 +26,8 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
     misconfiguration) prints one line naming the problem, without a traceback, and returns 2. Any other exception
     while the context is still up is a bug and propagates.
 
-    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time (measured; see the ros2-toolchain
-    reference); nodes run their slow work on their own threads. Start-up objects are frozen before spinning
+    SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time; nodes run their slow work on
+    their own threads. Start-up objects are frozen before spinning
     (`admn_ros.processes.freeze_start_up_objects`)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
