@@ -35,12 +35,13 @@ def layer_costs(config: ModelConfig) -> torch.Tensor:
 
 
 def minimum_budget(config: ModelConfig) -> int:
-    """Cost of the always-on block 0 of every modality."""
-    return int(layer_costs(config).sum())
+    """Cost of the always-on block 0 of every modality. Plain Python, no tensor: also valid while modules are built
+    on the meta device (bundle loading checks shapes that way without allocating)."""
+    return sum(spec.layer_cost for spec in config.modalities)
 
 
 def maximum_budget(config: ModelConfig) -> int:
-    return int(layer_costs(config).sum()) * config.blocks_per_backbone
+    return minimum_budget(config) * config.blocks_per_backbone
 
 
 def mask_cost(masks: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
