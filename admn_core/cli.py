@@ -13,6 +13,7 @@ import torch
 
 from admn_core.allocation import maximum_budget, minimum_budget, naive_allocation
 from admn_core.config import ConfigError, ModelConfig, load_model_config, save_model_config
+from admn_core.data.errors import DataError
 from admn_core.presets import PRESETS, preset_config
 
 # Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
     configure_logging(args.log_level)
     try:
         return args.handler(args)
-    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"admn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -465,10 +465,11 @@ class AdmnNode(Node):
             raise ModelLoadError("parameter 'model' is required: the path of a .safetensors bundle, e.g. "
                                  "-p model:=/path/tiny.safetensors (make a random one with "
                                  "`admn make-bundle --preset tiny --out tiny.safetensors`)")
-        path = Path(raw).expanduser().resolve()
-        if not path.is_file():
-            raise ModelLoadError(f"model bundle not found: {path} (parameter model={raw!r}, resolved against the "
-                                 f"working directory {Path.cwd()})")
+        path = Path(raw).expanduser().absolute()
+        try:
+            path = path.resolve()  # `..` and symlinks resolved: the log names the file actually read
+        except (OSError, RuntimeError):
+            pass  # a symlink loop: the bundle loader names the problem
         self.get_logger().info(f"loading model bundle {path}")
         try:
             engine = InferenceEngine.from_bundle(path, self.device, PRECISIONS[self._param("precision")],
@@ -476,7 +477,8 @@ class AdmnNode(Node):
                                                  fast=self._param("fast_path"))
         except BundleError as error:
             self.get_logger().error(f"cannot load the model bundle {path}: {error}")
-            raise ModelLoadError(str(error)) from None
+            raise ModelLoadError(f"{error} (parameter model={raw!r}, relative paths are resolved against the "
+                                 f"working directory {Path.cwd()})") from None
         self.model_path = path
         return engine
 

@@ -283,13 +283,12 @@ def run_soak(soak: SoakConfig, log=print) -> SoakReport:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    from admn_core.bundle import read_bundle_header
-    from admn_core.config import ModelConfig
+    from admn_core.bundle import inspect_bundle
 
     report = SoakReport(config=asdict(soak))
     workdir = Path(tempfile.mkdtemp(prefix="admn_soak_"))
     bundle = _make_bundle(soak, workdir)
-    model_config = ModelConfig.from_json(read_bundle_header(bundle)["config"])
+    model_config = inspect_bundle(bundle).config
     namespace = f"/soak_{uuid.uuid4().hex[:8]}"
     node_log = workdir / "admn_node.log"
     command = [sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-r", f"__ns:={namespace}",
