@@ -449,7 +449,7 @@ def case_budget_flood_1khz(rig):
     spin_for(rig.executor, 0.5)
     # compute_budget is latest-value state (KEEP_LAST 1, coalesced to at most 100 callbacks/s per subscription by
     # admn_ros.qos.CoalescingCallbackGroup): most of the 1000 are overwritten before they are taken.
-    assert sent[0] >= 500 and 10 <= rig.node.counters.budget_messages < sent[0]
+    assert sent[0] >= 500 and 1 <= rig.node.counters.budget_messages < sent[0]
     for allocation in rig.allocations:
         parsed = parse_allocation(allocation)
         assert int(parsed["budget_used"]) <= min(int(parsed["budget_requested"]), 36)
