@@ -3,6 +3,7 @@
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import Subset
 
 from admn_core.allocation import layer_costs, maximum_budget, minimum_budget, select_layers
 from admn_core.bundle import ControllerInfo
@@ -13,7 +14,7 @@ from admn_core.train.batching import BatchCollator, CorruptionTargets
 from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
 from admn_core.train.controllers import allocations, new_controller, train_controller
 from admn_core.train.stage1 import train_stage1
-from admn_core.train.toy import CrashAfter, SquareDataset, toy_config
+from admn_core.train.toy import CrashAfter, EpochRecorder, SquareDataset, toy_config
 from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
 
 torch.set_num_threads(1)
@@ -37,23 +38,33 @@ def batch_inputs(config, dataset, count):
 
 @pytest.mark.parametrize(("noisy", "informative"), [("depth", "rgb"), ("rgb", "depth")])
 def test_corruption_supervised_controller_prefers_the_clean_modality(stage1_model, noisy, informative):
+    """Every seed's trained controller gives the clean modality the chosen blocks, and that choice is what lowers the
+    task loss (the same blocks moved to the noisy modality cost more). lr 2e-3: at higher rates some seeds'
+    allocations drifted back to an even split in the last epochs."""
     config = stage1_model.config
     budget = 4  # block 0 of each modality + 2 chosen blocks
-    settings = ControllerTrainConfig(epochs=8, batch_size=16, lr=5e-3, progress=False)
-    torch.manual_seed(1)
-    controller = new_controller(stage1_model, settings, TARGETS)
-    inputs = batch_inputs(config, SquareDataset(config, 32, noisy=noisy, seed=1), 32)
     index = config.modality_names.index(informative)
-    before = allocations(config, controller, inputs, budget).sum(-1).float().mean(0)
-    controller, history = train_controller(stage1_model, SquareDataset(config, 64, noisy=noisy), budget, settings,
-                                           corruption=TARGETS, controller=controller)
-    after = allocations(config, controller, inputs, budget).sum(-1).float().mean(0)
-    assert history[0]["warmup"] == 1.0 and "task_loss" not in history[0]  # corruption-only first epoch
-    assert history[-1]["corruption_loss"] < 0.5 * history[0]["corruption_loss"]
-    first, last = history[1][f"blocks_{informative}"], history[-1][f"blocks_{informative}"]
-    assert last > first + 0.4 and last >= 2.5  # training-time (Gumbel) allocations move to the clean modality
-    assert after[index] > after[1 - index] and after[index] > before[index] - 1e-6
-    assert after.sum().item() == budget
+    held_out = BatchCollator(config)([SquareDataset(config, 32, noisy=noisy, seed=100)[i] for i in range(32)])
+    first_epoch_blocks, last_epoch_blocks = [], []
+    for seed in (0, 1, 2):
+        settings = ControllerTrainConfig(epochs=8, batch_size=16, lr=2e-3, progress=False, seed=seed)
+        torch.manual_seed(seed)
+        controller, history = train_controller(stage1_model, SquareDataset(config, 64, noisy=noisy, seed=seed),
+                                               budget, settings, corruption=TARGETS,
+                                               controller=new_controller(stage1_model, settings, TARGETS))
+        assert history[0]["warmup"] == 1.0 and "task_loss" not in history[0]  # corruption-only first epoch
+        assert history[-1]["corruption_loss"] < 0.5 * history[0]["corruption_loss"]
+        masks = allocations(config, controller, held_out.inputs, budget)  # [B, M, depth]
+        counts = masks.sum(-1).float().mean(0)
+        assert counts[index] > counts[1 - index] and counts.sum().item() == budget, (seed, counts.tolist())
+        with torch.no_grad():
+            chosen, mirrored = (stage1_model.loss(stage1_model(held_out.inputs, m), held_out.target).item()
+                                for m in (masks, masks.flip(1)))
+        assert chosen < mirrored, (seed, chosen, mirrored)
+        first_epoch_blocks.append(history[1][f"blocks_{informative}"])
+        last_epoch_blocks.append(history[-1][f"blocks_{informative}"])
+    # Training-time (Gumbel) allocations move towards the clean modality.
+    assert sum(last_epoch_blocks) > sum(first_epoch_blocks), (first_epoch_blocks, last_epoch_blocks)
 
 
 @pytest.mark.parametrize("straight_through", [True, False])
@@ -225,3 +236,25 @@ def test_freeze_encoder_after_warmup_trains_only_the_layer_mlp_after_the_warmup(
     again, _ = train_controller(stage1_model, data, 4, settings, corruption=TARGETS,
                                 controller=new_controller(stage1_model, settings, TARGETS), run_dir=tmp_path / "run")
     assert all(torch.equal(value, after[key]) for key, value in again.state_dict().items())
+
+
+def train_per_budget_controller(model, data):
+    train_controller(model, data, 4, ControllerTrainConfig(epochs=3, batch_size=4, progress=False), corruption=TARGETS)
+
+
+def train_universal(model, data):
+    train_universal_controller(model, data, UniversalTrainConfig(epochs=3, batch_size=4, progress=False, budget_min=3,
+                                                                 budget_max=6), corruption=TARGETS)
+
+
+def train_autoencoder(model, data):
+    pretrain_autoencoder(model.config, data, AutoencoderConfig(epochs=3, batch_size=4, progress=False))
+
+
+@pytest.mark.parametrize("train", [train_per_budget_controller, train_universal, train_autoencoder])
+@pytest.mark.parametrize("subset", [False, True], ids=["dataset", "subset"])
+def test_controller_training_tells_an_epoch_aware_dataset_the_epoch(stage1_model, train, subset):
+    """A new corruption draw every epoch (FreshCorruptionDataset), also through the Subset of a train_limit."""
+    data = EpochRecorder(SquareDataset(stage1_model.config, 8, noisy="alternate"))
+    train(stage1_model, Subset(data, range(6)) if subset else data)
+    assert data.epochs == [0, 1, 2]

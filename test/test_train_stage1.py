@@ -5,13 +5,14 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from admn_core.models.task_model import ADMNModel
 from admn_core.train.batching import BatchCollator, CorruptionTargets, task_targets
 from admn_core.train.checkpoint import checkpoint_path, load_checkpoint
 from admn_core.train.config import Stage1Config
 from admn_core.train.stage1 import train_stage1
-from admn_core.train.toy import CrashAfter, SquareDataset, toy_config
+from admn_core.train.toy import CrashAfter, EpochRecorder, SquareDataset, toy_config
 
 torch.set_num_threads(1)
 
@@ -179,13 +180,10 @@ def test_modality_dropout_is_validated():
         Stage1Config(clean_modality_dropout=1.5)
 
 
-def test_stage1_tells_an_epoch_aware_dataset_the_epoch():
-    class EpochRecording(SquareDataset):
-        def set_epoch(self, epoch):
-            self.epochs_seen.append(epoch)
-
+@pytest.mark.parametrize("subset", [False, True], ids=["dataset", "subset"])
+def test_stage1_tells_an_epoch_aware_dataset_the_epoch(subset):
     config = toy_config()
-    data = EpochRecording(config, 8)
-    data.epochs_seen = []
-    train_stage1(fresh_model(config), data, Stage1Config(epochs=3, batch_size=4, progress=False))
-    assert data.epochs_seen == [0, 1, 2]
+    data = EpochRecorder(SquareDataset(config, 8))
+    train_stage1(fresh_model(config), Subset(data, range(6)) if subset else data,
+                 Stage1Config(epochs=3, batch_size=4, progress=False))
+    assert data.epochs == [0, 1, 2]

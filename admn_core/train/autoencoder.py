@@ -30,6 +30,7 @@ from admn_core.train.loop import (
     progress,
     resolve_device,
     seed_everything,
+    start_epoch,
     wrap_ddp,
 )
 from admn_core.train.session import TrainingSession
@@ -109,7 +110,7 @@ def pretrain_autoencoder(config: ModelConfig, train_set: Dataset, ae_config: Aut
                                   num_workers=ae_config.num_workers)
     for epoch in session.epochs_to_run():
         session.begin_epoch()
-        sampler.set_epoch(epoch)
+        start_epoch(loader, sampler, epoch)
         autoencoder.train()
         meter = MeanMeter()
         for batch in progress(loader, ae_config.progress and info.is_main, f"AE {epoch + 1}/{ae_config.epochs}"):

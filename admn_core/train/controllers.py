@@ -30,6 +30,7 @@ from admn_core.train.loop import (
     progress,
     resolve_device,
     seed_everything,
+    start_epoch,
     step_generator,
     unwrap,
     wrap_ddp,
@@ -144,7 +145,7 @@ def fit_controller(model: ADMNModel, train_set: Dataset, config: ControllerTrain
     names = model.config.modality_names
     for epoch in session.epochs_to_run():
         session.begin_epoch()
-        sampler.set_epoch(epoch)
+        start_epoch(loader, sampler, epoch)
         generator = step_generator(config.seed, epoch, info.rank)
         warmup = epoch < warmup_epochs
         controller.train()

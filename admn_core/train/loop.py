@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 
@@ -81,15 +81,31 @@ def step_generator(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> tor
 
 def make_loader(dataset: Dataset, collate, batch_size: int, info: DistInfo, seed: int, shuffle: bool = True,
                 num_workers: int = 0, drop_last: bool = False) -> tuple[DataLoader, DistributedSampler]:
-    """DataLoader over this rank's shard. Call `sampler.set_epoch(epoch)` before iterating each epoch."""
+    """DataLoader over this rank's shard. Call `start_epoch(loader, sampler, epoch)` before iterating each epoch."""
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
                                  drop_last=drop_last)
-    # An epoch-aware dataset (`set_epoch`, e.g. FreshCorruptionDataset) must reach the workers each epoch, so its
-    # workers are re-created per epoch (they copy the dataset when an epoch's iterator starts).
-    persistent = num_workers > 0 and not hasattr(dataset, "set_epoch")
+    # An epoch-aware dataset's epoch must reach the workers each epoch, so its workers are re-created per epoch
+    # (they copy the dataset when an epoch's iterator starts).
+    persistent = num_workers > 0 and epoch_aware_dataset(dataset) is None
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
                         drop_last=drop_last, persistent_workers=persistent)
     return loader, sampler
+
+
+def epoch_aware_dataset(dataset: Dataset) -> Dataset | None:
+    """The dataset behind `dataset` (through Subsets) whose samples depend on the epoch (`set_epoch`, e.g.
+    FreshCorruptionDataset: a new corruption draw per epoch), or None."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset if hasattr(dataset, "set_epoch") else None
+
+
+def start_epoch(loader: DataLoader, sampler: DistributedSampler, epoch: int) -> None:
+    """Set `epoch`'s data order and, for an epoch-aware dataset, its per-epoch draws. Call before iterating."""
+    sampler.set_epoch(epoch)
+    dataset = epoch_aware_dataset(loader.dataset)
+    if dataset is not None:
+        dataset.set_epoch(epoch)
 
 
 class MeanMeter:

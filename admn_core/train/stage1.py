@@ -25,6 +25,7 @@ from admn_core.train.loop import (
     progress,
     resolve_device,
     seed_everything,
+    start_epoch,
     step_generator,
     unwrap,
     warmup_cosine,
@@ -73,9 +74,7 @@ def train_stage1(model: ADMNModel, train_set: Dataset, config: Stage1Config | No
         session.begin_epoch()
         clean = epoch < config.clean_warmup_epochs
         epoch_loader, epoch_sampler = (clean_loader, clean_sampler) if clean else (loader, sampler)
-        epoch_sampler.set_epoch(epoch)
-        if hasattr(epoch_loader.dataset, "set_epoch"):  # e.g. FreshCorruptionDataset: a new corruption per epoch
-            epoch_loader.dataset.set_epoch(epoch)
+        start_epoch(epoch_loader, epoch_sampler, epoch)
         # [ours] The clean warm-up trains every block of every backbone (no LayerDrop, no full-backbone drop):
         # on the simulated world, dropping from the first step keeps the network on the mean-guess plateau.
         epoch_spec = replace(spec, full_backbone_drop=0.0) if clean else spec

@@ -5,6 +5,8 @@ the target (metres, world frame). `noisy` picks which modality is replaced by pu
 "none", a modality name, or "alternate" (per sample, one random modality is noise). Items follow the dataset
 contract: ({(view, modality): array in sensor units}, {"position_m", "label", "corruption": {modality: label}}).
 `CrashAfter`: a dataset wrapper that raises after N fetches, to test resuming an interrupted run.
+`EpochRecorder`: an epoch-aware dataset wrapper (`set_epoch`, as FreshCorruptionDataset) that records the epochs
+it was told, to test that a training loop tells it each epoch.
 """
 
 from __future__ import annotations
@@ -104,3 +106,19 @@ class CrashAfter(Dataset):
         if self.fetched > self.items:
             raise RuntimeError("simulated crash")
         return self.dataset[index]
+
+
+class EpochRecorder(Dataset):
+    """Records every `set_epoch` call in `epochs`."""
+
+    def __init__(self, dataset):
+        self.dataset, self.epochs = dataset, []
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
