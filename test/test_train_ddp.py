@@ -13,6 +13,7 @@ WORKER = textwrap.dedent("""
     import json, os, sys
     import torch
     torch.set_num_threads(1)
+    from admn_core.cli import configure_logging
     from admn_core.models.task_model import ADMNModel
     from admn_core.train.batching import CorruptionTargets
     from admn_core.train.config import ControllerTrainConfig, Stage1Config
@@ -20,6 +21,7 @@ WORKER = textwrap.dedent("""
     from admn_core.train.stage1 import train_stage1
     from admn_core.train.toy import SquareDataset, toy_config
 
+    configure_logging()  # the progress lines, as under `admn train`
     out = sys.argv[1]
     rank = int(os.environ["RANK"])
     config = toy_config()
@@ -60,4 +62,4 @@ def test_torchrun_two_cpu_processes(tmp_path):
         rows = (tmp_path / stage / "metrics.csv").read_text().strip().splitlines()
         assert len(rows) == 3, rows  # header + 2 epochs: only rank 0 writes
         assert (tmp_path / stage / "checkpoint.safetensors").exists()
-    assert completed.stdout.count("[stage1] epoch") == 2  # one progress line per epoch, from rank 0
+    assert completed.stderr.count("[stage1] epoch") == 2  # one progress line per epoch, from rank 0
