@@ -1,6 +1,5 @@
 """sensor_msgs Image / CompressedImage <-> numpy: round trips, padding, byte order, compression, bad messages."""
 
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,15 +115,12 @@ def test_mono8_to_rgb8_repeats_channel():
     assert rgb.shape == (5, 7, 3) and all(np.array_equal(rgb[:, :, c], pixels) for c in range(3))
 
 
-def test_numpy_to_image_is_fast_at_vga():
-    # Guards against assigning an ndarray to msg.data (43 ms at VGA in rclpy): tobytes() is ~1 ms.
+def test_numpy_to_image_at_vga_round_trips_exactly():
+    # Speed of the conversion is a benchmark figure (admn_node_benchmark), not a timed test.
     frame = RNG.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        numpy_to_image(frame, "rgb8")
-        timings.append(time.perf_counter() - start)
-    assert sorted(timings)[2] < 0.015
+    msg = numpy_to_image(frame, "rgb8")
+    assert (msg.height, msg.width, msg.step) == (480, 640, 640 * 3)
+    np.testing.assert_array_equal(image_to_numpy(msg), frame)
 
 
 # ------------------------------------------------------------------------------------------------ depth

@@ -77,7 +77,7 @@ def test_log_mel_shape_matches_the_tiny_frontend(world):
 
 def test_benchmark_reports_a_positive_rate():
     rate = benchmark(seconds=0.5, workers=1, preset="mixed")
-    assert rate > 30  # the ≥ 200/s target on 2 cores is checked with `admn world-bench`, not on shared CI
+    assert rate > 0  # speed is a benchmark figure (`admn world-bench`), not a timed test
 
 
 def test_fresh_corruption_redraws_the_corruption_each_epoch_and_keeps_the_car():
