@@ -70,7 +70,8 @@ class FreshCorruptionDataset(WorldDataset):
 
     The official GDTM Gaussian loader adds its noise on the fly, so Stage 1 never sees the same noisy frame twice;
     a fixed corrupted cache of a few thousand samples is memorised instead (on our Gaussian world: validation loss
-    15.9 → 74 while training loss fell). Call `set_epoch` before each epoch (`train_stage1` does).
+    15.9 → 74 while training loss fell). Call `set_epoch` before each epoch (every training loop does, through
+    `admn_core.train.loop.start_epoch`).
     """
 
     def __init__(self, num_samples: int, preset: str = "mixed", seed: int = 0,
