@@ -16,7 +16,10 @@ Where they differ from message_filters, on purpose:
   input and counted; message_filters logs every one (and `TimeSynchronizer` raises AttributeError).
 * Queues are guarded by a re-entrant lock and a set leaves its queues before its callbacks run, so a callback may feed
   the synchronizer again (message_filters' plain Lock deadlocks there).
-* Invalid sizes and a negative slop raise ValueError at construction; message_filters accepts them and never emits.
+* Invalid sizes and a negative slop raise ValueError at construction; message_filters accepts them and never emits
+  (a Cache of size 0 keeps nothing).
+* `Cache` reports times as `Stamp` (integer nanoseconds) rather than rclpy's Time, and `getInterval` with
+  from_stamp > to_stamp raises ValueError (an assert there). Stamps compare by value whatever their clock type.
 * Every message dropped by the policy is counted per input and reason (`drop_counts()`).
 
 `SynchronizerHandle` is an optional layer over either implementation (anything with message_filters' shape:
@@ -471,12 +474,11 @@ class SynchronizerHandle:
             queued = [len(queue) for queue in self.synchronizer.queues]
         with self._lock:
             inputs = [replace(stats, queued=length) for stats, length in zip(self._stats.inputs, queued, strict=True)]
+            snapshot = replace(self._stats, inputs=inputs)
         for index, stats in enumerate(inputs):
-            for name, reason in (("dropped_overflow", "overflow"), ("duplicates", "duplicate"),
-                                 ("headerless", "headerless")):
+            for name, reason in zip(("dropped_overflow", "duplicates", "headerless"), DROP_REASONS, strict=True):
                 setattr(stats, name, None if drops is None else drops[index][reason])
-        with self._lock:
-            return replace(self._stats, inputs=inputs)
+        return snapshot
 
     def _on_arrival(self, msg, index: int) -> None:
         stamp = header_stamp(msg)
