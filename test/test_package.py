@@ -167,3 +167,43 @@ def test_live_replay_command_line_rejects_a_missing_bag_with_a_reason(tmp_path):
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert completed.stderr.startswith("admn_live_replay: ") and str(missing) in completed.stderr
+
+
+def _fake_system_site(root: Path, modules: dict[str, str | None]) -> Path:
+    """A site folder standing in for a ROS install's dist-packages: module -> version of its pip metadata or None."""
+    for module, version in modules.items():
+        (root / module).mkdir(parents=True)
+        (root / module / "__init__.py").write_text(f"__version__ = {version!r}\n")
+        if version:
+            info = root / f"{module}-{version}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n")
+    return root
+
+
+def _robot_install(venv: Path, system_site: Path, *options: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": getattr(sys, "_base_executable", sys.executable), "PYTHONPATH": str(system_site)}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "robot-install.sh"), *options, str(venv)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_robot_install_keeps_the_systems_packages_and_installs_only_the_rest(tmp_path):
+    system = _fake_system_site(tmp_path / "dist-packages", {"rclpy": None, "numpy": "1.26.4", "cv2": None})
+    completed = _robot_install(tmp_path / "venv", system, "--dry-run")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "include-system-site-packages = true" in (tmp_path / "venv" / "pyvenv.cfg").read_text()
+    plan = tmp_path / "venv" / "admn-robot-install"
+    to_install = (plan / "requirements.txt").read_text().split()
+    constraints = (plan / "constraints.txt").read_text().splitlines()
+    assert "numpy" not in to_install and "opencv-python-headless" not in to_install
+    assert {"torch", "timm", "safetensors", "rosbags"} <= set(to_install)
+    assert "numpy==1.26.4" in constraints and not any(line.startswith("numpy==2") for line in constraints)
+    assert not any(line.startswith("opencv-python-headless") for line in constraints)
+    assert any(line.startswith("torch==") for line in constraints), "what the system lacks keeps the project's pin"
+    assert f"-c {plan / 'constraints.txt'} -r {plan / 'requirements.txt'}" in completed.stdout
+
+
+def test_robot_install_refuses_without_a_ros_environment(tmp_path):
+    completed = _robot_install(tmp_path / "venv", _fake_system_site(tmp_path / "site", {"numpy": "1.26.4"}))
+    assert completed.returncode == 1 and "source the ROS 2 setup first" in completed.stderr
+    assert not (tmp_path / "venv").exists()
