@@ -29,6 +29,7 @@ from admn_core.allocation import select_layers
 from admn_core.bundle import Bundle, ControllerInfo
 from admn_core.config import ModelConfig
 from admn_core.cost import count_flops, model_flops
+from admn_core.fastpath import FastPathOptions
 from admn_core.models.controller import QoIController
 from admn_core.models.task_model import ADMNModel
 from admn_core.preprocess import synthetic_sample
@@ -144,19 +145,20 @@ def grouped_throughput(engine: InferenceEngine, inputs: dict[str, torch.Tensor],
 
 def benchmark_budgets(config: ModelConfig, budgets=DEFAULT_BUDGETS, repeats: int = 20, warmup: int = 3,
                       device: str = "cpu", reference_budget: int = 24, seed: int = 0,
-                      dtype: torch.dtype = torch.float32, fast: bool = False, fast_dtype: torch.dtype | None = None,
+                      dtype: torch.dtype = torch.float32, fast: bool | FastPathOptions = False,
+                      fast_dtype: torch.dtype | None = None,
                       throughput_batch: int = 0, distinct_allocations: int = 4, throughput_repeats: int = 3,
                       throughput_path: str = "auto") -> dict:
-    """Benchmark every budget in one run. `fast=True` adds the fast path's latency (in `fast_dtype`, default
-    `dtype`); `throughput_batch > 0` adds grouped-vs-loop throughput at that batch size (on the fast path when
-    `throughput_path` is "fast" or "auto" with `fast=True`, else on the eager engine)."""
+    """Benchmark every budget in one run. `fast` (True: the default options) adds the fast path's latency (in
+    `fast_dtype`, default `dtype`); `throughput_batch > 0` adds grouped-vs-loop throughput at that batch size (on
+    the fast path when `throughput_path` is "fast" or "auto" with `fast`, else on the eager engine)."""
     budgets = list(budgets)
     trained = [b for b in budgets if b < 12 * len(config.modalities)]
     engine = InferenceEngine(random_bundle(config, trained, seed), device, dtype)
     fast_engine = None
     if fast:
         fast_dtype = fast_dtype or dtype
-        fast_engine = InferenceEngine(random_bundle(config, trained, seed), device, fast_dtype, fast=True)
+        fast_engine = InferenceEngine(random_bundle(config, trained, seed), device, fast_dtype, fast=fast)
     inputs = engine.preprocess([synthetic_sample(config, seed)])
     fast_inputs = fast_engine.preprocess([synthetic_sample(config, seed)]) if fast_engine else None
 

@@ -14,6 +14,7 @@ import torch
 from admn_core.allocation import maximum_budget, minimum_budget, naive_allocation
 from admn_core.config import ConfigError, ModelConfig, load_model_config, save_model_config
 from admn_core.data.errors import DataError
+from admn_core.openmp_spin import relaunch_with_spin_cap
 from admn_core.presets import PRESETS, preset_config
 
 # Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
@@ -226,6 +227,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.handler is command_bench:  # the program itself, not a call from Python code
+        relaunch_with_spin_cap(["-m", "admn_core.cli", *sys.argv[1:]])  # the CPU fast path's split front needs it
     configure_logging(args.log_level)
     try:
         return args.handler(args)

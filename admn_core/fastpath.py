@@ -1,31 +1,26 @@
 """Fast inference path: the same weights and the same allocation semantics as the eager model, less overhead.
 
 Eager (`ADMNModel.forward`) stays the reference; this path must match it within floating-point tolerance
-(test/test_fastpath.py). What it changes is only *how* the work is issued:
+(test/test_fastpath.py). It is one of two forms, chosen by the model's device, configured by `FastPathOptions`:
 
 * GPU (any CUDA device): CUDA graphs, captured lazily and replayed for any allocation:
-  - one graph per (controller, batch size): controller → top-L selection, writing the mask on the device;
-  - one graph per batch size for the patch embeddings of every modality (launched before the mask is read,
-    so it runs while the host waits for the mask);
-  - one graph per (modality, block, rows) — each block's graph runs the block on a static token buffer in
-    place, so any allocation is a sequence of block replays and only active blocks ever run;
+  - one graph per (controller, budget, batch size) for `select`: controller → top-L, writing the mask on the device;
+  - for `select_and_forward`, one graph with two branches: the controller → top-L on a second stream beside the
+    patch embeddings and every block 0 (on for every row whatever the controller picks, `select_layers`);
+  - one graph per batch size for the patch embeddings alone (`forward` with given masks);
+  - one graph per (modality, block, rows): each runs the block on a static token buffer in place, so any
+    allocation is a sequence of block replays and only active blocks ever run;
   - one graph per batch size for final norms → adapters → fusion → head.
-  The single host synchronisation is the [B, M, depth] mask read (B·M·12 booleans) that decides which block
-  graphs to replay; the embeddings overlap it. Eager GPU issues ~20 kernels per block from Python; a replay
-  issues one launch. Any dtype the engine was built with (bf16 / fp16 weights) is used as is.
-  Batch 1 with given masks: an allocation seen a few times (Upper Bound, Naive, any fixed one) gets one graph of
-  its own (embeddings → its blocks → head). Opt-in (ADMN_FASTPATH_SLOT_GRAPH=1): controller → top-L → head as one
-  graph with the chosen blocks run through slots (`admn_core.slot_blocks`), for hosts slow to launch work.
-* CPU: no graphs; a lean functional forward with the same weights: fewer module calls per block, explicit
-  attention for short sequences where it beats the fused CPU kernel (chosen once by timing), and the
-  controller's tiny convolutions through the non-oneDNN kernels where those are faster (also timed once).
-  With onnxruntime installed (float32), the stages that run whatever the budget — controller + patch embeddings +
-  every block 0 as the "front", and readouts → fusion → head — run as ONNX Runtime sessions where they are
-  faster than PyTorch on the host (`admn_core.onnx_cpu`; timed once per stage and batch size; `onnx="off"` or
-  ADMN_FASTPATH_ONNX=0 keeps PyTorch). The front is split into `front_threads` stages run at once (the controller
-  beside the embeddings and block 0s; PyTorch's thread count by default where OpenMP's spin is capped).
+  The single host synchronisation is the [B, M, depth] mask read (B·M·depth booleans) that decides which block
+  graphs to replay. Eager GPU issues ~20 kernels per block from Python; a replay issues one launch. Any dtype the
+  engine was built with (bf16 / fp16 weights) is used as is.
+* CPU: a lean functional forward with the same weights (fewer module calls per block). In float32 with
+  onnxruntime installed (`FastPathOptions.onnx`), the stages that run whatever the budget — controller + patch
+  embeddings + every block 0 as the "front", and readouts → fusion → head — run as ONNX Runtime sessions
+  (`admn_core.onnx_cpu`); the front is split into `front_threads` stages run at once (the controller beside the
+  embeddings and block 0s). Otherwise the same stage functions run in PyTorch.
 * Both: the controller's per-modality conv stems, and every backbone's readout + fusion adapter, run as one call
-  for all modalities where their shapes agree (`admn_core.fused`; off with ADMN_FASTPATH_FUSED=0).
+  for all modalities where their shapes agree (`admn_core.fused`).
 
 Allocation-grouped batching is inherited: rows are grouped by identical mask per modality, and each group runs
 only its own blocks (on the GPU through the block graphs of that group's row count).
@@ -33,8 +28,8 @@ only its own blocks (on the GPU through the block graphs of that group's row cou
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import admn_core
 from admn_core.allocation import select_layers
 from admn_core.fused import FusedReadoutAdapters, FusedStems
 from admn_core.models.backbone import LayerDropViT, group_rows_by_mask
@@ -52,38 +46,40 @@ from admn_core.models.controller import QoIController
 from admn_core.models.fusion import TransformerEncoder
 from admn_core.models.task_model import ADMNModel
 from admn_core.onnx_cpu import OnnxStage, onnx_runtime_available
-from admn_core.slot_blocks import DeviceAllocatedForward
 
-MAX_ALLOCATION_GRAPHS = 32  # one-graph allocations kept per batch-1 state (each holds its own launch plan)
-ALLOCATION_GRAPH_AFTER = 3  # sightings of an allocation before it gets its own graph
-ONNX_POLICIES = ("off", "timed", "always")
+MAX_BATCH_SIZES = 4  # GPU: batch sizes whose graphs are kept (the least recently used goes first)
+ONNX_ENVIRONMENT = "ADMN_FASTPATH_ONNX"
 
 
-def _timed(function: Callable[[], object], repeats: int = 5) -> float:
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - started)
-    return best
+def _onnx_default() -> bool:
+    return os.environ.get(ONNX_ENVIRONMENT, "1") != "0"
 
 
-def _manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    scores = torch.matmul(q * scale, k.transpose(-2, -1))
-    return torch.softmax(scores if key_mask is None else scores + key_mask, dim=-1).matmul(v)
+@dataclasses.dataclass(frozen=True)
+class FastPathOptions:
+    """How the fast path runs. The defaults are fixed, chosen by measurement (docs/performance.md, "Inference
+    paths"); nothing is timed at start-up.
+
+    onnx: on a CPU in float32, run the stages that run whatever the budget on ONNX Runtime (where onnxruntime is
+      installed); False keeps every stage in PyTorch (no export at start-up). Default on, unless the environment
+      sets ADMN_FASTPATH_ONNX=0 — the one environment override, for processes configured only through it (nodes
+      started by a launch file or a test).
+    front_threads: with ONNX stages, the front split into this many stages run at once, one per thread; None →
+      PyTorch's thread count. 1 runs the front as one stage.
+    """
+
+    onnx: bool = dataclasses.field(default_factory=_onnx_default)
+    front_threads: int | None = None
+
+    def __post_init__(self):
+        if self.front_threads is not None and self.front_threads < 1:
+            raise ValueError(f"front_threads must be at least 1, got {self.front_threads}")
 
 
-class _MkldnnOff:
-    """Run a region without oneDNN (faster for the controller's tiny convolutions on some CPUs)."""
-
-    def __enter__(self):
-        self.previous = torch._C._get_mkldnn_enabled()
-        torch._C._set_mkldnn_enabled(False)
-
-    def __exit__(self, *exc):
-        torch._C._set_mkldnn_enabled(self.previous)
+def _manual_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention written out: on a CPU faster than the fused kernel for the encoders' handful of tokens."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
+    return torch.softmax(scores, dim=-1).matmul(v)
 
 
 class _LeanBlock:
@@ -107,65 +103,45 @@ class _LeanBlock:
             return
         self.heads = attn.num_heads
         self.head_dim = attn.qkv.weight.shape[0] // (3 * self.heads)
-        self.scale = self.head_dim ** -0.5
-        self.norm1 = (block.norm1.normalized_shape, block.norm1.weight, block.norm1.bias, block.norm1.eps)
-        self.norm2 = (block.norm2.normalized_shape, block.norm2.weight, block.norm2.bias, block.norm2.eps)
+        # The parameters, looked up once (a module attribute lookup per call costs more than some of these ops).
+        self.norm1 = (block.norm1.weight, block.norm1.bias, block.norm1.eps)
+        self.norm2 = (block.norm2.weight, block.norm2.bias, block.norm2.eps)
         self.qkv = (attn.qkv.weight, attn.qkv.bias)
         self.proj = (attn.proj.weight, attn.proj.bias)
         self.fc1 = (mlp.fc1.weight, mlp.fc1.bias)
         self.fc2 = (mlp.fc2.weight, mlp.fc2.bias)
-        self.manual_attention = False
 
-    def __call__(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, T, D] → [N, T, D] (timm `Block` at inference)."""
         if not self.supported:
-            if key_mask is not None:
-                raise ValueError("a key mask needs a block this form covers")
             return self.block(x)
-        return _lean_block_forward(x, *self.norm1[1:], *self.qkv, *self.proj, *self.norm2[1:], *self.fc1, *self.fc2,
-                                   self.heads, self.head_dim, self.manual_attention, key_mask)
+        batch, tokens, width = x.shape
+        h = F.layer_norm(x, (width,), *self.norm1)
+        qkv = F.linear(h, *self.qkv).view(batch, tokens, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, heads, T, head_dim]
+        attended = F.scaled_dot_product_attention(q, k, v)
+        x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), *self.proj)
+        h = F.layer_norm(x, (width,), *self.norm2)
+        return x + F.linear(F.gelu(F.linear(h, *self.fc1)), *self.fc2)
 
 
-def _lean_block_forward(x, norm1_weight, norm1_bias, eps1, qkv_weight, qkv_bias, proj_weight, proj_bias,
-                        norm2_weight, norm2_bias, eps2, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
-                        heads: int, head_dim: int, manual_attention: bool,
-                        key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """One pre-norm ViT block on its parameters: [N, T, D] → [N, T, D] (timm `Block` at inference).
-    key_mask: None, or additive [1, 1, 1, T] (0 or −inf): keys that are padding (`admn_core.slot_blocks`)."""
-    batch, tokens, width = x.shape
-    h = F.layer_norm(x, (width,), norm1_weight, norm1_bias, eps1)
-    qkv = F.linear(h, qkv_weight, qkv_bias).view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # each [N, heads, T, head_dim]
-    if manual_attention:
-        attended = _manual_attention(q, k, v, head_dim ** -0.5, key_mask)
-    else:
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-    x = x + F.linear(attended.transpose(1, 2).reshape(batch, tokens, -1), proj_weight, proj_bias)
-    h = F.layer_norm(x, (width,), norm2_weight, norm2_bias, eps2)
-    return x + F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
-
-
-def _lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_attention: bool) -> torch.Tensor:
-    """The fusion / controller encoder (pre-norm, qkv without bias) with functional ops."""
-    x = tokens + encoder._positions(tokens)
+def lean_encoder(encoder: TransformerEncoder, tokens: torch.Tensor, manual_attention: bool) -> torch.Tensor:
+    """The fusion / controller encoder (pre-norm, qkv without bias) with functional ops: [B, T, dim] → [B, T, dim]."""
+    x = tokens + encoder.positions(tokens)
     batch, count, _ = x.shape
     for attention, feed_forward in encoder.layers:
         norm = attention.norm
         h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         qkv = F.linear(h, attention.to_qkv.weight).view(batch, count, 3, attention.heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        if manual_attention:
-            attended = _manual_attention(q, k, v, q.shape[-1] ** -0.5)
-        else:
-            attended = F.scaled_dot_product_attention(q, k, v)
+        attended = _manual_attention(q, k, v) if manual_attention else F.scaled_dot_product_attention(q, k, v)
         x = x + F.linear(attended.transpose(1, 2).reshape(batch, count, -1), attention.to_out.weight,
                          attention.to_out.bias)
-        norm, first, _, second = feed_forward.net
+        norm, hidden, out = feed_forward.norm, feed_forward.hidden, feed_forward.out
         h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        x = x + F.linear(F.gelu(F.linear(h, first.weight, first.bias)), second.weight, second.bias)
+        x = x + F.linear(F.gelu(F.linear(h, hidden.weight, hidden.bias)), out.weight, out.bias)
     norm = encoder.norm
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
 
 
 def _patch_embed_is_plain(backbone: LayerDropViT) -> bool:
@@ -194,110 +170,37 @@ class FastPath:
     """Fast forward of an `ADMNModel` and its controllers on the device they already live on.
 
     `select(name, inputs, budget, costs)` → bool masks [B, M, depth] on the device (controller + top-L);
-    `forward(inputs, masks)` → the head's output, equal to `model(inputs, masks)` within tolerance.
-    `graphs=None` uses CUDA graphs exactly when the model is on a CUDA device (unless ADMN_FASTPATH_GRAPHS=0).
+    `forward(inputs, masks)` → the head's output, equal to `model(inputs, masks)` within tolerance;
+    `select_and_forward(name, inputs, budget, costs)` → both, with the controller overlapped where it can be.
+    CUDA graphs exactly when the model is on a CUDA device, the lean forward otherwise.
     """
 
     def __init__(self, model: ADMNModel, controllers: dict[str, QoIController] | None = None,
-                 graphs: bool | None = None, max_batch_sizes: int = 4, tune: bool = True, onnx: str | None = None,
-                 front_threads: int | None = None):
+                 options: FastPathOptions | None = None):
         self.model = model
         self.controllers = dict(controllers or {})
         self.config = model.config
         self.device = model.head_device
-        if graphs is None:  # ADMN_FASTPATH_GRAPHS=0 keeps a GPU on the lean (graph-free) forward
-            graphs = self.device.type == "cuda" and os.environ.get("ADMN_FASTPATH_GRAPHS", "1") != "0"
-        self.graphs = bool(graphs)
-        if self.graphs and self.device.type != "cuda":
-            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.options = options if options is not None else FastPathOptions()
+        self.graphs = self.device.type == "cuda"
         self.blocks = {spec.name: [_LeanBlock(b) for b in model.backbones[spec.name].blocks]
                        for spec in self.config.modalities}
-        self.fusion_manual_attention = False
-        self.controller_manual_attention = False
-        self.controller_without_mkldnn = False
-        self.max_batch_sizes = max_batch_sizes
-        # Per-modality small layers run once for all modalities where their shapes agree (admn_core.fused);
-        # ADMN_FASTPATH_FUSED=0 runs them one modality at a time (for A/B timing or a custom model's debugging).
-        fuse = os.environ.get("ADMN_FASTPATH_FUSED", "1") != "0"
+        # The encoders (fusion, controller) see a handful of tokens: on a CPU explicit attention beats the fused
+        # kernel there; a GPU keeps the fused kernel.
+        self.manual_encoder_attention = self.device.type == "cpu"
+        # Per-modality small layers run once for all modalities where their shapes agree (admn_core.fused).
         self.fused_stems = {id(c): FusedStems(self.config, c) for c in self.controllers.values()
-                            if fuse and FusedStems.supported(self.config, c)}
-        self.fused_readout = FusedReadoutAdapters(model) if fuse and FusedReadoutAdapters.supported(model) else None
-        # Batch 1 on a GPU (README "FLOPs and latency"):
-        # - given masks: an allocation seen ALLOCATION_GRAPH_AFTER times (Upper Bound, Naive, a fixed allocation)
-        #   gets one graph for embeddings → its blocks → head, one launch instead of one per block. On by default;
-        #   ADMN_FASTPATH_ALLOCATION_GRAPHS=0 turns it off.
-        # - controller → top-L → blocks → head as one graph through slot blocks (admn_core.slot_blocks: no host read
-        #   of the mask): on a fast host each slot's parameter gather costs more than the host read it saves, so it
-        #   is off by default; ADMN_FASTPATH_SLOT_GRAPH=1 turns it on (for a host that is slow to launch work, e.g.
-        #   an embedded board).
-        self.allocation_graphs_at_batch_1 = os.environ.get("ADMN_FASTPATH_ALLOCATION_GRAPHS", "1") != "0"
-        # The controller (a chain of small kernels that leave the GPU mostly idle) on a second stream beside the
-        # patch embeddings and every block 0, which need only the inputs too: one graph, two branches.
-        # ADMN_FASTPATH_CONCURRENT_CONTROLLER=0 runs them one after the other.
-        self.concurrent_controller = os.environ.get("ADMN_FASTPATH_CONCURRENT_CONTROLLER", "1") != "0"
-        self.slot_graph_at_batch_1 = os.environ.get("ADMN_FASTPATH_SLOT_GRAPH", "0") == "1"
-        self._device_allocated: DeviceAllocatedForward | bool | None = False  # False: not built yet
-        # CPU, float32: the fixed stages (controller, embeddings, head) as ONNX Runtime sessions (admn_core.onnx_cpu).
-        # onnx: "timed" (default) keeps a session where it is faster on the host (timed once per stage and batch
-        # size), "always" keeps every session that exports, "off" runs PyTorch throughout (also without
-        # onnxruntime). None → ADMN_FASTPATH_ONNX: 0 = off, always = always, anything else = timed.
-        if onnx is None:
-            onnx = {"0": "off", "always": "always"}.get(os.environ.get("ADMN_FASTPATH_ONNX", ""), "timed")
-        if onnx not in ONNX_POLICIES:
-            raise ValueError(f"onnx must be one of {ONNX_POLICIES}, got {onnx!r}")
-        self.onnx_policy = onnx
-        # The front's ONNX stages run on this many threads at once (`_front`); None → ADMN_FASTPATH_FRONT_THREADS,
-        # else PyTorch's thread count where OpenMP's spin is capped (admn_core/__init__:
-        # otherwise a spinning OpenMP worker holds the second core and the split gains nothing), else 1.
-        # 1 runs the whole front as one stage.
-        if front_threads is None:
-            default = torch.get_num_threads() if admn_core.OPENMP_SPIN_CAPPED else 1
-            text = os.environ.get("ADMN_FASTPATH_FRONT_THREADS", "0")
-            try:
-                front_threads = int(text) or default
-            except ValueError:
-                raise ValueError(f"ADMN_FASTPATH_FRONT_THREADS must be an integer, got {text!r}") from None
-        if front_threads < 1:
-            raise ValueError(f"front_threads must be at least 1, got {front_threads}")
-        self.front_threads = front_threads
+                            if FusedStems.supported(self.config, c)}
+        self.fused_readout = FusedReadoutAdapters(model) if FusedReadoutAdapters.supported(model) else None
+        self.front_threads = self.options.front_threads or torch.get_num_threads()
         self._front_pool: ThreadPoolExecutor | None = None
-        self.onnx_stages = (onnx != "off" and self.device.type == "cpu" and not self.graphs
-                            and onnx_runtime_available() and next(model.parameters()).dtype == torch.float32)
-        self._onnx: OrderedDict[tuple, OnnxStage | None] = OrderedDict()  # None: PyTorch was faster (or failed)
+        self.onnx_stages = (self.options.onnx and self.device.type == "cpu" and onnx_runtime_available()
+                            and next(model.parameters()).dtype == torch.float32)
+        self._onnx: OrderedDict[tuple, OnnxStage | None] = OrderedDict()  # None: the export failed, PyTorch runs it
         self._graph_state: OrderedDict[int, _BatchGraphs] = OrderedDict()
         self._pool = None
-        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "one_graph_replays": 0,
-                         "onnx_runs": 0, "parallel_fronts": 0}
-        if tune and self.device.type == "cpu":
-            self._tune_cpu()
-
-    # ----------------------------------------------------------------------------------------------------------
-    # CPU choices, timed once on the host with the real shapes (the outputs are equal either way).
-    @torch.inference_mode()
-    def _tune_cpu(self) -> None:
-        dtype = next(self.model.parameters()).dtype
-        for spec in self.config.modalities:
-            blocks = self.blocks[spec.name]
-            if not blocks or not blocks[0].supported:
-                continue
-            lean = blocks[0]
-            q = torch.randn(len(spec.views), lean.heads, spec.num_tokens, lean.head_dim, dtype=dtype)
-            manual = _timed(lambda q=q, lean=lean: _manual_attention(q, q, q, lean.scale))
-            fused = _timed(lambda q=q: F.scaled_dot_product_attention(q, q, q))
-            for block in blocks:
-                if block.supported:
-                    block.manual_attention = manual < fused
-        # Fusion and controller encoders see a handful of tokens: explicit attention is never slower there.
-        self.fusion_manual_attention = True
-        self.controller_manual_attention = True
-        if self.controllers and torch.backends.mkldnn.is_available():
-            controller = next(iter(self.controllers.values()))
-            inputs = {spec.name: torch.randn(1, len(spec.views), spec.channels, *spec.input_size, dtype=dtype)
-                      for spec in self.config.modalities}
-            with_mkldnn = _timed(lambda: self._stem_tokens(controller, inputs))
-            with _MkldnnOff():
-                without = _timed(lambda: self._stem_tokens(controller, inputs))
-            self.controller_without_mkldnn = without < 0.9 * with_mkldnn
+        self.counters = {"block_runs": 0, "graph_captures": 0, "graph_replays": 0, "onnx_runs": 0,
+                         "parallel_fronts": 0}
 
     # ----------------------------------------------------------------------------------------------------------
     # Controller → allocation.
@@ -321,13 +224,9 @@ class FastPath:
                             [inputs[name] for name in names])
 
     def _controller_logits(self, controller: QoIController, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.controller_without_mkldnn:
-            with _MkldnnOff():
-                tokens = self._stem_tokens(controller, inputs)
-        else:
-            tokens = self._stem_tokens(controller, inputs)
+        tokens = self._stem_tokens(controller, inputs)
         tokens = torch.cat([controller.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        e_corr = _lean_encoder(controller.encoder, tokens, self.controller_manual_attention)[:, 0]
+        e_corr = lean_encoder(controller.encoder, tokens, self.manual_encoder_attention)[:, 0]
         return controller.layer_logits(e_corr).view(-1, controller.num_modalities, controller.depth)
 
     @torch.inference_mode()
@@ -353,9 +252,9 @@ class FastPath:
 
         On a GPU, block 0 of every modality — on for every row whatever the controller picks (`select_layers`) — is
         queued with the patch embeddings before the one mask read, so the host waits once, for work that had to run
-        anyway; the controller runs beside them on a second stream (`concurrent_controller`). (A CPU runs them in
-        turn: the controller on a second thread gained ≤ 6 % at the tiny preset's batch 1 on 2 cores — its ops are
-        too small to leave the GIL for long — so it was not kept.)"""
+        anyway; the controller runs beside them on a second stream. (A CPU runs the controller with them in the front
+        stages, `_front`; the controller on a second Python thread beside PyTorch ops gained ≤ 6 % at the tiny preset's
+        batch 1 on 2 cores — the controller on a second thread its ops are too small to leave the GIL for long.)"""
         self._check_inputs(inputs)
         if self.graphs and bool((costs == 1).all()):
             return self._select_and_forward_graphs(name, inputs, budget, costs)
@@ -388,7 +287,7 @@ class FastPath:
         (ORT releases the GIL; each stage runs on its caller's thread): the controller beside the embeddings and
         block 0s, which at batch 1 each have too little work to spread over cores from inside. This part runs
         whatever the budget, so it is where a second core shortens the latency floor. The stages of groups without
-        the controller are shared by every controller. A group whose stage stays in PyTorch (timing or a failed
+        the controller are shared by every controller. A group whose stage stays in PyTorch (ONNX off or a failed
         export) makes the front run its groups in turn on this thread (PyTorch's own threads already share cores).
         """
         names = self.config.modality_names
@@ -479,11 +378,11 @@ class FastPath:
         else:
             tokens = torch.cat([self.model.adapters[spec.name](self.model.backbones[spec.name].readout(
                 final_tokens[spec.name])).view(batch, len(spec.views), -1) for spec in self.config.modalities], dim=1)
-        fused = _lean_encoder(self.model.fusion, tokens, self.fusion_manual_attention)
+        fused = lean_encoder(self.model.fusion, tokens, self.manual_encoder_attention)
         return self.model.head(self.model.pooling(fused))
 
     def _staged(self, key: tuple, function: Callable, tensors: list[torch.Tensor]):
-        """function(*tensors), through an ONNX Runtime session where one was faster for these shapes (CPU only)."""
+        """function(*tensors), through its ONNX Runtime stage for these shapes where there is one (CPU only)."""
         stage = self._stage_for(key, function, tensors)
         if stage is None:
             return function(*tensors)
@@ -491,28 +390,26 @@ class FastPath:
         return stage(*tensors)
 
     def _stage_for(self, key: tuple, function: Callable, tensors: list[torch.Tensor]) -> OnnxStage | None:
-        """The ONNX Runtime stage of `function` for these shapes (exported and timed on first use); None where
-        PyTorch runs it (ONNX off, slower, or the export failed)."""
+        """The ONNX Runtime stage of `function` for these shapes (exported on first use); None where PyTorch runs it
+        (ONNX off, or the export failed)."""
         if not self.onnx_stages:
             return None
         key = (*key, *(tuple(t.shape) for t in tensors))
         if key not in self._onnx:
-            self._onnx[key] = self._new_onnx_stage(function, tensors, [self.model, *self.controllers.values()],
-                                                   timed=self.onnx_policy == "timed")
-            while len(self._onnx) > 4 * self.max_batch_sizes * (2 + self.front_threads + len(self.controllers)):
+            self._onnx[key] = self._new_onnx_stage(function, tensors, [self.model, *self.controllers.values()])
+            while len(self._onnx) > 4 * MAX_BATCH_SIZES * (2 + self.front_threads + len(self.controllers)):
                 self._onnx.popitem(last=False)
         self._onnx.move_to_end(key)
         return self._onnx[key]
 
     @staticmethod
-    def _new_onnx_stage(function: Callable, tensors: list[torch.Tensor], modules, timed: bool) -> OnnxStage | None:
+    def _new_onnx_stage(function: Callable, tensors: list[torch.Tensor], modules) -> OnnxStage | None:
         try:
-            stage = OnnxStage(function, tensors, modules)
+            return OnnxStage(function, tensors, modules)
         except Exception as error:  # an op the exporter or ORT lacks: PyTorch runs this stage, nothing is lost
             warnings.warn(f"ONNX export of a fast-path stage failed ({type(error).__name__}: {error}); "
                           "running it in PyTorch", RuntimeWarning, stacklevel=3)
             return None
-        return stage if not timed or stage.faster_than(function, tensors) else None
 
     def _run_blocks(self, name: str, tokens: torch.Tensor, indices) -> torch.Tensor:
         blocks = self.blocks[name]
@@ -553,69 +450,33 @@ class FastPath:
         if state is None:
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            while len(self._graph_state) >= self.max_batch_sizes:  # least recently used batch size goes
+            while len(self._graph_state) >= MAX_BATCH_SIZES:  # least recently used batch size goes
                 self._graph_state.popitem(last=False)
             state = self._graph_state[batch] = _BatchGraphs(self, inputs)
         self._graph_state.move_to_end(batch)
         return state
 
-    def device_allocated(self) -> DeviceAllocatedForward | None:
-        """The batch-1 slot forward, built on first use (its block table is a second copy of the blocks' weights),
-        or None where the modalities' blocks differ in form."""
-        if self._device_allocated is False:
-            self._device_allocated = (DeviceAllocatedForward(self) if DeviceAllocatedForward.supported(self)
-                                      else None)
-        return self._device_allocated
-
     def _forward_graphs(self, inputs, masks):
         state = self._state_for(inputs)
         state.load(inputs)
-        host_masks = None
-        if state.batch == 1 and self.allocation_graphs_at_batch_1:
-            host_masks = masks.cpu()
-            entry = state.allocation_graph(host_masks, lambda: self._forward_lean(state.inputs, host_masks))
-            if entry is not None:  # embeddings → this allocation's blocks → head, one replay
-                graph, output = entry
-                graph.replay()
-                self.counters["graph_replays"] += 1
-                self.counters["one_graph_replays"] += 1
-                return _cloned(output)
         # Embeddings into the static token buffers, launched before the mask is read so they overlap the sync.
         graph, _ = state.graph(("embed",), state.embed_into_buffers)
         graph.replay()
-        host_masks = masks.cpu() if host_masks is None else host_masks
-        return self._blocks_and_head_graphs(state, host_masks, first_block=0, replays=1)
+        return self._blocks_and_head_graphs(state, masks.cpu(), first_block=0, replays=1)
 
     def _select_and_forward_graphs(self, name, inputs, budget, costs):
         controller = self.controllers[name]
         state = self._state_for(inputs)
         state.load(inputs)
-        if state.batch == 1 and self.slot_graph_at_batch_1 and self.device_allocated() is not None:
-            graph, (mask, output) = state.graph(
-                ("one graph", name, budget), lambda: self.device_allocated()(controller, state.inputs, budget, costs))
-            graph.replay()  # controller → top-L → the chosen blocks → head; no host read in between
-            self.counters["graph_replays"] += 1
-            self.counters["one_graph_replays"] += 1
-            return mask.clone(), _cloned(output)
 
         def select():
             return select_layers(self.controller_logits(controller, state.inputs).float(), budget, costs)
 
-        if self.concurrent_controller:  # controller ∥ (embeddings → block 0s), one graph with two branches
-            graph, mask = state.select_beside_embed_graph(name, budget, select)
-            graph.replay()
-            replays = 1
-            self.counters["block_runs"] += len(self.config.modalities)
-        else:
-            graph, mask = state.select_graph(name, budget, select)
-            graph.replay()
-            graph, _ = state.graph(("embed",), state.embed_into_buffers)
-            graph.replay()
-            replays = 2
-            for spec in self.config.modalities:  # block 0 is on for every row: queue it before the mask read
-                replays += state.run_blocks(spec.name, state.tokens[spec.name], [0])
+        graph, mask = state.select_beside_embed_graph(name, budget, select)  # controller ∥ (embeddings → block 0s)
+        graph.replay()
+        self.counters["block_runs"] += len(self.config.modalities)
         host_masks = mask.cpu()  # the one host synchronisation
-        return mask.clone(), self._blocks_and_head_graphs(state, host_masks, first_block=1, replays=replays)
+        return mask.clone(), self._blocks_and_head_graphs(state, host_masks, first_block=1, replays=1)
 
     def _blocks_and_head_graphs(self, state: _BatchGraphs, host_masks: torch.Tensor, first_block: int, replays: int):
         """Host masks [B, M, depth] (B·M·depth booleans) decide which block graphs to replay from `first_block`."""
@@ -669,8 +530,6 @@ class _BatchGraphs:
         self.tokens = {name: torch.empty_like(t) for name, t in embedded.items()}
         self.group_buffers: dict[tuple[str, int], torch.Tensor] = {}
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
-        self.allocation_graphs: OrderedDict[bytes, tuple[torch.cuda.CUDAGraph, object]] = OrderedDict()
-        self.allocation_sightings: OrderedDict[bytes, int] = OrderedDict()
 
     def load(self, inputs: dict[str, torch.Tensor]) -> None:
         for name, static in self.inputs.items():
@@ -702,10 +561,9 @@ class _BatchGraphs:
         return len(indices)
 
     def select_graph(self, name: str, budget: int, select: Callable[[], torch.Tensor]):
-        """(graph, static mask [B, M, depth]): the mask lives outside the graphs' shared pool. A graph's own output
-        would sit in pool memory that graphs captured earlier use as scratch, and here the embedding and block-0
-        graphs replay before the mask is read, which would overwrite the masks of every controller captured after
-        the first)."""
+        """(graph, static mask [B, M, depth]) for `FastPath.select`: the mask lives outside the graphs' shared pool.
+        A graph's own output would sit in pool memory that graphs captured earlier use as scratch, so a replay of
+        another graph before the mask is read (the embeddings, the block 0s) would overwrite it."""
         key = ("select", name, budget)
         if key not in self.graphs:
             static = self._mask_buffer()
@@ -717,26 +575,6 @@ class _BatchGraphs:
         config = self.fast.config
         return torch.empty(self.batch, len(config.modalities), config.blocks_per_backbone, dtype=torch.bool,
                            device=self.fast.device)
-
-    def allocation_graph(self, host_masks: torch.Tensor, function: Callable[[], object]):
-        """(graph, output) for an allocation seen ALLOCATION_GRAPH_AFTER times, else None (per-block graphs serve it).
-        A node serving Upper Bound, Naive or any fixed allocation replays one graph per frame; allocations that
-        change every frame (the universal controller) never pay a capture. The MAX_ALLOCATION_GRAPHS most recently
-        used graphs are kept."""
-        key = host_masks.numpy().tobytes()
-        entry = self.allocation_graphs.get(key)
-        if entry is None:
-            seen = self.allocation_sightings[key] = self.allocation_sightings.get(key, 0) + 1
-            self.allocation_sightings.move_to_end(key)
-            while len(self.allocation_sightings) > 4 * MAX_ALLOCATION_GRAPHS:
-                self.allocation_sightings.popitem(last=False)
-            if seen < ALLOCATION_GRAPH_AFTER:
-                return None
-            while len(self.allocation_graphs) >= MAX_ALLOCATION_GRAPHS:
-                self.allocation_graphs.popitem(last=False)
-            entry = self.allocation_graphs[key] = self._capture(function)
-        self.allocation_graphs.move_to_end(key)
-        return entry
 
     def select_beside_embed_graph(self, name: str, budget: int, select: Callable[[], torch.Tensor]):
         """(graph, static mask [B, M, depth]): the selection on a side stream, the patch embeddings into the token

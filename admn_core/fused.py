@@ -30,28 +30,31 @@ class FusedStems:
 
     @staticmethod
     def supported(config: ModelConfig, controller: QoIController) -> bool:
-        """Same controller input size and view count everywhere (one resize, one [B·V, ΣC, h, w] batch)."""
+        """Same controller input size and view count everywhere (one resize, one [B·V, ΣC, h, w] batch), and stems
+        of one form: the same chain of convolutions, ReLUs and max pools, the convolutions alike but for their input
+        channels."""
         modalities = config.modalities
-        return (len(modalities) > 1
-                and len({m.controller_input_size for m in modalities}) == 1
-                and len({len(m.views) for m in modalities}) == 1
-                and all(isinstance(controller.stems[m.name].convs[i], nn.Conv2d) for m in modalities
-                        for i in (0, 2, 5)))
+        if (len(modalities) < 2 or len({m.controller_input_size for m in modalities}) != 1
+                or len({len(m.views) for m in modalities}) != 1):
+            return False
+        forms = {tuple(_layer_form(layer) for layer in controller.stems[m.name].convs) for m in modalities}
+        return len(forms) == 1 and None not in next(iter(forms))
 
     def __init__(self, config: ModelConfig, controller: QoIController, feature_alignment: int | None = None):
         """feature_alignment: pad the projection's feature count to a multiple of it (default: 8 on a GPU, else 1)."""
         if not self.supported(config, controller):
-            raise ValueError("the modalities' stems differ in input size or views; run them one by one")
+            raise ValueError("the modalities' stems differ in input size, views or form; run them one by one")
         self.names = config.modality_names
         self.views = len(config.modalities[0].views)
         self.size = config.modalities[0].controller_input_size
         stems = [controller.stems[name] for name in self.names]
-        self.pool = stems[0].convs[4].kernel_size
         self.modality_count = len(stems)
         with torch.no_grad():
-            # Each conv: the modalities' channels side by side, each modality's filters seeing only its own inputs
-            # (block-diagonal). On a CPU one plain conv beats a grouped one (which loops over the groups).
-            self.convs = [_block_diagonal([s.convs[index] for s in stems]) for index in (0, 2, 5)]
+            # The stems' chain, layer by layer. Each conv: the modalities' channels side by side, each modality's
+            # filters seeing only its own inputs (block-diagonal); on a CPU one plain conv beats a grouped one (which
+            # loops over the groups). ReLU and max pooling act per channel, so they apply to all modalities at once.
+            self.layers = [_block_diagonal(list(layers)) if isinstance(layers[0], nn.Conv2d) else layers[0]
+                           for layers in zip(*(stem.convs for stem in stems), strict=True)]
             # Projections [E, F] per modality → [M, F, E] for one batched product.
             self.proj_weight = torch.stack([s.proj.weight.t() for s in stems]).contiguous()
             self.proj_bias = torch.stack([s.proj.bias for s in stems])[:, None]  # [M, 1, E]
@@ -75,10 +78,8 @@ class FusedStems:
             x = torch.cat([f if tuple(f.shape[-2:]) == self.size
                            else F.interpolate(f, size=self.size, mode="bilinear", align_corners=False)
                            for f in frames], dim=1)
-        first, second, third = self.convs
-        x = F.relu(F.conv2d(x, *first))
-        x = F.max_pool2d(F.relu(F.conv2d(x, *second)), self.pool)
-        x = F.relu(F.conv2d(x, *third))  # [B·V, M·3, h, w]
+        for layer in self.layers:
+            x = F.conv2d(x, *layer) if isinstance(layer, tuple) else layer(x)  # finally [B·V, M·3, h, w]
         features = x.view(x.shape[0], self.modality_count, -1).transpose(0, 1)  # [M, B·V, 3·h·w], each row C-major
         if self.feature_padding:
             features = F.pad(features, (0, self.feature_padding))  # [M, B·V, F + padding], zeros
@@ -87,15 +88,29 @@ class FusedStems:
         return tokens.reshape(batch, -1, tokens.shape[-1])
 
 
-def _block_diagonal(convs: list[nn.Conv2d]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Convs [C_m → O_m] → one (weight [ΣO, ΣC, k, k], bias [ΣO]) that applies conv m to input channels m only."""
+def _layer_form(layer: nn.Module) -> tuple | None:
+    """What a stem layer computes apart from its weights and input channels; None for a layer not fused here."""
+    if isinstance(layer, nn.Conv2d):
+        return ("conv", layer.out_channels, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                layer.groups == 1, layer.bias is not None, layer.padding_mode == "zeros")
+    if isinstance(layer, nn.ReLU):
+        return ("relu",)
+    if isinstance(layer, nn.MaxPool2d):
+        return ("max pool", layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
+    return None
+
+
+def _block_diagonal(convs: list[nn.Conv2d]) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple, tuple]:
+    """Convs [C_m → O_m] of one form (`_layer_form`) → `F.conv2d`'s (weight [ΣO, ΣC, k, k], bias [ΣO], stride,
+    padding, dilation) applying conv m to input channels m only."""
     weight = convs[0].weight.new_zeros(sum(c.out_channels for c in convs), sum(c.in_channels for c in convs),
                                        *convs[0].kernel_size)
     row = column = 0
     for conv in convs:
         weight[row:row + conv.out_channels, column:column + conv.in_channels] = conv.weight
         row, column = row + conv.out_channels, column + conv.in_channels
-    return weight, torch.cat([conv.bias for conv in convs])
+    first = convs[0]
+    return weight, torch.cat([conv.bias for conv in convs]), first.stride, first.padding, first.dilation
 
 
 class FusedReadoutAdapters:
@@ -106,13 +121,13 @@ class FusedReadoutAdapters:
     def supported(model) -> bool:
         specs = model.config.modalities
         backbones = [model.backbones[s.name] for s in specs]
-        adapters = [model.adapters[s.name].net for s in specs]
+        adapters = [model.adapters[s.name] for s in specs]
         return (len(specs) > 1 and all(s.readout == "grid" for s in specs)
                 and len({(s.embed_dim, s.readout_grid, s.num_tokens, len(s.views)) for s in specs}) == 1
                 and len({b.patch_grid for b in backbones}) == 1
                 and all(isinstance(b.norm, nn.LayerNorm) for b in backbones)
-                and len({(a[0].weight.shape, a[2].weight.shape) for a in adapters}) == 1
-                and all(isinstance(a[1], nn.LeakyReLU) for a in adapters))
+                and len({(a.hidden.weight.shape, a.out.weight.shape) for a in adapters}) == 1
+                and all(isinstance(a.activation, nn.LeakyReLU) for a in adapters))
 
     def __init__(self, model):
         if not self.supported(model):
@@ -122,19 +137,19 @@ class FusedReadoutAdapters:
         self.views = len(specs[0].views)
         self.grid = specs[0].readout_grid
         backbones = [model.backbones[name] for name in self.names]
-        adapters = [model.adapters[name].net for name in self.names]
+        adapters = [model.adapters[name] for name in self.names]
         self.patch_grid = backbones[0].patch_grid
         self.eps = backbones[0].norm.eps
-        self.negative_slope = adapters[0][1].negative_slope
+        self.negative_slope = adapters[0].activation.negative_slope
         with torch.no_grad():
             self.norm_weight = torch.stack([b.norm.weight for b in backbones])[:, None, None]  # [M, 1, 1, D]
             self.norm_bias = torch.stack([b.norm.bias for b in backbones])[:, None, None]
             self.readout_weight = torch.stack([b.readout_proj.weight.t() for b in backbones]).contiguous()
             self.readout_bias = torch.stack([b.readout_proj.bias for b in backbones])[:, None]  # [M, 1, D]
-            self.hidden_weight = torch.stack([a[0].weight.t() for a in adapters]).contiguous()
-            self.hidden_bias = torch.stack([a[0].bias for a in adapters])[:, None]
-            self.out_weight = torch.stack([a[2].weight.t() for a in adapters]).contiguous()
-            self.out_bias = torch.stack([a[2].bias for a in adapters])[:, None]
+            self.hidden_weight = torch.stack([a.hidden.weight.t() for a in adapters]).contiguous()
+            self.hidden_bias = torch.stack([a.hidden.bias for a in adapters])[:, None]
+            self.out_weight = torch.stack([a.out.weight.t() for a in adapters]).contiguous()
+            self.out_bias = torch.stack([a.out.bias for a in adapters])[:, None]
 
     def __call__(self, tokens: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
         """tokens {m: [B·V, 1 + P, D]} → [B, M·V, fusion dim]."""

@@ -9,17 +9,15 @@ fraction of that per-op cost.
 `OnnxStage(function, example_inputs)` traces `function` (torch tensors in, a tensor / tuple / dataclass of tensors
 out) with the TorchScript ONNX exporter into an in-memory model and runs it on ONNX Runtime's CPU provider;
 calling it takes and returns torch tensors (zero-copy through numpy). The trace bakes in the example's shapes, so
-a stage serves one batch size (the fast path keeps one per batch size). `OnnxStage.faster_than(function)` times
-both once with the real shapes so the fast path keeps ONNX only where it wins on the host — the outputs agree
-within float32 rounding (test/test_onnx_cpu.py). `onnxruntime` is optional: without it (or with
-ADMN_FASTPATH_ONNX=0) the fast path runs every stage in PyTorch.
+a stage serves one batch size (the fast path keeps one per batch size). The outputs agree with PyTorch's within
+float32 rounding (test/test_onnx_cpu.py). `onnxruntime` is optional: without it (or with
+`FastPathOptions(onnx=False)`) the fast path runs every stage in PyTorch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -102,19 +100,3 @@ class OnnxStage:
                              f"got {[tuple(t.shape) for t in tensors]}")
         feed = {name: t.detach().contiguous().numpy() for name, t in zip(self.input_names, tensors)}
         return self._rebuild([torch.from_numpy(array) for array in self.session.run(None, feed)])
-
-    def faster_than(self, function: Callable, example_inputs: Sequence[torch.Tensor], repeats: int = 15) -> bool:
-        """Whether this stage beats `function` on the example (median of interleaved runs, after a warm-up)."""
-        ours, theirs = [], []
-        with torch.inference_mode():
-            for _ in range(3):
-                self(*example_inputs)
-                function(*example_inputs)
-            for _ in range(repeats):
-                started = time.perf_counter()
-                self(*example_inputs)
-                ours.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                function(*example_inputs)
-                theirs.append(time.perf_counter() - started)
-        return sorted(ours)[repeats // 2] < sorted(theirs)[repeats // 2]

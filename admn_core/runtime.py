@@ -33,6 +33,7 @@ from admn_core.allocation import (
 from admn_core.bundle import Bundle, ControllerInfo, load_bundle
 from admn_core.config import ModelConfig
 from admn_core.cost import model_flops
+from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.preprocess import Sample, preprocess_batch
 
 
@@ -65,9 +66,10 @@ class Result:
 
 class InferenceEngine:
     def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 fast: bool = False):
-        """`fast=True` serves through `admn_core.fastpath.FastPath` (CUDA graphs on a GPU, a lean forward on the
-        CPU); the eager model stays the reference and is what `fast=False` (the default) runs."""
+                 fast: bool | FastPathOptions = False):
+        """`fast` serves through `admn_core.fastpath.FastPath` (CUDA graphs on a GPU, a lean forward on the CPU):
+        `True` with the default `FastPathOptions`, or the options themselves. The eager model stays the reference
+        and is what `fast=False` (the default) runs."""
         self.config: ModelConfig = bundle.config
         self.device = torch.device(device)
         self.dtype = dtype
@@ -77,16 +79,29 @@ class InferenceEngine:
         self.costs = layer_costs(self.config)
         self.min_budget = minimum_budget(self.config)
         self.max_budget = maximum_budget(self.config)
-        self.fast = None
-        if fast:
-            from admn_core.fastpath import FastPath
-
-            self.fast = FastPath(self.model, self.controllers)
+        self.fast_options = fast if isinstance(fast, FastPathOptions) else (FastPathOptions() if fast else None)
+        self.fast = self._new_fast_path()
 
     @classmethod
     def from_bundle(cls, path, device="cpu", dtype=torch.float32, expected_sha256: str | None = None,
-                    fast: bool = False):
+                    fast: bool | FastPathOptions = False):
         return cls(load_bundle(path, "cpu", expected_sha256), device, dtype, fast=fast)
+
+    def _new_fast_path(self) -> FastPath | None:
+        if self.fast_options is None:
+            return None
+        return FastPath(self.model, self.controllers, self.fast_options)
+
+    def move_to(self, device: str | torch.device) -> None:
+        """Serve from `device` from now on (e.g. the CPU after the GPU ran out of memory): the model and the
+        controllers move there, in the same dtype, and a fast path is rebuilt for it with the same options (its
+        CUDA graphs and ONNX stages belong to the old device)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        for controller in self.controllers.values():
+            controller.to(self.device)
+        self.fast = None  # the old device's graphs go before the new path is built
+        self.fast = self._new_fast_path()
 
     @property
     def trained_budgets(self) -> list[int]:

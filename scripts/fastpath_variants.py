@@ -1,12 +1,9 @@
-"""A/B in one process: the GPU fast path's batch-1 variants (FastPath switches), interleaved round-robin.
+"""A/B in one process: the fast path's batch-1 configurations (FastPathOptions), interleaved round-robin.
 
-"per-block graphs": controller graph, embeddings graph, block graphs, head graph, every switch off;
-"concurrent controller": the default — the controller on a second stream beside the embeddings and block 0s in one
-graph, one graph per allocation for given masks (the full budget);
-"one graph": controller → top-L → slot blocks → head in one graph (admn_core.slot_blocks), allocation graphs on.
-On a CPU (float32) the variants are the lean forward with every stage in PyTorch, with the fixed stages
-(controller, embeddings, head) on ONNX Runtime where timing kept them (admn_core.onnx_cpu), and the latter with the
-front split over PyTorch's thread count (FastPath.front_threads, the default).
+On a CPU (float32): every stage in PyTorch; the fixed stages (front, head) on ONNX Runtime with the front as one
+stage; and the default, the front split over PyTorch's thread count (FastPathOptions.front_threads). On a GPU the
+one graph path (admn_core.fastpath), for its latency per budget. The script relaunches itself with OpenMP's spin
+capped (admn_core.openmp_spin), as `admn bench` does.
 
 Ratios are only compared within this run. Prints a table and writes JSON. On a GPU machine (scripts/gpu_bench.sh):
   python scripts/fastpath_variants.py --preset paper --device cuda --dtype bfloat16 --repeats 40 --json ab.json
@@ -18,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
-import admn_core  # noqa: F401  (before torch: caps OpenMP's spin, see admn_core/__init__)
-
-# isort: split
 import torch
 
 from admn_core.bench import _synchronize, random_bundle
+from admn_core.fastpath import FastPathOptions
+from admn_core.openmp_spin import relaunch_with_spin_cap
 from admn_core.preprocess import synthetic_sample
 from admn_core.presets import preset_config
 from admn_core.runtime import InferenceEngine
@@ -41,36 +38,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    relaunch_with_spin_cap([__file__, *sys.argv[1:]])
     if args.threads:
         torch.set_num_threads(args.threads)
     config = preset_config(args.preset)
     full = 12 * len(config.modalities)
-    engine = InferenceEngine(random_bundle(config, [b for b in args.budgets if b < full], 0), args.device,
-                             getattr(torch, args.dtype), fast=True)
-    inputs = engine.preprocess([synthetic_sample(config, 0)])
-    # FastPath switches per variant (all read at call time).
+    bundle = random_bundle(config, [b for b in args.budgets if b < full], 0)
     threads = torch.get_num_threads()
-    cpu_variants = {"pytorch stages": dict(onnx_stages=False, front_threads=1),
-                    "onnx stages": dict(onnx_stages=True, front_threads=1),
-                    f"onnx, front on {threads} threads": dict(onnx_stages=True, front_threads=threads)}
-    gpu_variants = {
-        "per-block graphs": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=False,
-                                 concurrent_controller=False),
-        "concurrent controller": dict(slot_graph_at_batch_1=False, allocation_graphs_at_batch_1=True,
-                                      concurrent_controller=True),
-        "one graph": dict(slot_graph_at_batch_1=True, allocation_graphs_at_batch_1=True,
-                          concurrent_controller=False),
-    }
-    variants = gpu_variants if engine.device.type == "cuda" else cpu_variants
-    if engine.device.type == "cpu" and not engine.fast.onnx_stages:
-        raise SystemExit("the CPU comparison needs onnxruntime and ADMN_FASTPATH_ONNX unset (or not 0)")
+    if torch.device(args.device).type == "cuda":
+        variants = {"graphs": FastPathOptions()}
+    else:
+        variants = {"pytorch stages": FastPathOptions(onnx=False, front_threads=1),
+                    "onnx stages": FastPathOptions(onnx=True, front_threads=1),
+                    f"onnx, front on {threads} threads": FastPathOptions(onnx=True, front_threads=threads)}
+    engines = {label: InferenceEngine(bundle, args.device, getattr(torch, args.dtype), fast=options)
+               for label, options in variants.items()}
+    engine = next(iter(engines.values()))
+    if engine.device.type == "cpu" and not engines[f"onnx, front on {threads} threads"].fast.onnx_stages:
+        raise SystemExit("the CPU comparison needs onnxruntime and float32")
+    inputs = engine.preprocess([synthetic_sample(config, 0)])
     reference_label = next(iter(variants))
     outputs = {}
 
-    def run(budget: int, switches: dict):
-        for switch, value in switches.items():
-            setattr(engine.fast, switch, value)
-        masks, _, output = engine.allocate_and_run(inputs, budget)
+    def run(budget: int, label: str):
+        masks, _, output = engines[label].allocate_and_run(inputs, budget)
         _synchronize(engine.device)
         return masks, output
 
@@ -78,17 +69,18 @@ def main() -> None:
     with torch.inference_mode():
         for _ in range(3):  # capture, warm up
             for budget in args.budgets:
-                for label, switches in variants.items():
-                    outputs[(label, budget)] = run(budget, switches)
+                for label in variants:
+                    outputs[(label, budget)] = run(budget, label)
         for _ in range(args.repeats):
             for budget in args.budgets:
-                for label, switches in variants.items():
+                for label in variants:
                     started = time.perf_counter()
-                    run(budget, switches)
+                    run(budget, label)
                     samples[(label, budget)].append(1e3 * (time.perf_counter() - started))
     device_name = torch.cuda.get_device_name(engine.device) if engine.device.type == "cuda" else "cpu"
     print(f"preset={args.preset} device={device_name} dtype={args.dtype} batch=1 repeats={args.repeats} "
-          f"torch={torch.__version__}; p50 ms, ratio to budget {max(args.budgets)}, fps, max |output − per-block|")
+          f"torch={torch.__version__}; p50 ms, ratio to budget {max(args.budgets)}, fps, "
+          f"max |output − {reference_label}|")
     full = {v: statistics.median(samples[(v, max(args.budgets))]) for v in variants}
     rows = []
     for budget in args.budgets:
@@ -109,14 +101,12 @@ def main() -> None:
         rows.append(row)
         blocks_text = " ".join(f"{k}={n}" for k, n in blocks.items())
         print(f"{budget:>4} {blocks_text:>16} | " + " | ".join(cells))
-    print("counters:", engine.fast.counters)
-    if engine.device.type == "cpu":
-        kept = sorted({key[0] for key, stage in engine.fast._onnx.items() if stage is not None})
-        print("ONNX stages kept by timing:", kept or "none")
+    counters = {label: engines[label].fast.counters for label in variants}
+    print("counters:", counters)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"preset": args.preset, "device": device_name, "dtype": args.dtype, "repeats": args.repeats,
-                       "torch": torch.__version__, "rows": rows, "counters": engine.fast.counters}, handle, indent=1)
+                       "torch": torch.__version__, "rows": rows, "counters": counters}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 
 from admn_core.allocation import select_layers
 from admn_core.bench import random_bundle
+from admn_core.fastpath import lean_encoder
 from admn_core.preprocess import synthetic_sample
 from admn_core.presets import preset_config
 from admn_core.runtime import InferenceEngine
@@ -67,10 +68,8 @@ def main() -> None:
                               for s in config.modalities], dim=1)
 
         def encoder_and_logits():
-            from admn_core.fastpath import _lean_encoder
-
             tokens = torch.cat([controller.cls.expand(1, -1, -1), stem_tokens], dim=1)
-            e_corr = _lean_encoder(controller.encoder, tokens, False)[:, 0]
+            e_corr = lean_encoder(controller.encoder, tokens, fast.manual_encoder_attention)[:, 0]
             return controller.layer_logits(e_corr)
 
         phases = {
@@ -85,10 +84,6 @@ def main() -> None:
             f"one backbone block ({first})": lambda: fast.blocks[first][1](embedded[first]),
             "readouts + adapters + fusion + head": lambda: fast._head(embedded, 1),
         }
-        allocated = fast.device_allocated()
-        if allocated is not None:
-            row = torch.tensor([1], device=engine.device)
-            phases["slot parameter gather (one block)"] = lambda: allocated.slots.load(row)
         for label, function in phases.items():
             results[label] = _graph_time_ms(function, args.repeats)
         torch.backends.cudnn.benchmark = True

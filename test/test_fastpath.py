@@ -1,4 +1,5 @@
-"""The fast path (admn_core.fastpath) equals the eager model within tolerance and never runs an inactive block."""
+"""The fast path (admn_core.fastpath) equals the eager model within tolerance and never runs an inactive block.
+Its stages run in PyTorch here (`PYTORCH_STAGES`); test_onnx_cpu.py runs them on ONNX Runtime."""
 
 import numpy as np
 import pytest
@@ -6,11 +7,13 @@ import torch
 
 from admn_core.allocation import select_layers
 from admn_core.bench import random_bundle
-from admn_core.fastpath import FastPath
+from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.preprocess import preprocess_batch, synthetic_sample
 from admn_core.runtime import InferenceEngine
 
 from model_fixtures import assert_outputs_close, micro_config
+
+PYTORCH_STAGES = FastPathOptions(onnx=False)
 
 
 def _setup(task="localization", budgets=(5, 8), readout="cls", fusion_pooling="mean"):
@@ -34,7 +37,7 @@ def _random_masks(batch, modalities, depth, budget, seed):
 @pytest.mark.parametrize("budget", [3, 5, 12, 20, 36])
 def test_fast_path_equals_eager_at_several_allocations(task, budget):
     config, model, controllers = _setup(task)
-    fast = FastPath(model, controllers)
+    fast = FastPath(model, controllers, PYTORCH_STAGES)
     inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
     masks = _random_masks(1, 3, 12, budget, seed=budget)
     with torch.inference_mode():
@@ -44,7 +47,7 @@ def test_fast_path_equals_eager_at_several_allocations(task, budget):
 @pytest.mark.parametrize("readout, fusion_pooling", [("cls", "mean"), ("mean", "mean"), ("grid", "flatten")])
 def test_fast_path_equals_eager_in_a_mixed_batch(readout, fusion_pooling):
     config, model, controllers = _setup(readout=readout, fusion_pooling=fusion_pooling)
-    fast = FastPath(model, controllers)
+    fast = FastPath(model, controllers, PYTORCH_STAGES)
     inputs = preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(6)])
     masks = _random_masks(6, 3, 12, 9, seed=1)
     masks[3] = masks[0]  # some rows share an allocation, others do not
@@ -54,13 +57,12 @@ def test_fast_path_equals_eager_in_a_mixed_batch(readout, fusion_pooling):
 
 
 @pytest.mark.parametrize("manual_attention", [False, True])
-def test_both_attention_forms_match(manual_attention):
+def test_both_encoder_attention_forms_match(manual_attention):
+    """The encoders' attention written out (a CPU's) and the fused kernel (a GPU's) both equal the modules."""
     config, model, controllers = _setup()
-    fast = FastPath(model, controllers, tune=False)
-    for blocks in fast.blocks.values():
-        for block in blocks:
-            block.manual_attention = manual_attention
-    fast.fusion_manual_attention = fast.controller_manual_attention = manual_attention
+    fast = FastPath(model, controllers, PYTORCH_STAGES)
+    assert fast.manual_encoder_attention  # on a CPU
+    fast.manual_encoder_attention = manual_attention
     inputs = preprocess_batch(config, [synthetic_sample(config, 1)])
     masks = _random_masks(1, 3, 12, 10, seed=2)
     with torch.inference_mode():
@@ -72,7 +74,7 @@ def test_both_attention_forms_match(manual_attention):
 
 def test_inactive_blocks_never_run_on_the_fast_path():
     config, model, controllers = _setup()
-    fast = FastPath(model, controllers)
+    fast = FastPath(model, controllers, PYTORCH_STAGES)
     calls = []
 
     class Recording:
@@ -114,7 +116,7 @@ def test_inactive_blocks_never_run_on_the_fast_path():
 
 def test_unsupported_blocks_fall_back_to_the_module():
     config, model, controllers = _setup()
-    fast = FastPath(model, controllers)
+    fast = FastPath(model, controllers, PYTORCH_STAGES)
     for blocks in fast.blocks.values():
         for block in blocks:
             block.supported = False
@@ -142,10 +144,26 @@ def test_fast_engine_matches_the_eager_engine():
             assert one.flops == other.flops
 
 
-def test_graphs_need_a_cuda_device():
-    _, model, controllers = _setup()
-    with pytest.raises(ValueError, match="CUDA"):
-        FastPath(model, controllers, graphs=True)
+def test_options_map_from_the_engines_flag_and_are_checked():
+    config = micro_config()
+    bundle = random_bundle(config, (5,), seed=1)
+    assert InferenceEngine(bundle).fast is None
+    assert InferenceEngine(bundle, fast=True).fast.options == FastPathOptions()
+    options = FastPathOptions(onnx=False, front_threads=3)
+    fast = InferenceEngine(bundle, fast=options).fast
+    assert fast.options is options and fast.front_threads == 3 and not fast.onnx_stages and not fast.graphs
+    assert FastPath(bundle.model, options=FastPathOptions(front_threads=None)).front_threads == torch.get_num_threads()
+    with pytest.raises(ValueError, match="front_threads must be at least 1, got 0"):
+        FastPathOptions(front_threads=0)
+
+
+def test_onnx_default_follows_the_one_environment_override(monkeypatch):
+    monkeypatch.setenv("ADMN_FASTPATH_ONNX", "0")
+    assert FastPathOptions().onnx is False
+    monkeypatch.setenv("ADMN_FASTPATH_ONNX", "1")
+    assert FastPathOptions().onnx is True
+    monkeypatch.delenv("ADMN_FASTPATH_ONNX")
+    assert FastPathOptions().onnx is True
 
 
 def test_groups_from_a_first_block_merge_rows_that_differ_only_below_it():
@@ -161,18 +179,18 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @cuda
 def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
-    """The graph path on a GPU, fp32: batch 1 and a mixed batch, with the controller overlapped
-    (`select_and_forward`: block 0 queued before the mask read) and without. Several controllers share one graph
-    memory pool: each controller's mask must survive the embedding and block-0 replays (it did not, once)."""
+    """The graph path on a GPU, fp32, batch 1 and a mixed batch: `forward` with given masks, `select`, and
+    `select_and_forward` (the controller on a second stream beside the embeddings and block 0s). Several controllers
+    share one graph memory pool: each controller's mask must survive the embedding and block-0 replays (it did not,
+    once)."""
     config, model, controllers = _setup(readout="grid", fusion_pooling="flatten")
     model = model.cuda()
     controllers = {n: c.cuda() for n, c in controllers.items()}
     fast = FastPath(model, controllers)
-    assert fast.graphs
+    assert fast.graphs and not fast.onnx_stages
     costs = torch.ones(3, dtype=torch.long)  # host costs, as the engine's (read while capturing)
     atol = 1e-4
-    for batch, concurrent in ((1, True), (4, True), (1, False), (4, False)):
-        fast.concurrent_controller = concurrent  # controller on a second stream beside embeddings + block 0s, or not
+    for batch in (1, 4):
         inputs = {k: v.cuda() for k, v in
                   preprocess_batch(config, [synthetic_sample(config, seed) for seed in range(batch)]).items()}
         masks = _random_masks(batch, 3, 12, 9, seed=batch).cuda()
@@ -180,40 +198,9 @@ def test_cuda_graphs_equal_eager_for_single_and_mixed_batches():
             for _ in range(2):  # capture, then replay
                 _close(model(inputs, masks), fast(inputs, masks), atol=atol)
                 for name, controller in controllers.items():
-                    selected, output = fast.select_and_forward(name, inputs, 8, costs)
                     expected = select_layers(controller(inputs)[0], 8, costs)
+                    assert torch.equal(fast.select(name, inputs, 8, costs), expected)
+                    selected, output = fast.select_and_forward(name, inputs, 8, costs)
                     assert torch.equal(selected, expected)
                     _close(model(inputs, expected), output, atol=atol)
     assert fast.counters["graph_replays"] > fast.counters["graph_captures"]
-
-
-@cuda
-def test_cuda_one_graph_at_batch_1_equals_eager_and_the_per_block_graphs():
-    """Batch 1 on a GPU: controller → top-L → chosen blocks (slots) → head as one graph, and forward with given masks
-    as one graph per allocation; both equal eager, and equal the per-block graphs (both switches off).
-    micro: the depth backbone has more tokens than the others, so the slots pad and mask keys."""
-    config, model, controllers = _setup(readout="grid", fusion_pooling="flatten")
-    model = model.cuda()
-    controllers = {n: c.cuda() for n, c in controllers.items()}
-    fast = FastPath(model, controllers)
-    costs = torch.ones(3, dtype=torch.long)
-    atol = 1e-4
-    inputs = {k: v.cuda() for k, v in preprocess_batch(config, [synthetic_sample(config, 7)]).items()}
-    with torch.inference_mode():
-        for one_graph in (True, False, True):
-            fast.slot_graph_at_batch_1 = fast.allocation_graphs_at_batch_1 = one_graph
-            for budget in (3, 8, 20, 36):
-                for name, controller in controllers.items():
-                    for _ in range(2):  # capture, then replay
-                        selected, output = fast.select_and_forward(name, inputs, budget, costs)
-                        expected = select_layers(controller(inputs)[0], budget, costs)
-                        assert torch.equal(selected, expected)
-                        _close(model(inputs, expected), output, atol=atol)
-                masks = _random_masks(1, 3, 12, budget, seed=budget).cuda()
-                for _ in range(4):  # per-block graphs until the allocation's third sighting, then its own graph
-                    _close(model(inputs, masks), fast(inputs, masks), atol=atol)
-    assert fast.device_allocated() is not None
-    assert len(fast._graph_state[1].allocation_graphs) == 4
-    # Slot graphs: 2 passes × 4 budgets × 2 controllers × 2 calls; allocation graphs: 2 replays per budget in the
-    # first pass (3rd and 4th call), 4 per budget in the last.
-    assert fast.counters["one_graph_replays"] == 2 * 4 * len(controllers) * 2 + 4 * 2 + 4 * 4

@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from admn_core.bench import random_bundle
-from admn_core.fastpath import FastPath
+from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.fused import FusedReadoutAdapters, FusedStems
 from admn_core.presets import preset_config
 
@@ -77,7 +78,7 @@ def test_the_fast_path_uses_them_and_still_equals_eager_in_a_mixed_batch():
     bundle = random_bundle(config, (6, 12), seed=4)
     model = bundle.model.eval()
     controllers = {n: c.eval() for n, c in bundle.controllers.items()}
-    fast = FastPath(model, controllers)
+    fast = FastPath(model, controllers, FastPathOptions(onnx=False))
     assert fast.fused_readout is not None and len(fast.fused_stems) == len(controllers)
     inputs = _inputs(config, batch=3, seed=5)
     costs = torch.ones(len(config.modalities), dtype=torch.long)
@@ -94,13 +95,40 @@ def test_the_fast_path_uses_them_and_still_equals_eager_in_a_mixed_batch():
     torch.testing.assert_close(output.covariance, reference.covariance, atol=1e-3, rtol=1e-4)
 
 
-def test_fusion_can_be_switched_off(monkeypatch):
-    config = preset_config("tiny")
-    bundle = random_bundle(config, (6,), seed=6)
-    monkeypatch.setenv("ADMN_FASTPATH_FUSED", "0")
-    fast = FastPath(bundle.model.eval(), {n: c.eval() for n, c in bundle.controllers.items()})
-    assert fast.fused_readout is None and fast.fused_stems == {}
-    inputs = _inputs(config, batch=1, seed=7)
+def test_fused_stems_follow_the_stems_layers_whatever_their_chain():
+    """The fused chain is read from the stems' layers: another chain of convolutions, ReLUs and pools (here without
+    the pool, with a stride and padding) fuses too, and a layer it cannot fuse makes it refuse."""
+    config = micro_config()
+    controller = random_bundle(config, (6,), seed=8).controllers["budget_6"].eval()
+    generator = torch.Generator().manual_seed(9)
+    for spec in config.modalities:
+        stem = controller.stems[spec.name]
+        stem.convs = nn.Sequential(nn.Conv2d(spec.channels, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.Conv2d(4, 3, 3), nn.ReLU())  # 16×16 → 8×8 → 6×6
+        for parameter in stem.convs.parameters():
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
+        stem.proj = nn.Linear(3 * 6 * 6, config.controller.embed_dim)
+    inputs = _inputs(config, batch=2, seed=10)
     with torch.inference_mode():
-        expected = bundle.model(inputs, None)
-        torch.testing.assert_close(fast(inputs).mean, expected.mean, atol=1e-4, rtol=1e-5)
+        expected = _stem_tokens_one_by_one(config, controller, inputs)
+        torch.testing.assert_close(FusedStems(config, controller)(inputs), expected, atol=1e-5, rtol=1e-5)
+    controller.stems["mic"].convs[1] = nn.GELU()
+    assert not FusedStems.supported(config, controller)
+    with pytest.raises(ValueError, match="differ"):
+        FusedStems(config, controller)
+
+
+def test_the_fast_path_runs_unfused_stems_where_the_modalities_differ():
+    """Stems on different input sizes cannot share one batch: the fast path runs them one by one, still equal."""
+    config = micro_config()
+    config = dataclasses.replace(config, modalities=tuple(
+        dataclasses.replace(m, controller_input_size=(16, 16) if m.name == "rgb" else (18, 18))
+        for m in config.modalities))
+    bundle = random_bundle(config, (6,), seed=11)
+    controller = bundle.controllers["budget_6"].eval()
+    fast = FastPath(bundle.model.eval(), {"budget_6": controller}, FastPathOptions(onnx=False))
+    assert fast.fused_stems == {}
+    inputs = _inputs(config, batch=2, seed=12)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.controller_logits(controller, inputs), controller(inputs)[0],
+                                   atol=1e-5, rtol=1e-5)

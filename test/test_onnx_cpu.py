@@ -1,12 +1,13 @@
-"""The CPU fast path's ONNX Runtime stages (admn_core.onnx_cpu) equal PyTorch, and a stage that cannot be exported
-falls back to PyTorch with a warning instead of failing the call."""
+"""The CPU fast path's ONNX Runtime stages (admn_core.onnx_cpu) equal PyTorch, every stage runs on ONNX Runtime when
+asked (nothing is timed), and a stage that cannot be exported falls back to PyTorch with a warning instead of failing
+the call."""
 
 import pytest
 import torch
 
 from admn_core.allocation import layer_costs
 from admn_core.bench import random_bundle
-from admn_core.fastpath import FastPath
+from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.models.heads import GaussianPrediction
 from admn_core.onnx_cpu import OnnxStage
 from admn_core.preprocess import preprocess_batch, synthetic_sample
@@ -49,7 +50,7 @@ def test_fast_path_with_onnx_stages_equals_eager(preset, front_threads):
     bundle = random_bundle(config, (6,), seed=5)
     model = bundle.model.eval()
     controllers = {n: c.eval() for n, c in bundle.controllers.items()}
-    fast = FastPath(model, controllers, onnx="always", front_threads=front_threads)
+    fast = FastPath(model, controllers, FastPathOptions(onnx=True, front_threads=front_threads))
     costs = layer_costs(config)
     name = next(iter(controllers))
     for batch in (1, 3):
@@ -72,9 +73,7 @@ def test_fast_path_with_onnx_stages_equals_eager(preset, front_threads):
 
 def test_front_groups_spread_modalities_and_keep_the_controller_in_the_last():
     model = random_bundle(preset_config("tiny"), (6,), seed=5).model.eval()  # rgb, depth, mic
-    with pytest.raises(ValueError, match="front_threads must be at least 1"):
-        FastPath(model, onnx="off", front_threads=0)
-    groups = {threads: FastPath(model, onnx="off", front_threads=threads, tune=False).front_groups()
+    groups = {threads: FastPath(model, options=FastPathOptions(onnx=False, front_threads=threads)).front_groups()
               for threads in (1, 2, 8)}
     assert groups[1] == [(("rgb", "depth", "mic"), True)]
     assert groups[2] == [(("rgb", "mic"), False), (("depth",), True)]
@@ -88,11 +87,11 @@ def test_front_stays_on_one_thread_when_a_group_runs_in_pytorch():
     controllers = {n: c.eval() for n, c in bundle.controllers.items()}
     name = next(iter(controllers))
     inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
-    fast = FastPath(model, controllers, onnx="always", front_threads=2)
+    fast = FastPath(model, controllers, FastPathOptions(onnx=True, front_threads=2))
     with torch.inference_mode():
         fast.select_and_forward(name, inputs, 6, layer_costs(config))
         assert fast.counters["parallel_fronts"] == 1
-        # As when timing found PyTorch faster for the controller's group: that group runs in PyTorch, in turn.
+        # As when the controller group's export failed: that group runs in PyTorch, the groups in turn.
         controller_group = next(key for key in fast._onnx if key[0] == "front" and key[1] is not None)
         fast._onnx[controller_group] = None
         runs = fast.counters["onnx_runs"]
@@ -105,7 +104,7 @@ def test_front_stays_on_one_thread_when_a_group_runs_in_pytorch():
 def test_a_stage_that_cannot_export_falls_back_to_pytorch_with_a_warning():
     config = micro_config()
     bundle = random_bundle(config, (6,), seed=5)
-    fast = FastPath(bundle.model.eval(), onnx="always")
+    fast = FastPath(bundle.model.eval(), options=FastPathOptions(onnx=True))
     x = torch.randn(4, 4)
 
     def eigenvalues(matrix):  # no ONNX operator for a symmetric eigendecomposition
@@ -118,12 +117,10 @@ def test_a_stage_that_cannot_export_falls_back_to_pytorch_with_a_warning():
     assert fast.counters["onnx_runs"] == 0
 
 
-def test_onnx_policy_is_checked_and_off_keeps_pytorch():
+def test_onnx_off_keeps_pytorch():
     config = micro_config()
     model = random_bundle(config, (6,), seed=5).model.eval()
-    with pytest.raises(ValueError, match="onnx must be one of"):
-        FastPath(model, onnx="sometimes")
-    fast = FastPath(model, onnx="off")
+    fast = FastPath(model, options=FastPathOptions(onnx=False))
     inputs = preprocess_batch(config, [synthetic_sample(config, 0)])
     with torch.inference_mode():
         _close(model(inputs, None), fast(inputs, None))

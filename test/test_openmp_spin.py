@@ -1,56 +1,33 @@
-"""`import admn_core` caps OpenMP's spin before torch loads (admn_core/__init__), and the CPU fast path splits its
-front over several threads only where that cap took effect."""
+"""OpenMP's spin cap (admn_core.openmp_spin): importing admn_core changes no environment; an entry point relaunches
+itself with the cap before its work, keeping a value the user set."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
-import torch
+from admn_core.openmp_spin import SPIN_COUNT
 
-import admn_core
-from admn_core.bench import random_bundle
-from admn_core.fastpath import FastPath
-
-from model_fixtures import micro_config
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def _fresh_python(code: str, **env) -> str:
+def _fresh_python(arguments: list[str], python_path: str = "", **env) -> str:
     environment = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | env
-    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [python_path, str(REPOSITORY)]))
+    return subprocess.run([sys.executable, *arguments], env=environment, capture_output=True, text=True,
+                          check=True, cwd=REPOSITORY).stdout.strip()
 
 
-REPORT = "import os, admn_core; print(os.environ.get('GOMP_SPINCOUNT'), admn_core.OPENMP_SPIN_CAPPED)"
+def test_importing_admn_core_changes_no_environment():
+    code = ("import os, admn_core, admn_core.fastpath, admn_core.runtime, admn_core.cli; "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    assert _fresh_python(["-c", code]) == "None"
 
 
-def test_admn_core_sets_the_spin_cap_before_torch_and_keeps_a_users_value():
-    assert _fresh_python(REPORT) == f"{admn_core.SPIN_COUNT} True"
-    assert _fresh_python(REPORT, GOMP_SPINCOUNT="123") == "123 True"
-    # torch (and libgomp) loaded first: the variable is still set for child processes, but this process is uncapped.
-    assert _fresh_python("import torch; " + REPORT) == f"{admn_core.SPIN_COUNT} False"
-
-
-def test_front_threads_default_follows_the_cap_and_the_environment(monkeypatch):
-    model = random_bundle(micro_config(), (6,), seed=3).model.eval()
-    monkeypatch.delenv("ADMN_FASTPATH_FRONT_THREADS", raising=False)
-    monkeypatch.setattr(admn_core, "OPENMP_SPIN_CAPPED", True)
-    assert FastPath(model, onnx="off", tune=False).front_threads == torch.get_num_threads()
-    monkeypatch.setattr(admn_core, "OPENMP_SPIN_CAPPED", False)
-    assert FastPath(model, onnx="off", tune=False).front_threads == 1
-    monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "3")
-    assert FastPath(model, onnx="off", tune=False).front_threads == 3
-    assert FastPath(model, onnx="off", tune=False, front_threads=2).front_threads == 2
-
-
-def test_front_threads_environment_zero_means_unset_and_bad_values_are_refused(monkeypatch):
-    model = random_bundle(micro_config(), (6,), seed=3).model.eval()
-    monkeypatch.setattr(admn_core, "OPENMP_SPIN_CAPPED", False)
-    monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "0")
-    assert FastPath(model, onnx="off", tune=False).front_threads == 1
-    monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "-1")
-    with pytest.raises(ValueError, match="front_threads must be at least 1"):
-        FastPath(model, onnx="off", tune=False)
-    monkeypatch.setenv("ADMN_FASTPATH_FRONT_THREADS", "two")
-    with pytest.raises(ValueError, match="ADMN_FASTPATH_FRONT_THREADS must be an integer, got 'two'"):
-        FastPath(model, onnx="off", tune=False)
+def test_relaunch_caps_the_spin_and_keeps_a_users_value(tmp_path):
+    (tmp_path / "report_spin.py").write_text("import os, sys; print(os.environ.get('GOMP_SPINCOUNT'), sys.argv[1:])")
+    code = ("import os; from admn_core.openmp_spin import relaunch_with_spin_cap; "
+            "relaunch_with_spin_cap(['-m', 'report_spin', '--flag', 'a b']); "
+            "print('not relaunched', os.environ['GOMP_SPINCOUNT'])")
+    assert _fresh_python(["-c", code], str(tmp_path)) == f"{SPIN_COUNT} ['--flag', 'a b']"
+    assert _fresh_python(["-c", code], str(tmp_path), GOMP_SPINCOUNT="123") == "not relaunched 123"

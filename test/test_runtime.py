@@ -5,6 +5,7 @@ import torch
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
+from admn_core.fastpath import FastPathOptions
 from admn_core.preprocess import synthetic_sample
 from admn_core.runtime import InferenceEngine
 
@@ -77,3 +78,24 @@ def test_engine_runs_in_another_dtype(tmp_path):
     engine = InferenceEngine(random_bundle(config, [5]), dtype=torch.float64)
     result = engine.infer(synthetic_sample(config), 5)
     assert result.ran and np.isfinite(result.position_m).all()
+
+
+def test_engine_moves_to_a_device_with_a_new_fast_path_of_the_same_options():
+    """The node's fallback after the GPU ran out of memory: `move_to` moves model and controllers and rebuilds the
+    fast path (its graphs and ONNX stages belong to the old device) with the same options; results stay equal."""
+    config = micro_config()
+    options = FastPathOptions(onnx=False, front_threads=2)
+    engine = InferenceEngine(random_bundle(config, (5, 8), seed=1), fast=options)
+    eager = InferenceEngine(random_bundle(config, (5, 8), seed=1))
+    old = engine.fast
+    engine.move_to("cpu")
+    assert engine.device == torch.device("cpu") and engine.fast is not old and engine.fast.options is options
+    assert engine.fast.device.type == "cpu" and engine.fast.model is engine.model
+    samples = [synthetic_sample(config, seed) for seed in range(2)]
+    for budget in (5, 8):
+        for fast_result, eager_result in zip(engine.infer_batch(samples, budget), eager.infer_batch(samples, budget),
+                                             strict=True):
+            np.testing.assert_array_equal(fast_result.allocation.mask, eager_result.allocation.mask)
+            np.testing.assert_allclose(fast_result.position_m, eager_result.position_m, atol=1e-5)
+    eager.move_to("cpu")
+    assert eager.fast is None and eager.infer(samples[0], 5).ran

@@ -48,6 +48,20 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
+    @property
+    def norm(self) -> nn.LayerNorm:
+        return self.net[0]
+
+    @property
+    def hidden(self) -> nn.Linear:
+        """The first Linear (dim → hidden), followed by GELU."""
+        return self.net[1]
+
+    @property
+    def out(self) -> nn.Linear:
+        """The second Linear (hidden → dim)."""
+        return self.net[3]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
@@ -64,7 +78,7 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self._position_cache: dict[tuple, torch.Tensor] = {}
 
-    def _positions(self, tokens: torch.Tensor) -> torch.Tensor:
+    def positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """The fixed table for this length/device/dtype, built once (it is constant, not a parameter)."""
         key = (tokens.shape[1], tokens.device, tokens.dtype)
         if key not in self._position_cache:
@@ -72,7 +86,7 @@ class TransformerEncoder(nn.Module):
         return self._position_cache[key]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens + self._positions(tokens)
+        x = tokens + self.positions(tokens)
         for attention, feed_forward in self.layers:
             x = x + attention(x)
             x = x + feed_forward(x)
@@ -99,6 +113,20 @@ class Adapter(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, out_dim))
         for layer in (self.net[0], self.net[2]):
             nn.init.xavier_uniform_(layer.weight)
+
+    @property
+    def hidden(self) -> nn.Linear:
+        """The first Linear (in → hidden), followed by `activation`."""
+        return self.net[0]
+
+    @property
+    def activation(self) -> nn.LeakyReLU:
+        return self.net[1]
+
+    @property
+    def out(self) -> nn.Linear:
+        """The second Linear (hidden → out)."""
+        return self.net[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
