@@ -6,16 +6,24 @@ STAMP := $(VENV)/.installed-stamp
 REQUIREMENTS := requirements/constraints.txt requirements/runtime.txt requirements/ros-pip.txt requirements/dev.txt
 # DDS isolation for tests: loopback discovery only (Kilted ignores ROS_LOCALHOST_ONLY), a private ROS_HOME.
 TEST_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_HOME=$(CURDIR)/.test-ros-home PYTHONDONTWRITEBYTECODE=1
+# Upstream launch, launch_ros, ros2cli and message_filters as wheels (not on PyPI): where present, tests run a real
+# `ros2 launch` and compare the builtin synchronizer with message_filters; without them those tests skip.
+ROS_TOOLS := ../shared/ros-tools
+# Training-dynamics tests under other CPU kernels than this machine's best (numerics differ between CPUs).
+KERNEL_TESTS := test/test_train_controllers.py test/test_train_stage1.py test/test_mae.py test/test_eval_baselines.py \
+	test/test_properties.py
 
-.PHONY: run test test-slow lint bench clean venv
+.PHONY: run test test-slow test-kernels lint bench clean venv
 venv: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) setup.py
+$(STAMP): $(REQUIREMENTS) setup.py $(wildcard launch/* config/*)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
 		-r requirements/runtime.txt -r requirements/ros-pip.txt -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m admn_ros.tools.ament_register --prefix $(VENV)
+	@if [ -x $(ROS_TOOLS)/install.sh ]; then $(ROS_TOOLS)/install.sh $(VENV); \
+	else echo "note: $(ROS_TOOLS) not found: tests needing ros2cli, launch or message_filters will skip"; fi
 	@touch $(STAMP)
 
 # The main job: train (or reuse) the tiny model, write a corrupted trajectory bag, start admn_node + thermal_monitor,
@@ -30,6 +38,11 @@ lint: $(STAMP)
 test: lint
 	@mkdir -p .test-ros-home
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q
+
+test-kernels: $(STAMP)
+	@mkdir -p .test-ros-home
+	for capability in default avx2; do \
+		ATEN_CPU_CAPABILITY=$$capability $(TEST_ENV) $(PY) -m pytest -m "not slow" -q $(KERNEL_TESTS) || exit 1; done
 
 test-slow: $(STAMP)
 	@mkdir -p .test-ros-home
