@@ -41,6 +41,7 @@ MAX_SIDE = 8192  # input and controller-input height/width, patch and kernel siz
 MAX_CHANNELS = 64
 MAX_VIEWS = 64
 MAX_MODALITIES = 16
+MAX_FRAMES = 256  # frames per view of a multi-frame modality (AVE: 8, MM-Fi: 15)
 MAX_OUTPUTS = 100_000  # classes of a classification head, corruption outputs of a controller
 MAX_JSON_CHARS = 1 << 20  # a paper-size config is ~3 kB
 MAX_JSON_DEPTH = 32  # a config nests 4 levels deep
@@ -124,6 +125,10 @@ class ModalitySpec:
     # Linear(G²·D → D): coarse *where* is given, fine position must still come from the blocks (README, training).
     readout: str = "cls"
     readout_grid: int = 4
+    # Images per view per sample (AVE: 8 frames of a clip). Every frame runs through this modality's backbone with
+    # the sample's one layer mask (official: the mask repeat-interleaved over frames); frame features are averaged
+    # into one fusion token per view, and block costs scale with the frame count.
+    frames: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("rgb", "depth", "audio"):
@@ -136,7 +141,11 @@ class ModalitySpec:
             "channels": (1, MAX_CHANNELS), "input_size": (1, MAX_SIDE), "patch_size": (1, MAX_SIDE),
             "embed_dim": (1, MAX_WIDTH), "num_heads": (1, MAX_HEADS), "depth": (1, MAX_BLOCKS),
             "mlp_ratio": (0.25, 64.0), "norm_mean": (-1e6, 1e6), "norm_std": (1e-6, 1e6), "layer_cost": (1, 1000),
-            "depth_max_range_m": (1e-3, 1e4), "controller_input_size": (1, MAX_SIDE), "readout_grid": (1, MAX_SIDE)})
+            "depth_max_range_m": (1e-3, 1e4), "controller_input_size": (1, MAX_SIDE), "readout_grid": (1, MAX_SIDE),
+            "frames": (1, MAX_FRAMES)})
+        if self.kind == "audio" and self.frames != 1:
+            raise ConfigError(f"modality {self.name!r}: an audio modality is one spectrogram per view (frames 1), "
+                              f"got frames {self.frames}")
         if len(set(self.views)) != len(self.views):
             raise ConfigError(f"modality {self.name!r}: duplicate view names {self.views}")
         height, width = self.input_size
@@ -169,6 +178,11 @@ class ModalitySpec:
     @property
     def num_tokens(self) -> int:
         return self.num_patches + 1  # + CLS
+
+    @property
+    def images_per_sample(self) -> int:
+        """Backbone inputs per sample: views × frames (the second axis of this modality's [B, V·T, C, H, W])."""
+        return len(self.views) * self.frames
 
     @property
     def audio_window_samples(self) -> int:

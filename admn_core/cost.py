@@ -27,6 +27,15 @@ def block_flops(spec: ModalitySpec) -> int:
     return qkv + attention + projection + mlp
 
 
+def unequal_layer_costs(modalities: tuple[ModalitySpec, ...]) -> tuple[int, ...]:
+    """Budget units per block for each modality, by the paper's unequal-cost rule (§4, Table 4): a block of a
+    modality costs its FLOPs per sample (every view and frame) over the cheapest modality's, rounded (≥ 1).
+    AVE at paper size: 8 frames × 197 tokens against one 513-token spectrogram → 3 : 1, as the paper's."""
+    per_sample = [spec.images_per_sample * block_flops(spec) for spec in modalities]
+    cheapest = min(per_sample)
+    return tuple(max(1, round(flops / cheapest)) for flops in per_sample)
+
+
 def patch_embed_flops(spec: ModalitySpec) -> int:
     return 2 * spec.num_patches * spec.embed_dim * spec.channels * spec.patch_size ** 2
 
@@ -47,8 +56,8 @@ def controller_flops(config: ModelConfig, corruption_outputs: int = 0) -> int:
     spec: ControllerSpec = config.controller
     total = 0
     for modality in config.modalities:
-        total += len(modality.views) * _stem_flops(modality, spec)
-    tokens = 1 + sum(len(m.views) for m in config.modalities)
+        total += modality.images_per_sample * _stem_flops(modality, spec)  # one stem pass per view and frame
+    tokens = 1 + sum(m.images_per_sample for m in config.modalities)
     total += transformer_flops(tokens, spec.embed_dim, spec.depth, spec.heads, spec.dim_head, spec.mlp_dim)
     logits = len(config.modalities) * config.blocks_per_backbone
     total += 2 * (spec.embed_dim * spec.logit_hidden + spec.logit_hidden * logits)
@@ -92,12 +101,12 @@ def model_flops(config: ModelConfig, mask: torch.Tensor, include_controller: boo
     active = mask.bool().sum(dim=-1).tolist()
     embeddings = blocks = adapters = 0
     for spec, layers in zip(config.modalities, active, strict=True):
-        views = len(spec.views)
-        embeddings += views * patch_embed_flops(spec)
-        blocks += views * layers * block_flops(spec)
-        # Readouts and adapters: the per-view steps between backbone and fusion, counted with the fusion.
-        adapters += views * (readout_flops(spec)
-                             + 2 * (spec.embed_dim * fusion.adapter_hidden + fusion.adapter_hidden * fusion.dim))
+        images, views = spec.images_per_sample, len(spec.views)  # every frame of every view runs the backbone
+        embeddings += images * patch_embed_flops(spec)
+        blocks += images * layers * block_flops(spec)
+        # Readouts (per image) and adapters (per view, after the frames are pooled): counted with the fusion.
+        adapters += images * readout_flops(spec) + views * 2 * (
+            spec.embed_dim * fusion.adapter_hidden + fusion.adapter_hidden * fusion.dim)
     tokens = config.num_fusion_tokens
     pooling = 2 * tokens * fusion.dim * fusion.dim if fusion.pooling == "flatten" else 0
     fusion_total = adapters + pooling + transformer_flops(tokens, fusion.dim, fusion.depth, fusion.heads,

@@ -25,19 +25,32 @@ class InputError(ValueError):
 
 
 def preprocess_batch(config: ModelConfig, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-    """[samples] → {modality: float32 [B, V, C, H, W]} on the CPU."""
+    """[samples] → {modality: float32 [B, V·T, C, H, W]} on the CPU (T = `ModalitySpec.frames`, view-major: rows
+    v·T … v·T+T−1 are view v's frames; T = 1 gives [B, V, C, H, W])."""
     batch: dict[str, torch.Tensor] = {}
     for spec in config.modalities:
-        per_sample = [torch.stack([_view_tensor(spec, sample, view) for view in spec.views]) for sample in samples]
+        per_sample = [torch.cat([_view_frames(spec, sample, view) for view in spec.views]) for sample in samples]
         batch[spec.name] = torch.stack(per_sample)
     return batch
 
 
-def _view_tensor(spec: ModalitySpec, sample: Sample, view: str) -> torch.Tensor:
+def _view_frames(spec: ModalitySpec, sample: Sample, view: str) -> torch.Tensor:
+    """One view's array → [T, C, H, W]: a single image (frames 1) or a stack [T, H, W(, 3)] of exactly T frames."""
     key = (view, spec.name)
     if key not in sample:
         raise InputError(f"sample has no {key}; it has {sorted(sample)}")
     array = sample[key]
+    if spec.frames == 1 or not isinstance(array, np.ndarray):
+        return _view_tensor(spec, array, key)[None]
+    image_dims = 3 if spec.kind == "rgb" else 2  # H×W×3 or H×W
+    if array.ndim != image_dims + 1 or array.shape[0] != spec.frames:
+        raise InputError(f"{key}: modality {spec.name!r} takes {spec.frames} frames per view "
+                         f"([{spec.frames}, H, W{', 3' if spec.kind == 'rgb' else ''}]), got {array.dtype} "
+                         f"{array.shape}")
+    return torch.stack([_view_tensor(spec, frame, key) for frame in array])
+
+
+def _view_tensor(spec: ModalitySpec, array, key: tuple[str, str]) -> torch.Tensor:
     if not isinstance(array, np.ndarray):
         raise InputError(f"{key}: expected a numpy array, got {type(array).__name__}")
     if array.size == 0:
@@ -64,7 +77,10 @@ def _normalize(spec: ModalitySpec, image: torch.Tensor) -> torch.Tensor:
 
 def rgb_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "rgb")) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise InputError(f"{key}: RGB must be uint8 H×W×3, got {array.dtype} {array.shape}")
+        hint = (f" ({array.shape[0]} frames: a multi-frame modality needs `frames: {array.shape[0]}` in its "
+                f"ModalitySpec, e.g. the tiny_ave / paper_ave presets)"
+                if array.ndim == 4 and array.shape[-1] == 3 else "")
+        raise InputError(f"{key}: RGB must be uint8 H×W×3, got {array.dtype} {array.shape}{hint}")
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     # Resize while still uint8: torch's uint8 antialiased kernel is ~40× faster than the float one at 640×480.
     return _normalize(spec, _resize(image, spec.input_size).float().div_(255.0))
@@ -98,7 +114,9 @@ def _area_resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> torch.Tensor:
-    """Samples (N or C×N, float) → normalised log-mel [1, n_mels, frames] of the most recent window."""
+    """Samples (N or C×N, float) → normalised log-mel [1, n_mels, frames] of the most recent window (a live
+    stream's rule). A recorded clip is cut to its window first (`clip_audio_window`: around the annotated event or
+    the clip's centre), by the dataset readers, so this rule never picks a clip's last fraction of a second."""
     if array.ndim == 2:
         array = array.mean(axis=0)  # channels-first multi-channel → mono
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.floating):
@@ -109,6 +127,18 @@ def audio_tensor(spec: ModalitySpec, array: np.ndarray, key=("?", "audio")) -> t
         samples = np.concatenate([np.zeros(needed - samples.shape[0], np.float32), samples])
     mel = log_mel(samples, spec)
     return _normalize(spec, mel[None])
+
+
+def clip_audio_window(samples: np.ndarray, sample_rate: int, seconds: float, centre_s: float) -> np.ndarray:
+    """A recorded clip [N] → the `seconds` long window centred on `centre_s` (seconds from the clip's start),
+    float32, zero-padded where it reaches past either end of the clip."""
+    length = int(round(seconds * sample_rate))
+    start = int(round(centre_s * sample_rate)) - length // 2
+    window = np.zeros(length, np.float32)
+    lo, hi = max(start, 0), min(start + length, samples.shape[0])
+    if hi > lo:
+        window[lo - start:hi - start] = samples[lo:hi]
+    return window
 
 
 def log_mel(samples: np.ndarray, spec: ModalitySpec) -> torch.Tensor:
@@ -154,10 +184,11 @@ def missing_input(spec: ModalitySpec) -> np.ndarray:
     a silent audio window. Stands in for an input rejected as hostile or broken, so the set still runs and the
     controller can spend the budget on the modalities that are there (as with a blind depth camera or a dead
     microphone)."""
+    frames = (spec.frames,) if spec.frames > 1 else ()
     if spec.kind == "rgb":
-        return np.zeros((*spec.input_size, 3), np.uint8)
+        return np.zeros((*frames, *spec.input_size, 3), np.uint8)
     if spec.kind == "depth":
-        return np.zeros(spec.input_size, np.uint16)
+        return np.zeros((*frames, *spec.input_size), np.uint16)
     return np.zeros(spec.audio_window_samples, np.float32)
 
 
@@ -167,11 +198,11 @@ def synthetic_sample(config: ModelConfig, seed: int = 0) -> dict[tuple[str, str]
     sample = {}
     for spec in config.modalities:
         for view in spec.views:
-            height, width = spec.input_size
+            image = ((spec.frames,) if spec.frames > 1 else ()) + tuple(spec.input_size)
             if spec.kind == "rgb":
-                sample[(view, spec.name)] = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                sample[(view, spec.name)] = rng.integers(0, 256, (*image, 3), dtype=np.uint8)
             elif spec.kind == "depth":
-                sample[(view, spec.name)] = rng.integers(500, 6000, (height, width), dtype=np.uint16)
+                sample[(view, spec.name)] = rng.integers(500, 6000, image, dtype=np.uint16)
             else:
                 seconds = math.ceil(spec.audio_window_seconds * 100) / 100
                 count = int(seconds * spec.audio.sample_rate)

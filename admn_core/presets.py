@@ -4,9 +4,18 @@
 `tiny`:  the simulated tracker — three nodes × (RGB + depth + microphone), still 12 blocks per backbone
          but 64-wide at 64×64, so it trains in minutes on 2 CPU cores.
 `paper_av` / `tiny_rgbd`: as above with the microphone added to (paper) or removed from (tiny) the set.
+
+Presets for the dataset readers (admn_core.data.readers), views, modality names and frames as the readers yield:
+`paper_ave`: AVE classification at the paper's size — 8 RGB frames of a clip (ViT-B/16 at 224) + one 128×1024
+             log-mel spectrogram, unequal block costs (an RGB block over 8 frames ≈ 3 audio blocks, paper Table 4).
+`tiny_ave`:  the same layout 64 wide at 32×32 / 64×64, trains in seconds on a CPU.
+`tiny_mmfi`: MM-Fi classification: 15 RGB + 15 depth frames of a sequence, 64 wide at 32×32.
+Their class count is the dataset's (`with_classes`; `admn train --dataset` reads it from the annotations).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from admn_core.config import (
     AUDIOSET_MEAN,
@@ -19,6 +28,7 @@ from admn_core.config import (
     ModalitySpec,
     ModelConfig,
 )
+from admn_core.cost import unequal_layer_costs
 
 GDTM_VIEWS = ("node_1", "node_2", "node_3")
 # The simulated track is 3.0 m × 3.6 m centred on the world origin; the head's mean box covers it with margin.
@@ -93,12 +103,73 @@ def tiny(with_mic: bool = True) -> ModelConfig:
     )
 
 
+AVE_VIEW, MMFI_VIEW = "clip", "camera"  # the readers' view names
+AVE_FRAMES, MMFI_FRAMES = 8, 15
+AVE_CLASS_COUNT, MMFI_CLASS_COUNT = 28, 27
+# Small backbones for the dataset presets: 12 blocks 64 wide (as `tiny`), mean readout (a class needs no position).
+_SMALL_CLASSIFIER = dict(patch_size=8, embed_dim=64, num_heads=4, controller_input_size=(24, 24), readout="mean")
+_SMALL_FUSION = FusionSpec(adapter_hidden=128, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=192, pooling="flatten")
+_SMALL_CONTROLLER = ControllerSpec(stem_channels=4, stem_kernels=(3, 3, 3), stem_pool=2, embed_dim=48, depth=2,
+                                   heads=4, dim_head=12, mlp_dim=96, logit_hidden=48)
+
+
+def _with_unequal_costs(name: str, modalities: tuple[ModalitySpec, ...], **parts) -> ModelConfig:
+    costs = unequal_layer_costs(modalities)
+    return ModelConfig(name=name, modalities=tuple(replace(spec, layer_cost=cost)
+                                                   for spec, cost in zip(modalities, costs, strict=True)), **parts)
+
+
+def paper_ave(num_classes: int = AVE_CLASS_COUNT) -> ModelConfig:
+    vit_b = dict(views=(AVE_VIEW,), patch_size=16, embed_dim=768, num_heads=12)
+    return _with_unequal_costs("paper_ave", (
+        ModalitySpec(name="rgb", kind="rgb", channels=3, input_size=(224, 224), frames=AVE_FRAMES, **vit_b),
+        # 1024 frames of 10 ms: the whole 10 s clip (official AVE layout)
+        ModalitySpec(name="audio", kind="audio", channels=1, input_size=(128, 1024), norm_mean=AUDIOSET_MEAN,
+                     norm_std=AUDIOSET_STD, audio=AudioFrontend(), controller_input_size=(128, 512), **vit_b),
+    ), head=HeadSpec(task="classification", num_classes=num_classes))
+
+
+def tiny_ave(num_classes: int = AVE_CLASS_COUNT) -> ModelConfig:
+    small = dict(views=(AVE_VIEW,), **_SMALL_CLASSIFIER)
+    return _with_unequal_costs("tiny_ave", (
+        ModalitySpec(name="rgb", kind="rgb", channels=3, input_size=(32, 32), frames=AVE_FRAMES, **small),
+        # 64 frames of 10 ms (0.655 s, around the annotated event) × 64 mel bins
+        ModalitySpec(name="audio", kind="audio", channels=1, input_size=(64, 64), norm_mean=AUDIOSET_MEAN,
+                     norm_std=AUDIOSET_STD, audio=AudioFrontend(n_fft=400, hop_length=160, n_mels=64), **small),
+    ), fusion=_SMALL_FUSION, head=HeadSpec(task="classification", num_classes=num_classes),
+        controller=_SMALL_CONTROLLER)
+
+
+def tiny_mmfi(num_classes: int = MMFI_CLASS_COUNT) -> ModelConfig:
+    small = dict(views=(MMFI_VIEW,), frames=MMFI_FRAMES, **_SMALL_CLASSIFIER)
+    return _with_unequal_costs("tiny_mmfi", (
+        ModalitySpec(name="rgb", kind="rgb", channels=3, input_size=(32, 32), **small),
+        # MM-Fi depth is 16-bit millimetres of a person 1–5 m away: the world's depth statistics fit it well enough
+        ModalitySpec(name="depth", kind="depth", channels=1, input_size=(32, 32), norm_mean=(DEPTH_WORLD_MEAN,),
+                     norm_std=(DEPTH_WORLD_STD,), **small),
+    ), fusion=_SMALL_FUSION, head=HeadSpec(task="classification", num_classes=num_classes),
+        controller=_SMALL_CONTROLLER)
+
+
+def with_classes(config: ModelConfig, num_classes: int) -> ModelConfig:
+    """A classification preset with the dataset's class count."""
+    if config.head.task != "classification":
+        raise ConfigError(f"preset {config.name!r} is a {config.head.task} model, not a classifier")
+    return replace(config, head=replace(config.head, num_classes=num_classes))
+
+
 PRESETS = {
     "paper": lambda: paper(with_mic=False),
     "paper_av": lambda: paper(with_mic=True),
     "tiny": lambda: tiny(with_mic=True),
     "tiny_rgbd": lambda: tiny(with_mic=False),
+    "paper_ave": paper_ave,
+    "tiny_ave": tiny_ave,
+    "tiny_mmfi": tiny_mmfi,
 }
+# The presets shaped like each dataset reader, the first being `admn train --dataset`'s default.
+DATASET_PRESETS = {"ave": ("tiny_ave", "paper_ave"), "mmfi": ("tiny_mmfi",), "gdtm": ("tiny_rgbd", "paper", "tiny",
+                                                                                       "paper_av")}
 
 
 def preset_config(name: str) -> ModelConfig:

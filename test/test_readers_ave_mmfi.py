@@ -73,7 +73,8 @@ def test_ave_bad_annotation_names_file_and_line(tmp_path):
     root, _ = _ave_root(tmp_path, "extracted")
     (root / "testSet.txt").write_text("Bark&vidA&good&2&7\nDragon&vidB&good&0&10\n")
     with pytest.raises(DatasetFileError, match=r"testSet\.txt: line 2: unknown AVE category 'Dragon'"):
-        AVEReader(root, split="test")
+        AVEReader(root, split="test", classes=AVE_CLASSES)
+    assert AVEReader(root, split="test").classes == ("Bark", "Dragon")  # a dataset of its own: its categories
     with pytest.raises(DatasetFileError, match=r"valSet\.txt: missing"):
         AVEReader(root, split="val")
 
@@ -99,6 +100,9 @@ def test_mmfi_test_split_reads_15_frames_of_the_first_30(tmp_path):
     assert len(reader) == 1
     sample, target = reader[0]
     assert target == {"label": 2, "action": "A03", "subject": "S08", "environment": "E01"}
+    assert MMFiReader(root, split="test", classes=("A03",))[0][1]["label"] == 0
+    with pytest.raises(DatasetFileError, match=r"actions \['A03'\] are not among the classes"):
+        MMFiReader(root, split="test", classes=("A01",))
     depth = sample[("camera", "depth")]
     assert depth.dtype == np.uint16 and depth.shape == (15, 12, 16)
     np.testing.assert_array_equal(depth[:, 0, 0], 1001 + np.arange(0, 30, 2))  # millimetres preserved

@@ -1,7 +1,8 @@
 """The Stage-1 task model: views × modalities → shared backbones → adapters → fusion → head.
 
-Inputs are preprocessed tensors per modality, [B, V, C, H, W] (V = that modality's views). Views of a
-modality share its backbone weights and its layer mask (official GDTM: 3 nodes through one backbone).
+Inputs are preprocessed tensors per modality, [B, V·T, C, H, W] (V = that modality's views, T its frames, 1 but for
+clips). Views and frames of a modality share its backbone weights and its layer mask (official GDTM: 3 nodes through
+one backbone; AVE: 8 frames with the mask repeat-interleaved); a view's frame features are averaged into its token.
 Fusion tokens are ordered modality-major, then view (official: img n1, n2, n3, depth n1, n2, n3).
 """
 
@@ -40,13 +41,16 @@ class ADMNModel(nn.Module):
             if spec.name not in inputs:
                 raise KeyError(f"missing input for modality {spec.name!r}; got {sorted(inputs)}")
             x = inputs[spec.name]
-            if x.dim() != 5 or x.shape[1] != len(spec.views):
-                raise ValueError(f"{spec.name}: expected [B, {len(spec.views)}, C, H, W], got {list(x.shape)}")
-            batch, views = x.shape[:2]
-            # Every view of sample b shares mask row b: rows b·V … b·V+V−1 after flatten(0, 1).
-            view_masks = None if masks is None else masks[:, index].repeat_interleave(views, dim=0)
-            cls = self.backbones[spec.name](x.flatten(0, 1), view_masks)  # [B·V, D]
-            tokens.append(self.adapters[spec.name](cls).view(batch, views, -1))
+            images = spec.images_per_sample  # V·T
+            if x.dim() != 5 or x.shape[1] != images:
+                raise ValueError(f"{spec.name}: expected [B, {images} (views × frames), C, H, W], "
+                                 f"got {list(x.shape)}")
+            batch = x.shape[0]
+            # Every view and frame of sample b shares mask row b: rows b·V·T … (b+1)·V·T−1 after flatten(0, 1).
+            image_masks = None if masks is None else masks[:, index].repeat_interleave(images, dim=0)
+            features = self.backbones[spec.name](x.flatten(0, 1), image_masks)  # [B·V·T, D]
+            per_view = features.view(batch, len(spec.views), spec.frames, -1).mean(dim=2)  # frames pooled: [B, V, D]
+            tokens.append(self.adapters[spec.name](per_view))
         return self.pooling(self.fusion(torch.cat(tokens, dim=1)))
 
     def loss(self, output, target: torch.Tensor) -> torch.Tensor:

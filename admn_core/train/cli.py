@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from admn_core.data.corruptions.presets import PRESETS as CORRUPTION_PRESETS
-from admn_core.presets import PRESETS
+from admn_core.presets import DATASET_PRESETS, PRESETS
 from admn_core.train.config import STAGES
 
 
@@ -16,8 +16,14 @@ def command_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if (args.dataset is None) != (args.root is None):
+        raise SystemExit("admn train: --dataset and --root go together (a dataset folder of that layout)")
+    if args.dataset is not None and args.preset is not None and args.preset not in DATASET_PRESETS[args.dataset]:
+        raise SystemExit(f"admn train: preset {args.preset!r} does not match the {args.dataset} reader; "
+                         f"choose one of {list(DATASET_PRESETS[args.dataset])}")
     run_pipeline(args.out, preset=args.preset, corruptions=tuple(args.corruption or ()), quick=args.quick,
-                 config_path=args.train_config, seed=args.seed, device=args.device, until=args.until)
+                 config_path=args.train_config, seed=args.seed, device=args.device, until=args.until,
+                 dataset=args.dataset, root=args.root, budgets=tuple(args.budgets) if args.budgets else None)
     return 0
 
 
@@ -42,8 +48,17 @@ def register(subparsers) -> None:
                        help="model preset (default: the training config's, else tiny)")
     train.add_argument("--out", default="artifacts/tiny", help="output directory (default artifacts/tiny)")
     train.add_argument("--corruption", nargs="+", choices=sorted(CORRUPTION_PRESETS),
-                       help="world corruption preset(s); one run each under <out>/<corruption>/ "
-                            "(default: the config's, gaussian)")
+                       help="corruption preset(s), on the world or a dataset; one run each under "
+                            "<out>/<corruption>/ (default: the config's, gaussian)")
+    train.add_argument("--dataset", choices=sorted(DATASET_PRESETS),
+                       help="train on a dataset folder (--root) instead of the simulated world: from scratch, "
+                            "corrupted on the fly by --corruption (default preset: "
+                            + ", ".join(f"{d} {p[0]}" for d, p in sorted(DATASET_PRESETS.items())) + ")")
+    train.add_argument("--root", help="the dataset folder (AVE: annotation files + New_Data/ or AVE/; MM-Fi: "
+                                      "E*/S*/A*/; GDTM: train/ val/ test/)")
+    train.add_argument("--budgets", type=int, nargs="+",
+                       help="controller budgets in cost units (default: the training config's; for a dataset a "
+                            "quarter, half and three quarters of the full model's cost)")
     train.add_argument("--quick", action="store_true", help="a seconds-long configuration for tests")
     train.add_argument("--train-config", help="pipeline settings YAML (e.g. config/train_tiny.yaml)")
     train.add_argument("--seed", type=int)

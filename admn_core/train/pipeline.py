@@ -71,6 +71,20 @@ class DataSettings:
     val: int = 200  # validation samples: Stage 1 reports its error on them every epoch (0 = no validation)
     val_seed: int = 2  # a third independent draw, so the test set is never looked at during training
     workers: int = 2
+    # "world" (the simulated world, generated) or a dataset folder read by admn_core.data.readers: "ave", "mmfi",
+    # "gdtm" under `root`, its splits corrupted on the fly by the corruption preset (data.readers.sources).
+    source: str = "world"
+    root: str = ""
+    classes: tuple[str, ...] = ()  # a classification dataset's class names; () = the dataset's own (annotations)
+    audio_anchor: str = "event"  # a clip's audio window: centred on the annotated "event" or on the "clip"
+
+    def __post_init__(self) -> None:
+        from admn_core.data.readers.sources import DATASETS
+
+        if self.source not in ("world", *DATASETS):
+            raise ConfigError(f"data.source must be world or one of {DATASETS}, got {self.source!r}")
+        if self.source != "world" and not self.root:
+            raise ConfigError(f"data.source {self.source!r} needs data.root, the dataset folder")
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,23 @@ QUICK_OVERRIDES: dict[str, Any] = {
 }
 
 
+# A dataset run trains from scratch on the dataset (no Stage-0 MAE, nothing frozen) and evaluates the allocation
+# methods on that one model; budgets () are derived from the preset's costs (`default_budgets`).
+DATASET_DEFAULTS: dict[str, Any] = {
+    "budgets": (), "universal_extra_budgets": (), "mns_budgets": (), "trained_baselines": False,
+    "stage1": {"init": "random", "freeze_backbones": False, "no_layerdrop_ablation": False},
+    "controller": {"ablation_budgets": ()},
+}
+
+
+def default_budgets(config: ModelConfig) -> tuple[int, ...]:
+    """Three budgets at a quarter, half and three quarters of the full model's cost, each above the minimum."""
+    from admn_core.allocation import maximum_budget, minimum_budget
+
+    low, high = minimum_budget(config), maximum_budget(config)
+    return tuple(sorted({max(low + 1, round(high * fraction)) for fraction in (0.25, 0.5, 0.75)}))
+
+
 def settings_from_dict(data: dict[str, Any], base: PipelineSettings | None = None) -> PipelineSettings:
     """Strict merge of plain data (YAML) into `base`: unknown keys are errors."""
     return _merge(base or PipelineSettings(), data, "settings")
@@ -172,10 +203,14 @@ def _merge(obj, data: dict[str, Any], where: str):
     return replace(obj, **changes)
 
 
-def load_settings(path: str | Path | None = None, quick: bool = False, **overrides) -> PipelineSettings:
+def load_settings(path: str | Path | None = None, quick: bool = False, dataset: str | None = None,
+                  **overrides) -> PipelineSettings:
+    """Defaults, then DATASET_DEFAULTS (when `dataset` is given), the YAML at `path`, QUICK_OVERRIDES, `overrides`."""
     import yaml
 
     settings = PipelineSettings()
+    if dataset is not None:
+        settings = settings_from_dict(DATASET_DEFAULTS, settings)
     if path is not None:
         settings = settings_from_dict(yaml.safe_load(Path(path).read_text()) or {}, settings)
     if quick:
@@ -187,9 +222,9 @@ def load_settings(path: str | Path | None = None, quick: bool = False, **overrid
 def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTargets:
     """The controller's corruption supervision for a world preset."""
     names = config.modality_names
-    if corruption == "gaussian":
+    if corruption == "gaussian" and {"rgb", "depth"} <= set(names):
         return CorruptionTargets()  # [code] GDTM Noise: σ_rgb, σ_depth regression, L1 + 20·L1
-    if corruption == "lowlight":
+    if corruption == "lowlight" and {"rgb", "depth"} <= set(names):
         # [code] GDTM Lowlight: a categorical condition; here rgb severity (clean/medium/severe) × depth saturated
         return CorruptionTargets(kind="category", modalities=("rgb", "depth"), classes=(3, 2))
     # any other preset: corrupted-or-not per modality, one joint class
@@ -202,6 +237,15 @@ class Pipeline:
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.config = preset_config(settings.preset)
+        self.classes: tuple[str, ...] = ()
+        if settings.data.source != "world" and self.config.head.task == "classification":
+            from admn_core.data.readers.sources import dataset_classes
+            from admn_core.presets import with_classes
+
+            self.classes = dataset_classes(settings.data.source, settings.data.root, settings.data.classes)
+            self.config = with_classes(self.config, len(self.classes))
+        if not settings.budgets:
+            settings = self.settings = replace(settings, budgets=default_budgets(self.config))
         self.targets = corruption_targets(settings.corruption, self.config)
         self.timings: dict[str, float] = {}
         self.val_set = self.clean_train_set = None  # set by `data()` when the settings ask for them
@@ -233,7 +277,23 @@ class Pipeline:
         return WorldConfig(seed=self.settings.data.world_seed)
 
     # -- stages
+    def dataset_splits(self):
+        from admn_core.data.readers.sources import CorruptedSplit, open_dataset
+
+        data = self.settings.data
+        splits = open_dataset(data.source, data.root, self.config, self.settings.corruption, self.settings.seed,
+                              self.classes, data.audio_anchor)
+        logger.info(f"{data.source} at {data.root}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+                    + (f" samples, {len(self.classes)} classes" if self.classes else " samples"))
+        self.val_set = splits.get("val")
+        train = splits["train"]
+        if self.settings.stage1.clean_warmup_epochs or self.settings.scratch.clean_warmup_epochs:
+            self.clean_train_set = CorruptedSplit(train.reader, self.config, "clean", train.seed, train.context)
+        return train, splits["test"]
+
     def data(self):
+        if self.settings.data.source != "world":
+            return self.dataset_splits()
         from admn_core.data.cache import world_settings, write_cache
         from admn_core.data.dataset import WorldCacheDataset
 
@@ -281,6 +341,9 @@ class Pipeline:
         s = self.settings.stage1
         if s.init == "mae":
             load_mae_backbones(model, self.path("mae"))
+        logger.info(f"{name}: backbones {'from Stage-0 MAE weights' if s.init == 'mae' else 'trained from scratch'}"
+                    + (", frozen but each modality's last trainable_last_blocks (pretrained recipe)"
+                       if s.freeze_backbones else ", every block trainable"))
         spec = (LayerDropSpec(max_rate=s.layerdrop_max_rate, step=s.layerdrop_step,
                               every_epochs=s.layerdrop_every_epochs, full_backbone_drop=s.full_backbone_drop)
                 if layerdrop
@@ -422,7 +485,10 @@ class Pipeline:
         serving = {n: v for n, v in controllers.items() if v[0].variant == "corruption_supervised"}
         ablation = {n: v for n, v in controllers.items() if v[0].variant != "corruption_supervised"}
         extra = {"corruption": self.settings.corruption, "seed": str(self.settings.seed),
-                 "preset": self.settings.preset, "pipeline": "admn_core.train.pipeline"}
+                 "preset": self.settings.preset, "pipeline": "admn_core.train.pipeline",
+                 "dataset": self.settings.data.source}
+        if self.classes:
+            extra["classes"] = json.dumps(list(self.classes))
         bundle = Bundle(self.config, model.cpu().eval(), {n: m for n, (_, m) in serving.items()},
                         {n: i for n, (i, _) in serving.items()}, extra)
         path = save_bundle(self.path("bundle.safetensors"), bundle)
@@ -463,6 +529,17 @@ class Pipeline:
         controllers = self._stage("controllers", self.controllers, model, train)
         if stop_after("controllers"):
             return {}
+        if self.config.head.task == "classification":
+            from admn_core.eval.classification import evaluate_classification_run
+
+            if self.settings.trained_baselines or model_nold is not None:
+                logger.info("classification: Naive Scratch, MNS and the no-LayerDrop ablation are evaluated for "
+                            "localization only; skipped")
+            if stop_after("baselines"):
+                return {}
+            bundle_path, _ = self._stage("export", self.export, model, controllers)
+            results = self._stage("evaluate", evaluate_classification_run, self, model, controllers, test)
+            return self._finish(bundle_path, results)
         if self.settings.trained_baselines:
             train_tensors = self._stage("baseline_data", tensor_set, self.config, train)
             clean_tensors = (self._stage("baseline_clean_data", tensor_set, self.config, self.clean_train_set)
@@ -475,6 +552,9 @@ class Pipeline:
             return {}
         bundle_path, _ = self._stage("export", self.export, model, controllers)
         results = self._stage("evaluate", evaluate_run, self, model, model_nold, controllers, baselines, test)
+        return self._finish(bundle_path, results)
+
+    def _finish(self, bundle_path: Path, results: dict) -> dict:
         # The sum of the stages, not this invocation's wall time: a run split with --until (Stage 1 on a GPU, the rest
         # elsewhere) reports every stage it took.
         self.timings["total"] = round(sum(v for k, v in self.timings.items()
@@ -496,11 +576,19 @@ def _plain(value):
 
 def run_pipeline(out: str | Path, preset: str | None = None, corruptions: tuple[str, ...] | None = None,
                  quick: bool = False, config_path: str | Path | None = None, seed: int | None = None,
-                 device: str | None = None, until: str | None = None) -> dict[str, dict]:
+                 device: str | None = None, until: str | None = None, dataset: str | None = None,
+                 root: str | Path | None = None, budgets: tuple[int, ...] | None = None) -> dict[str, dict]:
     """Run the pipeline for each corruption under `<out>/<corruption>/`; the first corruption's bundle is copied
-    to `<out>/bundle.safetensors` (what `make run` / the ROS node loads). → {corruption: results}."""
+    to `<out>/bundle.safetensors` (what `make run` / the ROS node loads). → {corruption: results}.
+    `dataset` + `root`: train on a dataset folder instead of the world (DATASET_DEFAULTS apply)."""
     out = Path(out)
-    base = load_settings(config_path, quick=quick, preset=preset, seed=seed, device=device)
+    if dataset is not None:
+        from admn_core.presets import DATASET_PRESETS
+
+        preset = preset or DATASET_PRESETS[dataset][0]
+    data = {"source": dataset, "root": str(root)} if dataset is not None else None
+    base = load_settings(config_path, quick=quick, dataset=dataset, preset=preset, seed=seed, device=device,
+                         data=data, budgets=budgets)
     corruptions = tuple(corruptions) if corruptions else (base.corruption,)
     if quick:
         base = replace(base, progress=False)

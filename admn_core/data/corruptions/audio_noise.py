@@ -45,3 +45,11 @@ def background_noise(wave: np.ndarray, kind: str, snr_db: float, reference_rms: 
 def silence(wave: np.ndarray) -> np.ndarray:
     """Microphone dropout: the driver delivers zeros."""
     return np.zeros_like(np.asarray(wave, dtype=np.float32))
+
+
+def signal_rms(waves) -> float:
+    """RMS over every sample of some clean recordings: the reference level for SNRs on real data (a dataset's
+    training audio), as the clean motor level is on the simulated world. Silent recordings give a tiny floor."""
+    total = sum(float(np.sum(np.square(np.asarray(wave, np.float64)))) for wave in waves)
+    count = sum(int(np.asarray(wave).size) for wave in waves)
+    return max(math.sqrt(total / count) if count else 0.0, 1e-6)

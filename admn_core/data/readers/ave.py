@@ -10,8 +10,17 @@ Two media layouts are supported (auto-detected):
   over the 10 s clip. OpenCV cannot decode the audio track, so the audio is read from `AVE/<id>.wav` next to it
   (extract once with `ffmpeg -i <id>.mp4 -ac 1 -ar 16000 <id>.wav`); a missing WAV is an error naming that file.
 
+Classes: `classes=` (a sequence of category names: label = position) or, by default, taken from the annotation
+files: AVE's 28 categories in the official `class_to_idx` order when every category is one of them, else the sorted
+categories of all annotation files present (so every split of your own dataset agrees on the indices).
+
+Audio: the whole clip, or with `audio_seconds` the window of that length centred on the annotated event
+(`audio_anchor="event"`, the default) or on the clip's centre (`"clip"`), zero-padded past the clip's ends.
+Pass the model's window (`ModalitySpec.audio_window_seconds`; `admn train --dataset ave` does): the engine's
+spectrogram otherwise covers the last window of whatever it gets, right for a live stream, wrong for a clip.
+
 Sample: {(view, "rgb"): uint8 [frames, H, W, 3], (view, "audio"): float32 mono at `sample_rate`}.
-Target: {"label": class index (official `class_to_idx` order), "category", "video_id", "event_s": [start, end]}.
+Target: {"label": class index, "category", "video_id", "event_s": [start, end]}.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import numpy as np
 
 from admn_core.data.errors import DatasetFileError
 from admn_core.data.readers.decode import read_image, read_wav
+from admn_core.preprocess import clip_audio_window
 
 # The official class_to_idx order: 0 = Church bell … 27 = Mandolin.
 AVE_CLASSES = (
@@ -32,6 +42,7 @@ AVE_CLASSES = (
     "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
 )
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt", "all": "Annotations.txt"}
+AUDIO_ANCHORS = ("event", "clip")
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,7 @@ class AVEClip:
     quality: str
     start_s: int
     end_s: int
-
-    @property
-    def label(self) -> int:
-        return AVE_CLASSES.index(self.category)
+    line: int  # in its annotation file, for error messages
 
 
 def parse_annotations(path: Path) -> list[AVEClip]:
@@ -61,19 +69,29 @@ def parse_annotations(path: Path) -> list[AVEClip]:
         if len(fields) != 5:
             raise DatasetFileError(path, f"line {number}: expected Category&VideoID&Quality&Start&End, got {line!r}")
         category, video_id, quality, start, end = (f.strip() for f in fields)
-        if category not in AVE_CLASSES:
-            raise DatasetFileError(path, f"line {number}: unknown AVE category {category!r}")
         try:
-            clips.append(AVEClip(category, video_id, quality, int(start), int(end)))
+            clips.append(AVEClip(category, video_id, quality, int(start), int(end), number))
         except ValueError:
             raise DatasetFileError(path, f"line {number}: start/end must be integer seconds, got {line!r}") from None
     return clips
 
 
+def dataset_classes(annotations_dir: Path) -> tuple[str, ...]:
+    """The categories of every annotation file present: AVE's official list if they all belong to it, else sorted."""
+    files = [annotations_dir / name for name in SPLIT_FILES.values() if (annotations_dir / name).is_file()]
+    if not files:
+        raise DatasetFileError(annotations_dir, f"no AVE annotation file ({', '.join(SPLIT_FILES.values())})")
+    categories = {clip.category for path in files for clip in parse_annotations(path)}
+    return AVE_CLASSES if categories <= set(AVE_CLASSES) else tuple(sorted(categories))
+
+
 class AVEReader:
+    modalities = ("rgb", "audio")
+
     def __init__(self, root: str | Path, split: str = "test", layout: str = "auto", frames: int = 8,
                  sample_rate: int = 16000, view: str = "clip", annotations_dir: str | Path | None = None,
-                 clip_seconds: float = 10.0) -> None:
+                 clip_seconds: float = 10.0, classes: tuple[str, ...] | None = None,
+                 audio_seconds: float | None = None, audio_anchor: str = "event") -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetFileError(self.root, "AVE root directory not found")
@@ -88,7 +106,18 @@ class AVEReader:
         self.sample_rate = sample_rate
         self.view = view
         self.clip_seconds = clip_seconds
-        self.clips = parse_annotations(Path(annotations_dir or self.root) / SPLIT_FILES[split])
+        if audio_anchor not in AUDIO_ANCHORS:
+            raise DatasetFileError(self.root, f"unknown audio_anchor {audio_anchor!r}; choose one of {AUDIO_ANCHORS}")
+        self.audio_seconds, self.audio_anchor = audio_seconds, audio_anchor
+        annotations = Path(annotations_dir or self.root)
+        self.classes = tuple(classes) if classes is not None else dataset_classes(annotations)
+        path = annotations / SPLIT_FILES[split]
+        self.clips = parse_annotations(path)
+        known = set(self.classes)
+        for clip in self.clips:
+            if clip.category not in known:
+                raise DatasetFileError(path, f"line {clip.line}: unknown AVE category {clip.category!r}; the "
+                                             f"classes are {list(self.classes)} (pass classes=… to choose them)")
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -107,8 +136,11 @@ class AVEReader:
                 raise DatasetFileError(wav, f"missing: OpenCV cannot decode mp4 audio; extract it once with "
                                             f"`ffmpeg -i {video} -ac 1 -ar {self.sample_rate} {wav}`")
             audio = read_wav(wav, self.sample_rate)
+        if self.audio_seconds is not None:
+            centre = ((clip.start_s + clip.end_s) / 2 if self.audio_anchor == "event" else self.clip_seconds / 2)
+            audio = clip_audio_window(audio, self.sample_rate, self.audio_seconds, centre)
         sample = {(self.view, "rgb"): images, (self.view, "audio"): audio}
-        target = {"label": clip.label, "category": clip.category, "video_id": clip.video_id,
+        target = {"label": self.classes.index(clip.category), "category": clip.category, "video_id": clip.video_id,
                   "event_s": np.array([clip.start_s, clip.end_s], dtype=np.float32)}
         return sample, target
 

@@ -9,7 +9,9 @@ Layout: `E01..E04/S01..S40/A01..A27/<modality>/frameNNN.<ext>` (297 frames per s
 
 Frames per sample (official loader): train = a random 30-frame window (start in [0, 266)) subsampled by 2;
 val/test = frames 0–29 subsampled by 2 → 15 frames. The train window is drawn from (seed, index, epoch).
-Target: {"label": action − 1, "action", "subject", "environment"}.
+Classes: the 27 actions A01–A27 (label = action − 1, official), or `classes=` (action folder names; label =
+position, e.g. a dataset of your own in this layout with other actions).
+Target: {"label", "action", "subject", "environment"}.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ MMFI_SPLITS = {
     "val": ["S07", "S17", "S27", "S37"],
     "test": [f"S{s:02d}" for base in (0, 10, 20, 30) for s in range(base + 8, base + 11)],
 }
+MMFI_ACTIONS = tuple(f"A{a:02d}" for a in range(1, 28))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _FRAME_NUMBER = re.compile(r"frame(\d+)")
 
 
 class MMFiReader:
     def __init__(self, root: str | Path, split: str = "test", modalities: tuple[str, ...] = ("rgb", "depth"),
-                 window: int = 30, stride: int = 2, max_start: int = 266, seed: int = 0, view: str = "camera") -> None:
+                 window: int = 30, stride: int = 2, max_start: int = 266, seed: int = 0, view: str = "camera",
+                 classes: tuple[str, ...] = MMFI_ACTIONS) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetFileError(self.root, "MM-Fi root directory not found")
@@ -45,12 +49,22 @@ class MMFiReader:
         self.split, self.modalities, self.view = split, modalities, view
         self.window, self.stride, self.max_start, self.seed = window, stride, max_start, seed
         self.epoch = 0
+        self.classes = tuple(classes)
         subjects = set(MMFI_SPLITS[split])
         self.sequences = sorted(
             path for path in self.root.glob("E*/S*/A*")
             if path.is_dir() and path.parent.name in subjects)
         if not self.sequences:
             raise DatasetFileError(self.root, f"no E*/S*/A* sequence of the {split} subjects {sorted(subjects)}")
+        unknown_actions = sorted({path.name for path in self.sequences} - set(self.classes))
+        if unknown_actions:
+            raise DatasetFileError(self.root, f"actions {unknown_actions} are not among the classes "
+                                              f"{list(self.classes)} (pass classes=… to choose them)")
+
+    @property
+    def frames(self) -> int:
+        """Frames per sample: the window subsampled by the stride."""
+        return len(range(0, self.window, self.stride))
 
     def set_epoch(self, epoch: int) -> None:
         """Train windows differ per epoch (call from the training loop)."""
@@ -77,7 +91,7 @@ class MMFiReader:
             stack = np.stack([read_image(files[i], mode) for i in frames])
             sample[(self.view, modality)] = stack.astype(np.uint16) if modality == "depth" else stack
         action = sequence.name
-        target = {"label": int(action[1:]) - 1, "action": action, "subject": sequence.parent.name,
+        target = {"label": self.classes.index(action), "action": action, "subject": sequence.parent.name,
                   "environment": sequence.parent.parent.name}
         return sample, target
 
