@@ -181,3 +181,34 @@ def test_admn_train_on_own_ave_dataset_to_bundle(small_ave, tmp_path):
             assert allocation.budget_used <= budget
             assert int(mask_cost(torch.as_tensor(allocation.mask)[None], layer_costs(engine.config))) <= budget
     assert correct / len(test) > 1 / len(CLASSES) + 0.2  # chance is 1/3
+
+
+def test_gdtm_reader_fits_the_gdtm_presets(tmp_path):
+    pytest.importorskip("h5py")
+    from test_readers_gdtm import NODES, write_split
+
+    write_split(tmp_path / "test")
+    data = preset_config("tiny").to_dict()  # rgb + depth + mic per node, localization; the fixture's nodes
+    for modality in data["modalities"]:
+        modality["views"] = list(NODES)
+    config = ModelConfig.from_dict(data)
+    reader = open_split("gdtm", tmp_path, "test", config)
+    sample, target = reader[0]
+    assert sample[("node_1", "mic")].shape == (config.modality("mic").audio_window_samples,)
+    inputs = preprocess_batch(config, [sample])
+    assert all(tuple(tensor.shape[:2]) == (1, len(NODES)) for tensor in inputs.values())
+    assert "position" in target
+    with pytest.raises(ConfigError, match=r"has no modality 'audio'"):
+        open_split("ave", tmp_path, "test", config)
+
+
+def test_mmfi_reader_fits_tiny_mmfi(tmp_path):
+    from test_readers_ave_mmfi import _mmfi_sequence
+
+    _mmfi_sequence(tmp_path, "S08", "A03", 32)
+    config = preset_config("tiny_mmfi")
+    sample, target = open_split("mmfi", tmp_path, "test", config)[0]
+    inputs = preprocess_batch(config, [sample])
+    assert {name: tuple(t.shape[:3]) for name, t in inputs.items()} == {"rgb": (1, 15, 3), "depth": (1, 15, 1)}
+    with torch.no_grad():
+        assert ADMNModel(config).eval()(inputs).shape == (1, 27) and target["label"] == 2
