@@ -252,9 +252,9 @@ class FastPath:
 
         On a GPU, block 0 of every modality — on for every row whatever the controller picks (`select_layers`) — is
         queued with the patch embeddings before the one mask read, so the host waits once, for work that had to run
-        anyway; the controller runs beside them on a second stream. (A CPU runs the controller with them in the front
-        stages, `_front`; the controller on a second Python thread beside PyTorch ops gained ≤ 6 % at the tiny preset's
-        batch 1 on 2 cores — the controller on a second thread its ops are too small to leave the GIL for long.)"""
+        anyway; the controller runs beside them on a second stream. A CPU runs the controller with them in the front
+        stages (`_front`), split over threads only as ONNX Runtime stages, which release the GIL: beside PyTorch ops
+        on a second Python thread it gained ≤ 6 % at the tiny preset's batch 1 on 2 cores."""
         self._check_inputs(inputs)
         if self.graphs and bool((costs == 1).all()):
             return self._select_and_forward_graphs(name, inputs, budget, costs)
