@@ -82,7 +82,7 @@ class BundleHeader:
 
 def build_controller(config: ModelConfig, info: ControllerInfo) -> QoIController:
     if info.kind == "universal":
-        from admn_core.train.universal import build_universal_controller
+        from admn_core.models.universal_controller import build_universal_controller
 
         return build_universal_controller(config, info)
     if info.kind != "per_budget":

@@ -39,8 +39,7 @@ def test_controller_gumbel_scale_setting_reaches_the_training_configs(tmp_path):
 @pytest.mark.slow
 def test_quick_pipeline_bundle_serves_every_budget(tmp_path):
     from admn_core.data.world import World, WorldConfig
-    from admn_core.eval.evaluate import evaluate_from_disk
-    from admn_core.train.pipeline import run_pipeline
+    from admn_core.train.pipeline import evaluate_from_disk, run_pipeline
 
     run_pipeline(tmp_path, quick=True, until="stage1")  # e.g. Stage 1 on a GPU machine
     run_dir = tmp_path / "gaussian"

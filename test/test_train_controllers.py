@@ -9,13 +9,14 @@ from admn_core.allocation import layer_costs, maximum_budget, minimum_budget, se
 from admn_core.bundle import ControllerInfo
 from admn_core.models.controller import QoIController
 from admn_core.models.task_model import ADMNModel
+from admn_core.models.universal_controller import UniversalController, build_universal_controller
 from admn_core.train.autoencoder import ENCODER_PARTS, pretrain_autoencoder
 from admn_core.train.batching import BatchCollator, CorruptionTargets
 from admn_core.train.config import AutoencoderConfig, ControllerTrainConfig, Stage1Config, UniversalTrainConfig
 from admn_core.train.controllers import allocations, new_controller, train_controller
 from admn_core.train.stage1 import train_stage1
 from admn_core.train.toy import CrashAfter, EpochRecorder, SquareDataset, toy_config
-from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
+from admn_core.train.universal import train_universal_controller
 
 torch.set_num_threads(1)
 TARGETS = CorruptionTargets(weights=())  # toy σ ∈ {0, 1} for both modalities, equal weights

@@ -1,7 +1,7 @@
 """Evaluation: per-method errors over a preprocessed test set, tables (Markdown/JSON), FLOPs, latency, figures.
 
 - `evaluate_run(pipeline, model, model_nold, controllers, baselines, test)` — everything for one pipeline run
-- `evaluate_from_disk(run_dir)` — the same from a finished run directory (`admn evaluate --run DIR`)
+- (`admn_core.train.pipeline.evaluate_from_disk(run_dir)` re-evaluates a finished run: `admn evaluate --run DIR`)
 - `evaluate_rule(model, data, rule)` with `fixed_rule(mask)` / `controller_rule(config, controller, budget)`
 - `line_plot`, `allocation_examples` (matplotlib PNGs), `results_markdown`, `layerdrop_markdown`
 """

@@ -258,21 +258,3 @@ def _allocation_rows(config, test, masks_seen: dict, data, budgets) -> list[dict
         rows.append({"images": images, "mask": masks[index].numpy(),
                      "caption": f"{budget_key} | sample {index} | {conditions[index]}"})
     return rows
-
-
-def evaluate_from_disk(run_dir: str | Path) -> dict:
-    """`admn evaluate`: rebuild a Pipeline from `<run_dir>/settings.json`, reuse every stage, run evaluation."""
-    from admn_core.train.pipeline import Pipeline, settings_from_dict
-
-    run_dir = Path(run_dir)
-    settings_path = run_dir / "settings.json"
-    if not settings_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a pipeline run (no settings.json); run `admn train` first")
-    settings = settings_from_dict(json.loads(settings_path.read_text()))
-    timings_path = run_dir / "timings.json"
-    trained = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    results = Pipeline(settings, run_dir).run()
-    if trained:  # keep the training run's stage timings; only evaluation was re-timed
-        trained["evaluate"] = json.loads(timings_path.read_text()).get("evaluate", trained.get("evaluate"))
-        timings_path.write_text(json.dumps(trained, indent=1))
-    return results

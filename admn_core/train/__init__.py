@@ -13,6 +13,7 @@ Entry points:
 - `evaluate_task`, `evaluate_controller`, `allocations` for validation
 """
 
+from admn_core.models.universal_controller import UniversalController, build_universal_controller
 from admn_core.train.autoencoder import ControllerAutoencoder, pretrain_autoencoder, transfer_encoder
 from admn_core.train.batching import Batch, BatchCollator, CorruptionTargets, task_targets
 from admn_core.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -28,7 +29,7 @@ from admn_core.train.config import (
 from admn_core.train.controllers import allocations, evaluate_controller, new_controller, train_controller
 from admn_core.train.mae import MAEConfig, MaskedAutoencoder, load_mae_backbones, pretrain_mae
 from admn_core.train.stage1 import evaluate_task, train_stage1
-from admn_core.train.universal import UniversalController, build_universal_controller, train_universal_controller
+from admn_core.train.universal import train_universal_controller
 
 __all__ = [
     "AutoencoderConfig",

@@ -30,7 +30,7 @@ def command_train(args) -> int:
 def command_evaluate(args) -> int:
     import torch
 
-    from admn_core.eval.evaluate import evaluate_from_disk
+    from admn_core.train.pipeline import evaluate_from_disk
 
     if args.threads:
         torch.set_num_threads(args.threads)
