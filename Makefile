@@ -49,10 +49,11 @@ test-slow: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -m slow -q
 
 # Per-budget FLOPs, batch-1 latency (eager and fast path), grouped batching of 16 samples vs a per-sample loop,
-# memory, and admn_node's overhead, for the tiny and paper presets on CPU (figures, not a pass/fail test).
+# memory for the tiny and paper presets on CPU, then admn_node's overhead (figures, not a pass/fail test).
 # On a GPU: scripts/gpu_bench.sh (paper preset, eager fp32 vs fast path bf16).
 bench: $(STAMP)
-	$(PY) -m admn_core.cli bench --presets tiny paper --fast --batch 16 --node --json bench-results.json
+	$(PY) -m admn_core.cli bench --presets tiny paper --fast --batch 16 --json bench-results.json
+	$(VENV)/bin/admn_node_benchmark --preset tiny --budget 12 --repeats 40
 
 clean:
 	rm -rf $(VENV) .test-ros-home .pytest_cache .ruff_cache build *.egg-info

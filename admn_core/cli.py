@@ -64,42 +64,13 @@ def command_bench(args) -> int:
                                    fast_dtype=getattr(torch, args.fast_dtype) if args.fast_dtype else None,
                                    throughput_batch=args.batch, distinct_allocations=args.distinct,
                                    throughput_repeats=args.throughput_repeats)
-        if args.node:
-            result["node"] = _node_overhead(preset, args.node_budget, args.node_repeats)
         results.append(result)
         print(format_table(result), flush=True)
-        if result.get("node"):
-            node = result["node"]
-            print(f"node overhead (admn_node, CPU, budget {node['budget']}): p50 {node['overhead_ms'][0]:.3f} ms, "
-                  f"p90 {node['overhead_ms'][1]:.3f} ms; model p50 {node['model_ms'][0]:.3f} ms")
         print()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
     return 0
-
-
-def _node_overhead(preset: str, budget: int, repeats: int) -> dict | None:
-    """admn_node's per-set overhead (admn_ros.benchmark_node) for a random bundle of `preset`; None without ROS."""
-    try:
-        from admn_ros.benchmark_node import measure, summarize
-    except ImportError as exc:
-        logger.warning(f"node overhead skipped: {exc}")
-        return None
-    import tempfile
-
-    from admn_core.bench import random_bundle
-    from admn_core.bundle import save_bundle
-
-    with tempfile.TemporaryDirectory(prefix="admn_bench_node_") as scratch:
-        bundle = random_bundle(preset_config(preset), [6, 8, 12, 16])
-        path = save_bundle(Path(scratch) / f"{preset}.safetensors", bundle)
-        try:
-            summary = summarize(measure(str(path), budget, repeats))
-        except (ImportError, RuntimeError) as exc:  # no ROS 2 here, or the node could not run: say so, go on
-            logger.warning(f"node overhead skipped: {exc}")
-            return None
-    return {"budget": budget, "repeats": repeats, **summary}
 
 
 def command_make_bundle(args) -> int:
@@ -179,9 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also measure allocation-grouped batching vs a per-sample loop at this batch size")
     bench.add_argument("--distinct", type=int, default=4, help="distinct allocations in that batch (default 4)")
     bench.add_argument("--throughput-repeats", type=int, default=3)
-    bench.add_argument("--node", action="store_true", help="also measure admn_node's overhead (needs ROS 2)")
-    bench.add_argument("--node-budget", type=int, default=12)
-    bench.add_argument("--node-repeats", type=int, default=20)
     bench.add_argument("--json", help="also write the results as JSON here")
     bench.set_defaults(handler=command_bench)
 
