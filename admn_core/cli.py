@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from admn_core.allocation import maximum_budget, minimum_budget, naive_allocation
-from admn_core.config import ConfigError, ModelConfig, load_model_config, save_model_config
+from admn_core.config import ConfigError, ModelConfig, save_model_config
 from admn_core.data.errors import DataError
 from admn_core.openmp_spin import relaunch_with_spin_cap
-from admn_core.presets import PRESETS, preset_config
+from admn_core.presets import PRESETS, load_model_config, preset_config
 
 # Subcommand groups contributed by other modules: each exposes register(subparsers). Missing ones are skipped,
 # so the core command works in a partial install.

@@ -416,32 +416,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """Load a ModelConfig from YAML (or JSON); a `preset:` key starts from a preset and overrides fields."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path.resolve()}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    preset = data.pop("preset", None)
-    if preset is not None:
-        from admn_core.presets import preset_config
-
-        base = preset_config(preset).to_dict()
-        data = _merge(base, data, str(path))
-    try:
-        return ModelConfig.from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _merge(base: dict, override: dict, where: str) -> dict:
+def merge_overrides(base: dict, override: dict, where: str) -> dict:
+    """`base` with `override`'s keys replaced, recursively; an unknown key is a ConfigError naming the closest."""
     merged = dict(base)
     for key, value in override.items():
         if key not in base:
@@ -449,7 +425,7 @@ def _merge(base: dict, override: dict, where: str) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
         if isinstance(value, dict) and isinstance(base[key], dict):
-            merged[key] = _merge(base[key], value, f"{where}.{key}")
+            merged[key] = merge_overrides(base[key], value, f"{where}.{key}")
         else:
             merged[key] = value
     return merged

@@ -16,6 +16,7 @@ Their class count is the dataset's (`with_classes`; `admn train --dataset` reads
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from admn_core.config import (
     AUDIOSET_MEAN,
@@ -27,6 +28,7 @@ from admn_core.config import (
     HeadSpec,
     ModalitySpec,
     ModelConfig,
+    merge_overrides,
 )
 from admn_core.cost import unequal_layer_costs
 
@@ -177,3 +179,26 @@ def preset_config(name: str) -> ModelConfig:
         return PRESETS[name]()
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Load a ModelConfig from YAML (or JSON); a `preset:` key starts from a preset and overrides fields."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path.resolve()}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    preset = data.pop("preset", None)
+    if preset is not None:
+        base = preset_config(preset).to_dict()
+        data = merge_overrides(base, data, str(path))
+    try:
+        return ModelConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

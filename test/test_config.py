@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from admn_core.config import ConfigError, ModalitySpec, ModelConfig, load_model_config
-from admn_core.presets import PRESETS, preset_config
+from admn_core.config import ConfigError, ModalitySpec, ModelConfig
+from admn_core.presets import PRESETS, load_model_config, preset_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
