@@ -11,9 +11,11 @@ node, live replay) and rosbags-deserialized messages (offline bag evaluation) go
   its budget elsewhere) and names it in `Assembled.rejected`; the other modalities still make the set.
 * `FrameAssembler`: one AudioRingBuffer and one AudioRateCheck per audio input (window + 2 s history), and
   `assemble(stamp_ns, messages)` -> `Assembled(sample, ...)`: decoded frames plus, per microphone, the window ending
-  at the newest chunk stamped <= stamp + sync_slop, with what went wrong on the way (depth frames without a valid
-  pixel, missing or mostly zero-filled audio windows) and the decode/window timings. `add_audio(key, msg)` appends a
-  chunk and returns the microphone's sample-rate problem, if any.
+  at the newest chunk stamped at or before the set's stamp, with what went wrong on the way (depth frames without a
+  valid pixel, missing or mostly zero-filled audio windows) and the decode/window timings. `add_audio(key, msg)`
+  appends a chunk and returns the microphone's sample-rate problem, if any. `audio_shortfall(stamp_ns)` names the
+  microphones whose audio has not reached the stamp yet: once it is empty the windows are final (a microphone's
+  chunks arrive in stamp order), so a set assembled then gets the same audio live and offline.
 * `input_topics(config, ...)`: the node's input topic names and kinds per (view, modality).
 
 Errors name the input: `FrameError(key, reason)`. This is admn_node's only implementation of decoding and audio
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admn_core.preprocess import missing_input
+from admn_core.stream.pipeline import TIME_JUMP_BACK_S
 from admn_ros.audio import AudioRingBuffer, audio_to_numpy, check_plausible_level, header_stamp_ns
 from admn_ros.conversions import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -42,9 +45,9 @@ from admn_ros.conversions import (
     image_to_numpy,
     image_to_rgb8,
 )
+from admn_ros.sync import make_synchronizer
 
 AUDIO_HISTORY_S = 2.0  # ring capacity beyond the window (covers the worker's lag behind the newest chunk)
-TIME_JUMP_BACK_S = 1.0  # a stamp older than the last by more than this is a bag loop / simulator restart
 AUDIO_RATE_TOLERANCE = 0.2  # a microphone whose stamps imply a rate off by more than this fraction is reported
 AUDIO_RATE_MIN_CHUNKS = 10
 
@@ -89,6 +92,13 @@ class AudioRateCheck:
                             f"microphone runs at about {rate / ratio:.0f} Hz (or loses chunks); set the driver to "
                             f"{rate} Hz (the model's rate)")
         return self.problem
+
+
+def synchronizer_factory(slop: float, queue_size: int, backend: str = "auto"):
+    """-> filters -> the node's camera/depth synchronizer (admn_ros.sync.make_synchronizer; backend auto | builtin |
+    message_filters), for FramePipeline."""
+    return lambda filters: make_synchronizer(filters, queue_size, slop, backend=backend,
+                                             time_jump_threshold=TIME_JUMP_BACK_S)
 
 
 def is_compressed(msg) -> bool:
@@ -171,14 +181,14 @@ class Assembled:
 class FrameAssembler:
     """Decode a synchronized set and add the audio windows (admn_node's and the bag evaluator's one implementation)."""
 
-    def __init__(self, config, sync_slop: float = 0.05, audio_sample_rate: int | None = None,
-                 audio_channels: int = 1, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, config, audio_sample_rate: int | None = None, audio_channels: int = 1,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.config = config
-        self.sync_slop = float(sync_slop)
         self.max_image_pixels = int(max_image_pixels)
         self.specs = {(view, spec.name): spec for spec in config.modalities for view in spec.views}
         self.rings: dict[tuple[str, str], AudioRingBuffer] = {}
         self.rate_checks: dict[tuple[str, str], AudioRateCheck] = {}
+        self.newest_chunk_ns: dict[tuple[str, str], int] = {}  # end stamp of each microphone's newest chunk
         for spec in config.modalities:
             if spec.kind != "audio":
                 continue
@@ -203,6 +213,9 @@ class FrameAssembler:
             ring.append(stamp_ns, samples, rate)
         except ConversionError as error:
             raise FrameError(key, str(error)) from None
+        newest = self.newest_chunk_ns.get(key)
+        if newest is None or stamp_ns > newest or stamp_ns < newest - ring.capacity_ns:  # the ring's reset rule
+            self.newest_chunk_ns[key] = stamp_ns
         return self.rate_checks[key].update(stamp_ns, samples.shape[-1])
 
     def decode(self, messages: dict) -> Assembled:
@@ -223,10 +236,14 @@ class FrameAssembler:
                 raise FrameError(key, str(error)) from None
         return assembled
 
+    def audio_shortfall(self, stamp_ns: int) -> dict:
+        """{key: end stamp of its newest chunk, or None} for every microphone whose audio does not reach the stamp."""
+        newest = {key: self.newest_chunk_ns.get(key) for key in self.rings}
+        return {key: end for key, end in newest.items() if end is None or end < stamp_ns}
+
     def add_audio_windows(self, assembled: Assembled, stamp_ns: int) -> None:
-        tolerance_ns = round(self.sync_slop * 1e9)
         for key, ring in self.rings.items():
-            window = ring.window(stamp_ns, tolerance_ns)
+            window = ring.window(stamp_ns)
             assembled.sample[key] = window.samples
             assembled.audio_zero_filled += window.missing_samples
             if window.missing_samples >= ring.window_samples:
@@ -246,5 +263,6 @@ class FrameAssembler:
     def reset_audio(self) -> None:
         for ring in self.rings.values():
             ring.clear()
+        self.newest_chunk_ns.clear()
         for key, check in self.rate_checks.items():
             self.rate_checks[key] = AudioRateCheck(check.sample_rate)

@@ -1,11 +1,10 @@
-"""Offline bag evaluation: stream a rosbag2 through admn_node's own pipeline (no DDS) and score it.
+"""Offline bag evaluation: stream a rosbag2 through admn_node's own frame pipeline (no DDS) and score it.
 
-Exactly as the node: the camera/depth messages go through `admn_ros.sync.ApproximateTimeSynchronizer` with the
-node's default slop / queue size / time-jump threshold, microphone chunks into the node's AudioRingBuffers, and each
-synchronized set is decoded and assembled by `admn_ros.frame_assembly` (the node's decode step) at the moment it is
-emitted, i.e. with the audio that has arrived by then, in bag order (what an idle node worker sees). The node's rules
-for budgets below the minimum (skipped, nothing published) and out-of-order sets are mirrored. What the node does
-differently by design: it drops sets while its worker is busy (`dropped_stale`); offline evaluates every set.
+The same object as the node: `admn_core.stream.pipeline.FramePipeline` with the node's synchronizer (message_filters
+when importable, else the builtin one; `sync_backend` chooses), decoding (`admn_ros.frame_assembly`), set-completeness
+rule, budget rules and output checks. Messages are fed in bag order at their bag (log) times, so each set is
+evaluated with exactly the audio an idle node had when it processed that set. What the node does differently by
+design: it drops sets while its worker is busy (`dropped_stale`); offline evaluates every set.
 
 Budget sources (`BudgetSource`): a fixed budget, a schedule [(seconds since bag start, budget), ...], the bag's own
 `/compute_budget` (latest value wins, `default_budget` before the first), or a per-stamp map (to re-run a live
@@ -18,6 +17,7 @@ turn them into the per-frame CSV, the summary table and the PNG.
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import time
 from collections import Counter
@@ -26,15 +26,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admn_core.stream.pipeline import (
+    DEFAULT_AUDIO_WAIT_S,
+    TIME_JUMP_BACK_S,  # noqa: F401 - the node's rule, re-exported for offline use
+    FramePipeline,
+    InputFilter,
+)
+from admn_core.stream.throttled_log import ThrottledLog
 from admn_ros.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
-from admn_ros.frame_assembly import TIME_JUMP_BACK_S, FrameAssembler, FrameError
-from admn_ros.sync import ApproximateTimeSynchronizer, SimpleFilter
+from admn_ros.frame_assembly import FrameAssembler, synchronizer_factory
+from admn_ros.sync import MESSAGE_FILTERS
 
-# admn_node's parameter defaults (admn_ros.admn_node.PARAMETERS), repeated here so pure offline use does not pull in
-# the node's rclpy message imports; test_bag_eval checks they stay equal.
+# admn_node's parameter defaults (admn_ros.node_parameters.PARAMETERS), repeated here so pure offline use does not
+# pull in the node's rclpy message imports; test_bag_eval checks they stay equal.
 NODE_SYNC_SLOP = 0.05
 NODE_SYNC_QUEUE = 10
 NODE_DEFAULT_BUDGET = 12
+NODE_AUDIO_WAIT_S = DEFAULT_AUDIO_WAIT_S
 GT_TOLERANCE_S = 0.034  # ground truth joined to the nearest pose stamp within this (half a 15 Hz frame)
 
 
@@ -106,13 +114,31 @@ class BudgetSource:
         return (budget, "live") if budget is not None else (None, "no live budget")
 
 
-class _Input(SimpleFilter):
-    def __init__(self, topic: str):
-        super().__init__()
-        self.topic = topic
+_log = logging.getLogger(__name__)
 
-    def getTopic(self) -> str:
-        return self.topic
+
+def stamp_adapter(synchronizer) -> Callable:
+    """msg -> msg as `synchronizer` reads it: message_filters converts header.stamp with rclpy's Time.from_msg, which
+    takes only builtin_interfaces/Time, so a rosbags message gets that type (same sec/nanosec)."""
+    if synchronizer is None or synchronizer.implementation != MESSAGE_FILTERS:
+        return lambda msg: msg
+    from builtin_interfaces.msg import Time
+
+    def adapt(msg):
+        msg.header.stamp = Time(sec=int(msg.header.stamp.sec), nanosec=int(msg.header.stamp.nanosec))
+        return msg
+
+    return adapt
+
+
+class BagClock:
+    """The pipeline's clock offline: the log time (seconds) of the message being fed."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -156,16 +182,11 @@ class StampAudit:
         return "; ".join(parts) or None
 
 
-def has_valid_depth(depth: np.ndarray) -> bool:
-    """A depth image with at least one finite, positive pixel (0 and NaN mean no return)."""
-    return bool(np.any(np.isfinite(depth) & (depth > 0)))
-
-
 class SyncedStream:
     """The node's synchronizer over a bag: calls on_set(stamp_ns, {key: msg}) per emitted set."""
 
     def __init__(self, plan: BagPlan, config, on_set: Callable, slop: float = NODE_SYNC_SLOP,
-                 queue_size: int = NODE_SYNC_QUEUE):
+                 queue_size: int = NODE_SYNC_QUEUE, backend: str = "auto"):
         self.keys, self.inputs = [], {}
         by_key = {sensor.key: topic for topic, sensor in plan.sensors.items()}
         # The node's input order: modalities then views; camera/depth only (audio is not synchronized).
@@ -173,23 +194,23 @@ class SyncedStream:
             for view in spec.views:
                 topic = by_key.get((view, spec.name))
                 if spec.kind != "audio" and topic is not None:
-                    self.inputs[topic] = _Input(topic)
+                    self.inputs[topic] = InputFilter(topic)
                     self.keys.append((view, spec.name))
         filters = list(self.inputs.values())
         self._on_set = on_set
         if len(filters) >= 2:
-            self.synchronizer = ApproximateTimeSynchronizer(filters, queue_size, slop,
-                                                            time_jump_threshold=TIME_JUMP_BACK_S)
+            self.synchronizer = synchronizer_factory(slop, queue_size, backend)(filters)
             self.synchronizer.registerCallback(self._emit)
         else:
             self.synchronizer = None
             filters[0].registerCallback(self._emit)
+        self._adapt = stamp_adapter(self.synchronizer)
 
     def _emit(self, *messages) -> None:
         self._on_set(stamp_ns(messages[0]), dict(zip(self.keys, messages, strict=True)))
 
     def feed(self, topic: str, msg) -> None:
-        self.inputs[topic].signalMessage(msg)
+        self.inputs[topic].signalMessage(self._adapt(msg))
 
 
 def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_SYNC_SLOP,
@@ -249,9 +270,11 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
 def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BUDGET, namespace: str = "",
                  sync_slop: float = NODE_SYNC_SLOP, sync_queue_size: int = NODE_SYNC_QUEUE,
                  on_record: Callable | None = None, max_sets: int | None = None, remap: dict | None = None,
-                 progress=None) -> EvalResult:
+                 progress=None, audio_wait_s: float = NODE_AUDIO_WAIT_S, sync_backend: str = "auto") -> EvalResult:
     """Run `engine` (an admn_core.runtime.InferenceEngine) over every synchronized set of `bag`.
 
+    The messages go, in bag order and at their bag times, through admn_node's own FramePipeline: a set is evaluated
+    once its audio has arrived (or `audio_wait_s` of bag time later), exactly when an idle node would process it.
     `on_record(record)` is called as each set is evaluated (before ground truth is joined at the end).
     `progress`: a stream (e.g. sys.stderr) for a progress bar with an ETA, shown only when it is a terminal.
     Ctrl-C stops reading: the result then covers the sets evaluated so far and has `interrupted` set."""
@@ -259,64 +282,70 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BU
         budget = BudgetSource.parse(str(budget))
     started = time.perf_counter()
     config = engine.config
-    assembler = FrameAssembler(config, sync_slop)
-    depth_keys = {(view, spec.name) for spec in config.modalities if spec.kind == "depth" for view in spec.views}
     records, bad_input, empty_depth = [], {}, Counter()
-    state = {"last": None, "sets": 0}
     with open_bag(bag, config, namespace, remap=remap) as plan:
         if budget.kind == "bag" and plan.budget is None:
             plan.warnings.append(f"budget source 'bag' but the bag has no std_msgs/Int32 /compute_budget: "
                                  f"default budget {budget.default} throughout")
         start_ns = plan.start_ns
         poses, labels = [], []
+        clock = BagClock()
+        pipeline = FramePipeline(
+            engine, FrameAssembler(config),
+            lambda stamp: budget.budget_at(stamp, (stamp - start_ns) / 1e9),
+            synchronizer_factory(sync_slop, sync_queue_size, sync_backend),
+            topics={sensor.key: topic for topic, sensor in plan.sensors.items()}, audio_wait_s=audio_wait_s,
+            clock=clock, log=ThrottledLog(_log))
 
-        def on_set(stamp: int, messages: dict) -> None:
-            state["sets"] += 1
-            t_s = (stamp - start_ns) / 1e9
-            requested, origin = budget.budget_at(stamp, t_s)
-            record = FrameRecord(stamp, budget=requested, budget_origin=origin, t_s=t_s)
-            if requested is None:
-                record.status, record.reason = "skipped_budget", origin
-            elif requested < engine.min_budget:  # the node: nothing runs, nothing is published
-                record.status = "skipped_budget"
-                record.reason = f"budget {requested} is below the model's minimum {engine.min_budget}"
-            elif not _accept_stamp(state, stamp):
-                record.status, record.reason = "out_of_order", "set not newer than the last processed one"
-            else:
-                sample = _infer(engine, assembler, record, messages, bad_input, plan)
-                empty_depth.update(key for key in depth_keys & set(sample or ()) if not has_valid_depth(sample[key]))
+        def evaluate(pending) -> None:
+            outcome = pipeline.process(pending)
+            record = record_of(outcome, (outcome.stamp_ns - start_ns) / 1e9)
+            if outcome.status == "bad_input":
+                _count_bad_input(bad_input, plan, str(outcome.bad_key), f"bad input at {record.stamp_ns / 1e9:.3f} s: "
+                                 f"{outcome.reason}; set skipped (as admn_node does; further ones are counted)")
+            if outcome.assembled is not None:
+                empty_depth.update(outcome.assembled.depth_all_invalid)
             records.append(record)  # only once complete: Ctrl-C mid-inference leaves no half-filled record
             if on_record is not None:
                 on_record(record)
 
-        sync = SyncedStream(plan, config, on_set, sync_slop, sync_queue_size)
-        stamps = {topic: StampAudit() for topic in sync.inputs}
+        stamps = {topic: StampAudit() for topic, sensor in plan.sensors.items() if sensor.kind != "audio"}
+        adapt = stamp_adapter(pipeline.synchronizer)
         bar = _progress_bar(progress, plan)
         interrupted = finished = False
         try:
-            for topic, _t, msg in stream(plan):
+            for topic, bag_time_ns, msg in stream(plan):
                 bar.update()
-                if topic in sync.inputs:
+                clock.now = bag_time_ns / 1e9
+                if topic in stamps:
                     stamps[topic].add(stamp_ns(msg))
-                    sync.feed(topic, msg)
-                    if max_sets is not None and state["sets"] >= max_sets:
-                        break
+                    pipeline.add_frame(plan.sensors[topic].key, adapt(msg))
                 elif topic in plan.sensors:  # audio
-                    _add_audio(assembler, plan, topic, msg, bad_input)
+                    reason = pipeline.add_audio(plan.sensors[topic].key, msg)
+                    if reason is not None:
+                        _count_bad_input(bad_input, plan, topic, f"bad audio chunk on {topic}: {reason}; skipped "
+                                                                 "(further ones are counted)")
                 elif topic == plan.budget:
                     budget.on_budget_message(msg.data)
                 elif topic == plan.ground_truth:
                     poses.append((stamp_ns(msg), *position_of(msg)))
                 elif topic == plan.corruption:
                     labels.append((stamp_ns(msg), *corruption_label(msg)))
+                for pending in pipeline.ready_sets():
+                    evaluate(pending)
+                if max_sets is not None and len(records) >= max_sets:
+                    break
             else:
                 finished = True
+                for pending in pipeline.drain():  # the bag ended: nothing more will arrive for these
+                    evaluate(pending)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
-        result = EvalResult(records, str(plan.path), _warnings(plan, stamps, empty_depth, finished), state["sets"],
-                            bad_input, plan.stream_error, duration_s=plan.duration_s, interrupted=interrupted,
+        result = EvalResult(records, str(plan.path), _warnings(plan, stamps, empty_depth, finished),
+                            pipeline.counters.sets_received, bad_input, plan.stream_error, duration_s=plan.duration_s,
+                            interrupted=interrupted,
                             read_counts={t: (plan.read_counts[t], plan.reader.declared_counts.get(t, 0))
                                          for t in plan.topics},
                             stamps=stamps, empty_depth=dict(empty_depth))
@@ -325,21 +354,27 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BU
     return result
 
 
+def record_of(outcome, t_s: float) -> FrameRecord:
+    """The pipeline's Outcome of one set as a FrameRecord (the CSV row)."""
+    record = FrameRecord(outcome.stamp_ns, status=outcome.status, reason=outcome.reason, budget=outcome.budget,
+                         budget_origin=outcome.budget_origin, t_s=t_s)
+    if outcome.ok:
+        fill_from_result(record, outcome.result)
+    return record
+
+
+def _count_bad_input(bad_input: dict, plan: BagPlan, name: str, first_warning: str) -> None:
+    bad_input[name] = bad_input.get(name, 0) + 1
+    if bad_input[name] == 1:
+        plan.warnings.append(first_warning)
+
+
 def _progress_bar(stream_to, plan: BagPlan):
     """tqdm over the messages the plan reads, with an ETA; disabled unless `stream_to` is a terminal."""
     from tqdm import tqdm
 
     return tqdm(total=plan.declared_total() or None, file=stream_to, disable=None if stream_to else True,
                 unit="msg", desc=plan.path.name, dynamic_ncols=True, mininterval=0.5)
-
-
-def _add_audio(assembler: FrameAssembler, plan: BagPlan, topic: str, msg, bad_input: dict) -> None:
-    try:
-        assembler.add_audio(plan.sensors[topic].key, msg)
-    except FrameError as error:
-        bad_input[topic] = bad_input.get(topic, 0) + 1
-        if bad_input[topic] == 1:
-            plan.warnings.append(f"bad audio chunk on {topic}: {error.reason}; skipped (further ones are counted)")
 
 
 def _warnings(plan: BagPlan, stamps: dict, empty_depth: Counter, finished: bool) -> list[str]:
@@ -353,37 +388,6 @@ def _warnings(plan: BagPlan, stamps: dict, empty_depth: Counter, finished: bool)
     warnings += [f"{view}/{modality}: {count} depth frame(s) without one valid pixel (all zero or NaN); evaluated as "
                  "admn_node would" for (view, modality), count in sorted(empty_depth.items())]
     return warnings
-
-
-def _accept_stamp(state: dict, stamp: int) -> bool:
-    last = state["last"]
-    if last is not None and stamp <= last and last - stamp <= TIME_JUMP_BACK_S * 1e9:
-        return False
-    state["last"] = stamp
-    return True
-
-
-def _infer(engine, assembler: FrameAssembler, record: FrameRecord, messages: dict, bad_input: dict,
-           plan: BagPlan) -> dict | None:
-    """Decode, assemble and infer one set into `record`; -> the assembled sample (None when the input was bad)."""
-    from admn_core.preprocess import InputError
-
-    try:
-        assembled = assembler.assemble(record.stamp_ns, messages)
-        result = engine.infer(assembled.sample, record.budget)
-    except (FrameError, InputError) as error:
-        record.status, record.reason = "bad_input", str(error)
-        key = str(getattr(error, "key", "input"))
-        bad_input[key] = bad_input.get(key, 0) + 1
-        if bad_input[key] == 1:
-            plan.warnings.append(f"bad input at {record.stamp_ns / 1e9:.3f} s: {error}; set skipped "
-                                 "(as admn_node does; further ones are counted)")
-        return None
-    if not result.ran:
-        record.status, record.reason = "skipped_budget", result.skipped_reason or ""
-    else:
-        fill_from_result(record, result)
-    return assembled.sample
 
 
 def fill_from_result(record: FrameRecord, result) -> None:

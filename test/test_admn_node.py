@@ -21,6 +21,7 @@ from admn_core.bundle import save_bundle
 from admn_ros.admn_node import AdmnNode, ModelLoadError
 from admn_ros.audio import numpy_to_audio_image
 from admn_ros.conversions import ns_to_stamp, numpy_to_compressed, numpy_to_image
+from admn_ros.node_diagnostics import inference_status
 from admn_ros.outputs import UNOBSERVED_VARIANCE, parse_allocation
 from admn_ros.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC
 
@@ -171,7 +172,7 @@ def test_the_fast_path_is_the_default_and_answers_as_the_eager_model(rig_factory
     assert fast.node.engine.fast is not None and eager.node.engine.fast is None
     assert fast.node.engine.fast.counters["block_runs"] > 0  # the fast path served (warm-up and the set)
     for rig, path in ((fast, "fast"), (eager, "eager")):  # both publish on /diagnostics: ask each node
-        values = {kv.key: kv.value for kv in rig.node._inference_status().values}
+        values = {kv.key: kv.value for kv in inference_status(rig.node).values}
         assert values["inference_path"] == path
     fast_result, eager_result = fast.node.last_result, eager.node.last_result
     assert fast_result.allocation.active_blocks() == eager_result.allocation.active_blocks()
@@ -206,7 +207,14 @@ def test_a_budget_message_changes_the_allocation_on_the_very_next_inference(rig_
 def test_parameter_services_answer_promptly_during_a_slow_inference(rig_factory):
     from rclpy.parameter_client import AsyncParameterClient
 
-    rig = rig_factory(debug_inference_delay_s=3.0)
+    rig = rig_factory()
+    infer = rig.node.engine.infer
+
+    def slow_infer(sample, budget):  # a slow model: the worker is busy for 3 s
+        time.sleep(3.0)
+        return infer(sample, budget)
+
+    rig.node.engine.infer = slow_infer
     client = AsyncParameterClient(rig.peer, f"{rig.namespace}/admn_node")
     assert client.wait_for_services(timeout_sec=10.0)
     rig.publish_set(5.0)
@@ -331,7 +339,7 @@ def test_missing_model_and_bad_parameters_fail_with_a_clear_reason(ros_context, 
     from rclpy.exceptions import InvalidParameterValueException
 
     missing = str(tmp_path / "missing.safetensors")
-    with pytest.raises(ModelLoadError, match=r"model bundle not found: .*missing\.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"bundle not found: .*missing\.safetensors"):
         AdmnNode(context=ros_context, parameter_overrides=[Parameter("model", value=missing)])
     with pytest.raises(ModelLoadError, match="parameter 'model' is required"):
         AdmnNode(context=ros_context)
@@ -349,6 +357,6 @@ def test_cuda_requested_without_cuda_falls_back_to_the_cpu_with_an_error(ros_con
                                                               Parameter("device", value="cuda:0")])
     try:
         assert node.device == "cpu" and "CUDA is not available" in node.device_problem
-        assert node._inference_status().level == DiagnosticStatus.ERROR
+        assert inference_status(node).level == DiagnosticStatus.ERROR
     finally:
         node.destroy_node()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -28,10 +29,11 @@ from test_admn_node import AUDIO_CHUNK, HEIGHT, VIEWS, WIDTH, Rig
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
-from admn_ros import admn_node as admn_node_module
+from admn_core.stream import pipeline as pipeline_module
 from admn_ros.admn_node import AdmnNode, ModelLoadError
 from admn_ros.audio import numpy_to_audio_image
 from admn_ros.conversions import ns_to_stamp, numpy_to_image
+from admn_ros.node_diagnostics import inference_status
 from admn_ros.outputs import parse_allocation
 
 from model_fixtures import micro_config
@@ -294,7 +296,7 @@ def case_audio_wrong_length(rig):
     rig.next_allocation(rig.stamp_s)
     assert rig.node.counters.audio_samples_zero_filled > before
     assert rig.wait_log("audio window mostly zero-filled")
-    assert "mostly zero-filled" in rig.node._audio_problem
+    assert "mostly zero-filled" in rig.node.pipeline.audio_problem
 
 
 def case_duplicated_stamps(rig):
@@ -302,11 +304,11 @@ def case_duplicated_stamps(rig):
     rig.publish_set(stamp)
     rig.next_allocation(stamp)
     rig.publish_set(stamp)  # the same stamps again (a bag recorded twice, a driver repeating frames)
-    camera = rig.node.inputs[CAMERA_1]
-    assert rig.spin_until(lambda: "duplicate stamp(s) dropped" in camera.last_error, 5.0)
-    _, _, values = rig.status(INPUTS)
-    assert values[f"{camera.resolved_topic}.errors"] != "0"
-    assert rig.wait_log("duplicate stamp(s) dropped by the synchronizer")
+    # The synchronizer emitted the first set, so the repeat forms a set of its own: not newer than the last one.
+    assert rig.spin_until(lambda: rig.node.counters.dropped_out_of_order == 1, 5.0)
+    assert rig.wait_log("is not newer than the last processed")
+    _, _, values = rig.status(INFERENCE)
+    assert values["dropped_out_of_order"] == "1"
     assert rig.node.counters.sets_processed == 1
 
 
@@ -384,7 +386,7 @@ def case_audio_missing_for_seconds(rig):
     assert level == DiagnosticStatus.WARN and "no audio at or before the frame stamp" in message
     assert rig.wait_log("silent window used")
     rig.recover()
-    assert rig.node._audio_problem is None  # audio back: the warning clears
+    assert rig.node.pipeline.audio_problem is None  # audio back: the warning clears
 
 
 def _budget(rig, value):
@@ -634,7 +636,7 @@ def test_nothing_is_unpickled_and_paths_are_resolved_and_logged(ros_context, bun
         try:
             assert node.model_path == Path(bundle_path).resolve()
             assert f"loading model bundle {Path(bundle_path).resolve()}" in capfd.readouterr().err
-            assert node._inference_status().hardware_id == str(Path(bundle_path).resolve())
+            assert inference_status(node).hardware_id == str(Path(bundle_path).resolve())
         finally:
             node.destroy_node()
 
@@ -654,7 +656,7 @@ def test_a_params_file_typo_is_reported_with_the_closest_name(rig_factory, ros_c
         err = capfd.readouterr().err
         assert "unknown parameter 'sync_slopp' is ignored: did you mean 'sync_slop'?" in err
         assert "did you mean 'budget_override'?" in err
-        status = node._inference_status()
+        status = inference_status(node)
         values = {kv.key: kv.value for kv in status.values}
         assert status.level == DiagnosticStatus.ERROR and "did you mean 'sync_slop'" in status.message
         assert any("some_other_nodes_setting" in v for k, v in values.items() if k.startswith("parameter_problem."))
@@ -678,9 +680,31 @@ def test_startup_config_errors_exit_cleanly_with_a_reason(bundle_path, tmp_path,
 # ------------------------------------------------------------------------------------------------ faults
 
 
+class DeviceFaults:
+    """Device errors raised inside the engine's inference call, where the engine itself would raise them; `fault`:
+    None (off), 'oom' (every call), 'oom_cuda' (while on a CUDA device), 'error' (a plain RuntimeError) or
+    ('oom_above', budget)."""
+
+    def __init__(self, monkeypatch, engine, fault):
+        self.fault, infer = fault, engine.infer
+
+        def faulty_infer(sample, budget):
+            self.raise_for(engine, budget)
+            return infer(sample, budget)
+
+        monkeypatch.setattr(engine, "infer", faulty_infer)
+
+    def raise_for(self, engine, budget):
+        if self.fault == "error":
+            raise RuntimeError("injected device error")
+        above = isinstance(self.fault, tuple) and budget > self.fault[1]
+        if self.fault == "oom" or (self.fault == "oom_cuda" and engine.device.type == "cuda") or above:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 MiB at budget {budget}")
+
+
 def test_out_of_memory_retries_at_a_lower_budget_then_recovers(rig_factory, monkeypatch):
-    """The documented test hook debug_fault_injection raises torch.OutOfMemoryError inside the inference call."""
-    rig = rig_factory(debug_fault_injection="oom_above:6")
+    rig = rig_factory()
+    faults = DeviceFaults(monkeypatch, rig.node.engine, ("oom_above", 6))
     values = rig.good_set()
     assert int(values["budget_requested"]) <= 6 and values["budget_origin"] == "default+oom_cap"
     assert int(values["budget_used"]) <= int(values["budget_requested"])
@@ -694,21 +718,20 @@ def test_out_of_memory_retries_at_a_lower_budget_then_recovers(rig_factory, monk
     assert rig.good_set()["budget_origin"] == "default+oom_cap" and counters.oom_errors == errors  # capped: no retry
 
     # Memory is back (fault cleared) and the hold time has passed: the full request runs again, diagnostics OK.
-    monkeypatch.setattr(admn_node_module, "OOM_CAP_HOLD_S", 0.2)
-    assert rig.node.set_parameters([Parameter("debug_fault_injection", value="")])[0].successful
+    monkeypatch.setattr(pipeline_module, "OOM_CAP_HOLD_S", 0.2)
+    faults.fault = None
     time.sleep(0.3)
     values = rig.good_set()
     assert values["budget_requested"] == "12" and values["budget_origin"] == "default"
     level, _, diag = rig.wait_status(INFERENCE, lambda lv, msg, v: lv == DiagnosticStatus.OK)
     assert level == DiagnosticStatus.OK and diag["oom_budget_cap"] == "none"
-    bad = rig.node.set_parameters([Parameter("debug_fault_injection", value="melt")])[0]
-    assert not bad.successful and "debug_fault_injection must be" in bad.reason
 
 
 @pytest.mark.parametrize("fault, text", [("oom", "OutOfMemoryError"), ("error", "injected device error")])
 def test_a_persistent_device_error_keeps_the_node_alive_and_reports_it(rig_factory, monkeypatch, fault, text):
-    monkeypatch.setattr(admn_node_module, "OOM_CAP_HOLD_S", 0.2)
-    rig = rig_factory(debug_fault_injection=fault)
+    monkeypatch.setattr(pipeline_module, "OOM_CAP_HOLD_S", 0.2)
+    rig = rig_factory()
+    faults = DeviceFaults(monkeypatch, rig.node.engine, fault)
     for _ in range(3):
         rig.publish_set(rig.next_stamp())
         spin_for(rig.executor, 0.1)
@@ -718,7 +741,7 @@ def test_a_persistent_device_error_keeps_the_node_alive_and_reports_it(rig_facto
     assert level == DiagnosticStatus.ERROR and "inference failed" in message and text in message
     assert int(diag["failed"]) >= 1
     assert rig.wait_log("inference failed for the set stamped")
-    assert rig.node.set_parameters([Parameter("debug_fault_injection", value="")])[0].successful
+    faults.fault = None
     time.sleep(0.3)
     failed = rig.node.counters.failed
     assert rig.recover()["budget_requested"] == "12"
@@ -726,9 +749,10 @@ def test_a_persistent_device_error_keeps_the_node_alive_and_reports_it(rig_facto
     assert rig.wait_status(INFERENCE, lambda lv, msg, v: lv == DiagnosticStatus.OK)[0] == DiagnosticStatus.OK
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
-def test_out_of_memory_on_the_gpu_even_at_the_minimum_falls_back_to_the_cpu(rig_factory):
-    rig = rig_factory(device="cuda", debug_fault_injection="oom_cuda")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_out_of_memory_on_the_gpu_even_at_the_minimum_falls_back_to_the_cpu(rig_factory, monkeypatch):
+    rig = rig_factory(device="cuda")
+    DeviceFaults(monkeypatch, rig.node.engine, "oom_cuda")
     assert rig.node.device.startswith("cuda")
     values = rig.good_set()
     assert values["budget_requested"] == "12" and rig.node.device == "cpu"
