@@ -13,6 +13,7 @@ only its own blocks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from admn_core.cost import model_flops
 from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.preprocess import Sample, preprocess_batch
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class Allocation:
@@ -89,6 +91,13 @@ class InferenceEngine:
 
     def _new_fast_path(self) -> FastPath | None:
         if self.fast_options is None:
+            return None
+        multi_frame = [spec.name for spec in self.config.modalities if spec.frames > 1]
+        if multi_frame:
+            # The fast path's stages take one image per view; several frames per view run on the eager model.
+            logger.info(f"fast path off: {', '.join(multi_frame)} take several frames per view; serving the eager "
+                        "model")
+            self.fast_options = None
             return None
         return FastPath(self.model, self.controllers, self.fast_options)
 

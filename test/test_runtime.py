@@ -99,3 +99,21 @@ def test_engine_moves_to_a_device_with_a_new_fast_path_of_the_same_options():
             np.testing.assert_allclose(fast_result.position_m, eager_result.position_m, atol=1e-5)
     eager.move_to("cpu")
     assert eager.fast is None and eager.infer(samples[0], 5).ran
+
+
+def test_a_multi_frame_model_asked_for_the_fast_path_serves_the_eager_model(caplog):
+    from dataclasses import replace
+
+    from admn_core.presets import preset_config
+
+    config = preset_config("tiny_ave")
+    config = replace(config, modalities=tuple(replace(spec, frames=2) if spec.kind != "audio" else spec
+                                              for spec in config.modalities))
+    bundle = random_bundle(config, [], seed=2)
+    with caplog.at_level("INFO", logger="admn_core.runtime"):
+        engine = InferenceEngine(bundle, fast=True)
+    assert engine.fast is None and engine.fast_options is None
+    assert "several frames per view" in caplog.text
+    result = engine.infer(synthetic_sample(config), engine.max_budget)
+    expected = InferenceEngine(random_bundle(config, [], seed=2)).infer(synthetic_sample(config), engine.max_budget)
+    np.testing.assert_allclose(result.class_probabilities, expected.class_probabilities, rtol=1e-5, atol=1e-6)
