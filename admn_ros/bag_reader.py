@@ -25,15 +25,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from admn_core.ros_interface import (
+    COMPRESSED_TRANSPORTS,
+    CORRUPTION_TOPIC,
+    GROUND_TRUTH_TOPIC,
+    RECORDED_BUDGET_TOPIC,
+    sensor_topic,
+)
+
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 AUDIO_TYPES = (IMAGE, "audio_common_msgs/msg/AudioStamped", "audio_common_msgs/msg/AudioDataStamped")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "geometry_msgs/msg/PointStamped", "nav_msgs/msg/Odometry")
-GROUND_TRUTH_TOPIC = "/ground_truth/pose"
-CORRUPTION_TOPIC = "/ground_truth/corruption"
-BUDGET_TOPIC = "/compute_budget"
-CLOCK_TOPIC = "/clock"
 
 
 class BagError(RuntimeError):
@@ -297,14 +301,9 @@ def open_bag(path: str | Path, config, namespace: str = "", require_ground_truth
 
 def _sensor_candidates(kind: str, base: str) -> list[tuple[str, tuple[str, ...]]]:
     """(topic, accepted types) to look for, best first; `base` is the resolved image_raw / audio topic."""
-    if kind == "rgb":
-        return [(base, (IMAGE, COMPRESSED)), (f"{base}/compressed", (COMPRESSED,))]
-    if kind == "depth":
-        return [(base, (IMAGE, COMPRESSED)), (f"{base}/compressedDepth", (COMPRESSED,))]
+    if kind in COMPRESSED_TRANSPORTS:
+        return [(base, (IMAGE, COMPRESSED)), (f"{base}/{COMPRESSED_TRANSPORTS[kind]}", (COMPRESSED,))]
     return [(base, AUDIO_TYPES)]
-
-
-SENSOR_TOPICS = {"rgb": "{view}/camera/image_raw", "depth": "{view}/depth/image_raw", "audio": "{view}/mic/audio"}
 
 
 def _plan(path: Path, reader, config, resolve, require_ground_truth: bool) -> BagPlan:
@@ -318,7 +317,7 @@ def _plan(path: Path, reader, config, resolve, require_ground_truth: bool) -> Ba
     sensors, missing, wrong = {}, [], []
     for spec in config.modalities:
         for view in spec.views:
-            candidates = _sensor_candidates(spec.kind, resolve(SENSOR_TOPICS[spec.kind].format(view=view)))
+            candidates = _sensor_candidates(spec.kind, resolve(sensor_topic(spec.kind, view)))
             present = [(topic, allowed) for topic, allowed in candidates if topic in types]
             silent = (f"the model's {spec.name} input for {view} gets a silent window (as admn_node does "
                       "without audio)")
@@ -355,7 +354,7 @@ def _plan(path: Path, reader, config, resolve, require_ground_truth: bool) -> Ba
     if require_ground_truth and ground_truth is None:
         raise BagError(f"{path}: {warnings[-1]}. The bag holds: {topic_table(reader)}")
     corruption = optional(resolve(CORRUPTION_TOPIC), ("diagnostic_msgs/msg/DiagnosticArray",), "corruption labels")
-    budget = resolve(BUDGET_TOPIC)
+    budget = resolve(RECORDED_BUDGET_TOPIC)
     budget = budget if types.get(budget) == "std_msgs/msg/Int32" else None
     return BagPlan(path, reader, sensors, ground_truth, corruption, budget, int(reader.start_time),
                    int(reader.end_time), _storage_of(path), warnings)

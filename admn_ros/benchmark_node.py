@@ -80,6 +80,7 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5, fast_pa
     from rclpy.node import Node
     from rclpy.parameter import Parameter
 
+    from admn_core.ros_interface import ALLOCATION_TOPIC, POSE_TOPIC, output_topic
     from admn_ros.admn_node import AdmnNode
 
     context = Context()
@@ -91,8 +92,8 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5, fast_pa
                                          Parameter("fast_path", value=fast_path)])
     listener = Node("admn_benchmark_listener", context=context, namespace=namespace)
     received = []
-    listener.create_subscription(PoseWithCovarianceStamped, "admn_node/pose", received.append, 10)
-    listener.create_subscription(DiagnosticArray, "admn_node/allocation", received.append, 10)
+    listener.create_subscription(PoseWithCovarianceStamped, output_topic(POSE_TOPIC, namespace), received.append, 10)
+    listener.create_subscription(DiagnosticArray, output_topic(ALLOCATION_TOPIC, namespace), received.append, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(listener)

@@ -1,4 +1,5 @@
-"""admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py, for machines without `ros2 launch`.
+"""admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py, for machines without `ros2 launch`; and
+`node_command()`, the one way every tool (bring-up, live replay, the soak, the demo) starts a node process.
 
     admn_bringup --model tiny.safetensors [--device cuda] [--config admn_node.yaml] [--thermal-config t.yaml]
                  [--use-sim-time] [--namespace robot1] [--frame-id map] [--budget-topic /compute_budget] [--dry-run]
@@ -11,6 +12,10 @@ children that do not exit within the grace period are terminated, then killed. I
 stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
 Config files are looked up where the launch file finds them: the package share directory (admn_ros.share).
+
+`node_command(name, params_file, overrides, namespace, remaps, env)` -> `ProcessSpec` (argv, environment) applies the
+launch file's rules to one node: its shipped parameter file (or the caller's), then the overrides (`-p`, which rcl
+ranks above the file), the remappings, the namespace, and the Fast DDS profile rule; `start_process(spec)` runs it.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from admn_core.ros_interface import BUDGET_TOPIC
 from admn_ros.processes import escalate
-from admn_ros.share import config_dir
+from admn_ros.share import config_file
 
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
-BUDGET_TOPIC = "compute_budget"
-NODES = (("admn_node", "admn_ros.admn_node"), ("thermal_monitor", "admn_ros.thermal_monitor"))
+NODE_MODULES = {"admn_node": "admn_ros.admn_node", "thermal_monitor": "admn_ros.thermal_monitor"}
+PARAMETER_FILES = {"admn_node": "admn_node.yaml", "thermal_monitor": "thermal_monitor.yaml"}  # shipped, in config/
 GRACE_S = 10.0
 
 
@@ -63,27 +69,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fastdds_profile_environment() -> dict[str, str]:
+    """The launch file's rule: a user's FASTDDS_DEFAULT_PROFILES_FILE is kept, else the shipped large-data profile."""
+    return {FASTDDS_PROFILE_VARIABLE: os.environ.get(FASTDDS_PROFILE_VARIABLE) or str(config_file(FASTDDS_PROFILE))}
+
+
+def ros_argument(value) -> str:
+    """A `-p name:=value` value as rcl parses it (YAML): booleans lower-case, paths and numbers as text."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def node_command(name: str, params_file: str | Path | None = None, overrides: dict | None = None,
+                 namespace: str = "", remaps: dict | None = None, env: dict | None = None,
+                 python: str = sys.executable) -> ProcessSpec:
+    """How node `name` (admn_node | thermal_monitor) is started outside the launch file, with the launch file's rules.
+
+    `params_file`: None = the shipped config/<name>.yaml. `overrides`: parameter values ranked above the file.
+    `remaps`: {from: to} topic remappings. `env`: variables set on top of the Fast DDS profile rule.
+    Raises FileNotFoundError for a parameter file or shipped profile that does not exist."""
+    if name not in NODE_MODULES:
+        raise ValueError(f"unknown node {name!r}; expected one of {', '.join(NODE_MODULES)}")
+    # Absolute: the log then shows a path users can check whatever the node's working directory.
+    path = Path(params_file).expanduser().resolve() if params_file else config_file(PARAMETER_FILES[name])
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path}")
+    argv = [python, "-m", NODE_MODULES[name], "--ros-args", "-r", f"__node:={name}", "--params-file", str(path)]
+    for parameter, value in (overrides or {}).items():
+        argv += ["-p", f"{parameter}:={ros_argument(value)}"]
+    for source, target in (remaps or {}).items():
+        argv += ["-r", f"{source}:={target}"]
+    if namespace.strip("/"):
+        argv += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    return ProcessSpec(name, argv, {**fastdds_profile_environment(), **(env or {})})
+
+
+def start_process(spec: ProcessSpec, log_path: str | Path | None = None) -> subprocess.Popen:
+    """Start `spec` with its environment over ours, output appended to `log_path` (else our own stdout/stderr).
+
+    Own session: a terminal Ctrl-C reaches only the parent, which stops its children with exactly one SIGINT."""
+    output = open(log_path, "ab") if log_path else None
+    try:
+        return subprocess.Popen(spec.argv, env={**os.environ, **spec.env_overrides}, stdout=output,
+                                stderr=subprocess.STDOUT if output else None, start_new_session=True)
+    finally:
+        if output is not None:
+            output.close()
+
+
 def build_commands(args: argparse.Namespace, python: str = sys.executable) -> list[ProcessSpec]:
-    configs = config_dir()
-    admn_config = Path(args.config or configs / "admn_node.yaml").resolve()
-    thermal_config = Path(args.thermal_config or configs / "thermal_monitor.yaml").resolve()
-    for path in (admn_config, thermal_config):
-        if not path.is_file():
-            raise FileNotFoundError(f"parameter file not found: {path}")
-    sim_time = "true" if args.use_sim_time else "false"
-    # Absolute: the node resolves a relative path against its own working directory, which is ours, but an absolute
-    # path in the log is what users can check.
-    model = str(Path(args.model).expanduser().resolve())
-    common = ["-p", f"use_sim_time:={sim_time}", "-r", f"{BUDGET_TOPIC}:={args.budget_topic}"]
-    if args.namespace:
-        common += ["-r", f"__ns:=/{args.namespace.strip('/')}"]
-    env = {FASTDDS_PROFILE_VARIABLE: os.environ.get(FASTDDS_PROFILE_VARIABLE) or str(configs / FASTDDS_PROFILE)}
-    overrides = {"admn_node": ["--params-file", str(admn_config), "-p", f"model:={model}", "-p",
-                               f"device:={args.device}", "-p", f"frame_id:={args.frame_id}"],
-                 "thermal_monitor": ["--params-file", str(thermal_config)]}
-    return [ProcessSpec(name, [python, "-m", module, "--ros-args", "-r", f"__node:={name}", *overrides[name],
-                               *common], dict(env))
-            for name, module in NODES]
+    common = {"namespace": args.namespace, "remaps": {BUDGET_TOPIC: args.budget_topic}, "python": python}
+    model = Path(args.model).expanduser().resolve()
+    return [node_command("admn_node", args.config, {"model": model, "device": args.device, "frame_id": args.frame_id,
+                                                    "use_sim_time": args.use_sim_time}, **common),
+            node_command("thermal_monitor", args.thermal_config, {"use_sim_time": args.use_sim_time}, **common)]
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:
@@ -112,8 +150,7 @@ def run(specs: list[ProcessSpec]) -> int:
         for spec in specs:
             print(f"admn_bringup: starting {spec.name}: {spec.shell()}", flush=True)
             # Own session: a terminal Ctrl-C reaches only us, and we forward exactly one SIGINT.
-            processes[spec.name] = subprocess.Popen(spec.argv, env={**os.environ, **spec.env_overrides},
-                                                    start_new_session=True)
+            processes[spec.name] = start_process(spec)
         while not stop_requested:
             exited = {name: p.returncode for name, p in processes.items() if p.poll() is not None}
             if exited:

@@ -28,6 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+from admn_core.ros_interface import DIAGNOSTICS_TOPIC
+from admn_ros.bringup import ProcessSpec, node_command, start_process
+
 BAR = 12
 LOUD = "!" * 100
 
@@ -149,13 +152,11 @@ def write_thermal_profile(path: Path, duration: float) -> Path:
     return path
 
 
-def thermal_command(profile: Path, duration: float) -> list[str]:
-    from admn_ros.share import config_dir
-
-    return [sys.executable, "-m", "admn_ros.thermal_monitor", "--ros-args", "--params-file",
-            str(config_dir() / "thermal_monitor.yaml"), "-p", "source:=scripted", "-p", f"profile_file:={profile}",
-            "-p", "sample_period_s:=0.25", "-p", "publish_period_s:=1.0",
-            "-p", f"recover_interval_s:={max(0.5, 0.04 * duration):.2f}", "-p", "use_sim_time:=false"]
+def thermal_command(profile: Path, duration: float) -> ProcessSpec:
+    """thermal_monitor's command: the shipped file, replaying `profile` on the wall clock."""
+    return node_command("thermal_monitor", overrides={
+        "source": "scripted", "profile_file": profile, "sample_period_s": 0.25, "publish_period_s": 1.0,
+        "recover_interval_s": round(max(0.5, 0.04 * duration), 2), "use_sim_time": False})
 
 
 # --------------------------------------------------------------------------------------------- live view
@@ -296,13 +297,12 @@ def main(argv=None) -> int:
                         view.state["temperature"] = float(values.get("temperature_c", "nan"))
                     except ValueError:
                         view.state["temperature"] = None
-        recorder.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        recorder.node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, on_diagnostics, 10)
         view.recorder = recorder
 
     def before_play(recorder):
-        processes["thermal_monitor"] = subprocess.Popen(
-            thermal_command(profile.resolve(), args.duration), stdout=open(logs / "thermal_monitor.log", "ab"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+        processes["thermal_monitor"] = start_process(thermal_command(profile.resolve(), args.duration),
+                                                     logs / "thermal_monitor.log")
         deadline = time.monotonic() + 20.0
         while recorder.latest_budget is None and time.monotonic() < deadline:
             time.sleep(0.05)

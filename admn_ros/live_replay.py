@@ -14,8 +14,9 @@ arguments, model or bag; 3 no output received; 130 interrupted.
   skipped with a warning naming the topic and type (rclpy needs the type support to create a publisher).
 * `OutputRecorder`: records the node's `~/pose` and `~/allocation` and turns them into `FrameRecord`s (the offline
   evaluator's format), joined by the synchronized input stamp the node puts in both headers.
-* `start_node()`: admn_node as a child process with use_sim_time (what `ros2 run`/bring-up does), and
-  `stop_process()`: SIGINT, then terminate/kill.
+* `start_node()`: admn_node as a child process with use_sim_time, started as bring-up starts it
+  (`admn_ros.bringup.node_command`: the shipped parameter file, the Fast DDS profile rule), on loopback discovery
+  unless ROS_AUTOMATIC_DISCOVERY_RANGE is set; `stop_process()`: SIGINT, then terminate/kill.
 * `run_live_replay()`: wires them together, waits for discovery, plays, collects, joins ground truth and reports the
   output rate (outputs / synchronized sets of the bag) and gaps (a node that died or restarted mid-replay: runs of
   synchronized sets without any output are reported and the replay carries on).
@@ -35,7 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from admn_ros.bag_reader import CLOCK_TOPIC, BagError, open_bag, open_reader
+from admn_core.ros_interface import ALLOCATION_TOPIC, CLOCK_TOPIC, NODE_NAME, POSE_TOPIC, output_topic
+from admn_ros.bag_reader import BagError, open_bag, open_reader
+from admn_ros.bringup import ProcessSpec, node_command, start_process
 from admn_ros.processes import stop_process  # also re-exported for the demo and tests
 from admn_ros.replay_eval import FrameRecord, attach_ground_truth, read_ground_truth, synchronized_stamps
 from admn_ros.replay_report import find_gaps
@@ -138,21 +141,22 @@ class BagPlayer:
 
 
 class OutputRecorder:
-    """Subscribes `<node>/pose` and `<node>/allocation`; both carry the synchronized input stamp."""
+    """Subscribes admn_node's `~/pose` and `~/allocation` under `namespace`; both carry the synchronized input
+    stamp."""
 
-    def __init__(self, node, node_name: str = "/admn_node", on_output: Callable | None = None):
+    def __init__(self, node, namespace: str = "", on_output: Callable | None = None):
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from rclpy.qos import QoSProfile
 
-        self.node_name = node_name.rstrip("/")
         self.poses, self.allocations = {}, {}
         self.arrivals = []  # (monotonic, stamp) of completed outputs
         self.lock = threading.Lock()
         self.on_output = on_output
         self.latest_budget = None
         qos = QoSProfile(depth=200)
-        self.pose_topic, self.allocation_topic = f"{self.node_name}/pose", f"{self.node_name}/allocation"
+        self.pose_topic = output_topic(POSE_TOPIC, namespace)
+        self.allocation_topic = output_topic(ALLOCATION_TOPIC, namespace)
         node.create_subscription(PoseWithCovarianceStamped, self.pose_topic, self._on_pose, qos)
         node.create_subscription(DiagnosticArray, self.allocation_topic, self._on_allocation, qos)
         self.node = node
@@ -213,26 +217,18 @@ class OutputRecorder:
             return len(self.arrivals)
 
 
-def ros_environment(extra: dict | None = None) -> dict:
-    """The environment for child nodes: loopback discovery unless the user chose otherwise."""
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env.update(extra or {})
-    return env
+def node_spec(model, namespace: str = "", use_sim_time: bool = True, parameters: dict | None = None,
+              env: dict | None = None) -> ProcessSpec:
+    """admn_node's command: bring-up's, with `model`, `use_sim_time` and `parameters` over the shipped file."""
+    discovery = {"ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
+    overrides = {"model": Path(model).expanduser().resolve(), "use_sim_time": use_sim_time, **(parameters or {})}
+    return node_command(NODE_NAME, overrides=overrides, namespace=namespace, env={**discovery, **(env or {})})
 
 
 def start_node(model, namespace: str = "", use_sim_time: bool = True, parameters: dict | None = None,
                log_path: str | Path | None = None, env: dict | None = None) -> subprocess.Popen:
-    """admn_node as a child process (own session, so a terminal Ctrl-C reaches only the parent)."""
-    argv = [sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-r", "__node:=admn_node",
-            "-p", f"model:={Path(model).resolve()}", "-p", f"use_sim_time:={'true' if use_sim_time else 'false'}"]
-    if namespace:
-        argv += ["-r", f"__ns:=/{namespace.strip('/')}"]
-    for name, value in (parameters or {}).items():
-        argv += ["-p", f"{name}:={value}"]
-    output = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(argv, env=ros_environment(env), stdout=output, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    """admn_node as a child process (see `node_spec`), its output appended to `log_path`."""
+    return start_process(node_spec(model, namespace, use_sim_time, parameters, env), log_path)
 
 
 @dataclass
@@ -312,7 +308,7 @@ def run_live_replay(bag, config, context=None, namespace: str = "", bag_namespac
     executor = SingleThreadedExecutor(context=context) if context is not None else SingleThreadedExecutor()
     executor.add_node(node)
     player = BagPlayer(node, bag, rate, remap=remap)
-    recorder = OutputRecorder(node, f"{ns}/admn_node", on_output)
+    recorder = OutputRecorder(node, namespace, on_output)
     if watch_budget:
         recorder.watch_budget()
     if recorder_hook is not None:

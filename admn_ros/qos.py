@@ -50,7 +50,8 @@ from rclpy.qos import (
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
-BUDGET_TOPIC = "compute_budget"  # relative: resolved in the node's namespace
+from admn_core.ros_interface import BUDGET_TOPIC
+
 BUDGET_MIN_INTERVAL_S = 0.01  # at most 100 budget callbacks per second per subscription, whatever is published
 
 BUDGET_PUBLISHER_QOS = QoSProfile(

@@ -5,7 +5,8 @@
     admn_soak --model tiny.safetensors --device cuda --duration 120
 
 What it does: makes a random-weights bundle of `--preset` (unless `--model` is given), starts admn_node as a child
-process (its own interpreter, so its RSS is its own), and publishes, for every view of the model, camera images
+process (its own interpreter, so its RSS is its own; started as bring-up starts it, with the shipped parameter file
+under the soak's own values), and publishes, for every view of the model, camera images
 (rgb8, default 640x480 at 30 Hz), depth images (16UC1, same size and rate, same stamps as the camera) and microphone
 chunks (the 32FC1 Image carrier, default 50 Hz = 320 samples at 16 kHz) stamped with the wall clock. It records
 every allocation the node publishes (end-to-end latency = arrival wall clock - input stamp) and every /diagnostics
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
+from admn_core.ros_interface import ALLOCATION_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, output_topic, sensor_topic
+from admn_ros.bringup import (
+    FASTDDS_PROFILE_VARIABLE,
+    ProcessSpec,
+    fastdds_profile_environment,
+    node_command,
+    start_process,
+)
 from admn_ros.processes import stop_process
 
 MIB = 1024 * 1024
@@ -116,16 +124,6 @@ def _percentiles(values, quantiles=(50, 90, 99)) -> dict[str, float]:
                                                                             "count": int(array.size)}
 
 
-def _large_data_profile() -> str | None:
-    try:
-        from admn_ros.bringup import FASTDDS_PROFILE, config_dir
-
-        path = config_dir() / FASTDDS_PROFILE
-    except Exception:  # not installed / not found: default transports (reliable QoS still works)
-        return None
-    return str(path) if path.is_file() else None
-
-
 class _Recorder:
     """Driver-side subscriptions: allocations (latency) and the node's diagnostics (latest values, queue maxima)."""
 
@@ -140,8 +138,8 @@ class _Recorder:
         self.inference_message = ""
         self.diagnostics_seen = 0
         self.queue_max: dict[str, int] = {}
-        node.create_subscription(DiagnosticArray, f"{namespace}/admn_node/allocation", self._on_allocation, 50)
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        node.create_subscription(DiagnosticArray, output_topic(ALLOCATION_TOPIC, namespace), self._on_allocation, 50)
+        node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
 
     def _on_allocation(self, msg) -> None:
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -193,17 +191,17 @@ class _Publisher:
             if "rgb" in kinds:
                 frames = [numpy_to_image(rng.integers(0, 256, (soak.height, soak.width, 3), dtype=np.uint8), "rgb8")
                           for _ in range(2)]
-                self.cameras[view] = (node.create_publisher(Image, f"{view}/camera/image_raw", qos), frames)
+                self.cameras[view] = (node.create_publisher(Image, sensor_topic("rgb", view), qos), frames)
             if "depth" in kinds:
                 frames = [numpy_to_image(rng.integers(400, 8000, (soak.height, soak.width), dtype=np.uint16), "16UC1")
                           for _ in range(2)]
-                self.depths[view] = (node.create_publisher(Image, f"{view}/depth/image_raw", qos), frames)
+                self.depths[view] = (node.create_publisher(Image, sensor_topic("depth", view), qos), frames)
             if "audio" in kinds:
                 rate = next(s.audio.sample_rate for s in config.modalities if s.kind == "audio")
                 self.chunk = round(rate / soak.audio_hz)
                 chunks = [numpy_to_audio_image((0.1 * rng.standard_normal(self.chunk)).astype(np.float32))
                           for _ in range(4)]
-                self.mics[view] = (node.create_publisher(Image, f"{view}/mic/audio", qos), chunks)
+                self.mics[view] = (node.create_publisher(Image, sensor_topic("audio", view), qos), chunks)
         self.published = {"frame_ticks": 0, "camera_msgs": 0, "depth_msgs": 0, "audio_msgs": 0,
                           "frame_ticks_skipped": 0, "audio_ticks_skipped": 0}
         self._stop = threading.Event()
@@ -269,15 +267,30 @@ def _make_bundle(soak: SoakConfig, directory: Path) -> Path:
     return save_bundle(directory / f"{soak.preset}_random.safetensors", random_bundle(config, budgets, seed=0))
 
 
+def node_spec(soak: SoakConfig, bundle: Path, namespace: str) -> ProcessSpec:
+    """admn_node's command: bring-up's, with the soak's model, device, QoS, budget and queue over the shipped file."""
+    return node_command(NODE_NAME, namespace=namespace, overrides={
+        "model": bundle, "device": soak.device, "input_qos": soak.input_qos, "budget_override": soak.budget,
+        "sync_queue_size": soak.sync_queue_size, "torch_threads": soak.torch_threads})
+
+
+def _use_node_dds_profile(log) -> None:
+    """Give this (driver) process the nodes' Fast DDS profile, before rclpy.init: large frames cross by shared memory
+    only when both ends use it."""
+    if FASTDDS_PROFILE_VARIABLE in os.environ:
+        return
+    profile = fastdds_profile_environment()
+    if "rclpy" in sys.modules:  # Fast DDS may have read its profiles already: this process keeps the defaults
+        log(f"admn_soak: warning: {FASTDDS_PROFILE_VARIABLE} set after rclpy was imported in this process; if it "
+            "already started a participant, the driver keeps Fast DDS's default transports and large best-effort "
+            f"frames may be lost — export {FASTDDS_PROFILE_VARIABLE}={profile[FASTDDS_PROFILE_VARIABLE]} before "
+            "starting")
+    os.environ.update(profile)
+
+
 def run_soak(soak: SoakConfig, log=print) -> SoakReport:
     """Run one soak; returns the report (never raises for a failing check: see report.checks)."""
-    profile = _large_data_profile()
-    if profile and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
-        if "rclpy" in sys.modules:  # Fast DDS may have read its profiles already: this process keeps the defaults
-            log("admn_soak: warning: FASTDDS_DEFAULT_PROFILES_FILE set after rclpy was imported in this process; if "
-                "it already started a participant, the driver keeps Fast DDS's default transports and large "
-                f"best-effort frames may be lost — export FASTDDS_DEFAULT_PROFILES_FILE={profile} before starting")
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # before rclpy.init: both processes use it
+    _use_node_dds_profile(log)
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
@@ -291,13 +304,8 @@ def run_soak(soak: SoakConfig, log=print) -> SoakReport:
     model_config = inspect_bundle(bundle).config
     namespace = f"/soak_{uuid.uuid4().hex[:8]}"
     node_log = workdir / "admn_node.log"
-    command = [sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-r", f"__ns:={namespace}",
-               "-p", f"model:={bundle}", "-p", f"device:={soak.device}", "-p", f"input_qos:={soak.input_qos}",
-               "-p", f"budget_override:={soak.budget}", "-p", f"sync_queue_size:={soak.sync_queue_size}",
-               "-p", f"torch_threads:={soak.torch_threads}"]
     log(f"admn_soak: node log {node_log}; bundle {bundle} ({model_config.name}); namespace {namespace}")
-    with open(node_log, "w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    process = start_process(node_spec(soak, bundle, namespace), node_log)
     context = Context()
     rclpy.init(context=context)
     driver = Node("admn_soak_driver", namespace=namespace, context=context)

@@ -46,7 +46,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from std_msgs.msg import Int32
 
-from admn_ros.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC, DIAGNOSTICS_QOS
+from admn_core.ros_interface import BUDGET_TOPIC, DIAGNOSTICS_TOPIC
+from admn_ros.qos import BUDGET_PUBLISHER_QOS, DIAGNOSTICS_QOS
 
 NORMAL, THROTTLED, FAILSAFE, OVERRIDE = "NORMAL", "THROTTLED", "FAILSAFE", "OVERRIDE"
 SOURCE_KINDS = ("thermal_zone", "nvml", "scripted")
@@ -433,7 +434,7 @@ class ThermalMonitorNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.budget_publisher = self.create_publisher(Int32, BUDGET_TOPIC, BUDGET_PUBLISHER_QOS)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
         self.sample_timer = self.create_timer(self.get_parameter("sample_period_s").value, self._sample)
         self.publish_timer = self.create_timer(self.get_parameter("publish_period_s").value, self._republish)
         self.get_logger().info(f"thermal_monitor: source {self.source.describe()}, levels "

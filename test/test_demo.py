@@ -20,7 +20,7 @@ def test_thermal_profile_heats_up_and_cools_down(tmp_path):
     temperatures = [profile.celsius_at(t) for t in (0, 10, 18, 20, 40)]
     assert temperatures[0] == 45.0 and temperatures[2] >= 85.0 and temperatures[3] >= 85.0
     assert temperatures[-1] == 45.0
-    command = demo.thermal_command(path, 40.0)
+    command = demo.thermal_command(path, 40.0).argv
     assert "source:=scripted" in command and "use_sim_time:=false" in command
 
 
@@ -91,6 +91,7 @@ def test_demo_refuses_to_switch_to_full_training_when_its_config_is_missing(tmp_
 
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     monkeypatch.setattr(share, "SOURCE_TREE", tmp_path / "no_checkout")
+    monkeypatch.setattr(share.sys, "prefix", str(tmp_path / "venv_without_share"))  # `make venv` links config/ there
     with pytest.raises(SystemExit, match=r"config/train_tiny_demo.yaml not found in any of: .*--full-training"):
         demo.train_settings(full_training=False)
 
@@ -99,5 +100,6 @@ def test_config_lookup_falls_back_to_the_source_tree(monkeypatch):
     from admn_ros import share
 
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    monkeypatch.setattr(share.sys, "prefix", "/nonexistent/venv")  # `make venv` links config/ into the venv
     checkout = Path(__file__).resolve().parents[1]
     assert share.config_file("train_tiny_demo.yaml") == checkout / "config" / "train_tiny_demo.yaml"

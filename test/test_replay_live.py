@@ -3,8 +3,10 @@
 Reports the output-rate figure (outputs / synchronized sets at the bag's rate) and the offline/live agreement.
 """
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,7 @@ from admn_ros.replay_eval import BudgetSource, evaluate_bag
 from admn_ros.replay_report import compare, format_comparison
 
 from model_fixtures import micro_config
-from ros_fixtures import ros_context, unique_name  # noqa: F401 - pytest fixture
+from ros_fixtures import ros_context, spin_until, unique_name  # noqa: F401 - pytest fixture
 
 VIEWS = ("node_1", "node_2", "node_3")
 
@@ -101,3 +103,35 @@ def test_a_node_restarted_mid_replay_is_reported_as_a_gap(ros_context, node_fact
     last_gap_end = result.gaps[-1][1]
     assert any(r.stamp_ns > last_gap_end for r in result.records), "outputs resume after the restart"
     assert threading.active_count() < 20
+
+
+def test_a_started_node_gets_the_shipped_parameter_file_the_overrides_and_the_dds_profile(ros_context,  # noqa: F811
+                                                                                         node_factory):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    from admn_ros.share import config_file
+
+    namespace = unique_name("params")
+    process = node_factory(namespace, budget_override=8)
+    observer = Node("parameter_observer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(observer)
+    client = AsyncParameterClient(observer, f"/{namespace}/admn_node")
+    try:
+        assert spin_until(executor, lambda: process.poll() is not None or client.services_are_ready(), 60.0)
+        assert process.poll() is None, "admn_node exited at start-up"
+        future = client.get_parameters(["frame_id", "torch_threads", "budget_override", "use_sim_time"])
+        assert spin_until(executor, future.done, 30.0)
+        values = [parameter_value_to_python(value) for value in future.result().values]
+        # frame_id comes from config/admn_node.yaml (the node's own default differs); the rest are the overrides.
+        assert values == ["map", 1, 8, True]
+        environment = dict(entry.split("=", 1) for entry in
+                           Path(f"/proc/{process.pid}/environ").read_text().split("\0") if "=" in entry)
+        assert environment["FASTDDS_DEFAULT_PROFILES_FILE"] == os.environ.get(
+            "FASTDDS_DEFAULT_PROFILES_FILE", str(config_file("fastdds_large_data.xml")))
+    finally:
+        executor.shutdown()
+        observer.destroy_node()

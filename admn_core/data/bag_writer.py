@@ -32,6 +32,7 @@ from admn_core.data.errors import BagWriteError
 from admn_core.data.geometry import yaw_quaternion
 from admn_core.data.trajectory import Trajectory, car_state
 from admn_core.data.world import World, WorldConfig
+from admn_core.ros_interface import CAMERA_INFO_TOPIC, CLOCK_TOPIC, CORRUPTION_TOPIC, GROUND_TRUTH_TOPIC, sensor_topic
 
 AUDIO_CHUNK = 320  # samples per /mic/audio message: 20 ms at 16 kHz
 TRAJECTORY_OFFSET_S = 2.0  # bag time 0 = this instant along the trajectory (so audio history exists)
@@ -155,15 +156,16 @@ def write_trajectory_bag(path: str | Path, duration_s: float = 20.0, seed: int =
         conns = {}
         for view in views:
             if rgb_name:
-                conns[(view, "rgb")] = connect(f"/{view}/camera/image_raw", "sensor_msgs/msg/Image")
-                conns[(view, "info")] = connect(f"/{view}/camera/camera_info", "sensor_msgs/msg/CameraInfo")
+                conns[(view, "rgb")] = connect(f"/{sensor_topic('rgb', view)}", "sensor_msgs/msg/Image")
+                conns[(view, "info")] = connect(f"/{CAMERA_INFO_TOPIC.format(view=view)}",
+                                                "sensor_msgs/msg/CameraInfo")
             if depth_name:
-                conns[(view, "depth")] = connect(f"/{view}/depth/image_raw", "sensor_msgs/msg/Image")
+                conns[(view, "depth")] = connect(f"/{sensor_topic('depth', view)}", "sensor_msgs/msg/Image")
             if mic_name:
-                conns[(view, "mic")] = connect(f"/{view}/mic/audio", "sensor_msgs/msg/Image")
-        pose_conn = connect("/ground_truth/pose", "geometry_msgs/msg/PoseStamped")
-        label_conn = connect("/ground_truth/corruption", "diagnostic_msgs/msg/DiagnosticArray")
-        clock_conn = connect("/clock", "rosgraph_msgs/msg/Clock")
+                conns[(view, "mic")] = connect(f"/{sensor_topic('audio', view)}", "sensor_msgs/msg/Image")
+        pose_conn = connect(GROUND_TRUTH_TOPIC, "geometry_msgs/msg/PoseStamped")
+        label_conn = connect(CORRUPTION_TOPIC, "diagnostic_msgs/msg/DiagnosticArray")
+        clock_conn = connect(CLOCK_TOPIC, "rosgraph_msgs/msg/Clock")
 
         # Camera, depth, ground truth and labels at camera rate.
         frames = int(math.floor(duration_s * rate_hz))
