@@ -4,8 +4,9 @@
                         [--no-fast-path]
 
 What is measured, in-process, with real sensor_msgs messages through the node's real code paths:
-* sync: the subscription callbacks (camera + depth of every view into the approximate-time synchronizer and the
-  latest-only slot; one 512-sample audio chunk per view into its ring buffer, decoded on arrival).
+* sync: what the subscription callbacks do (camera + depth of every view into the frame pipeline's approximate-time
+  synchronizer, one 512-sample audio chunk per view into its ring buffer, decoded on arrival) and taking the ready
+  set.
 * decode (Image -> numpy, colour order, depth checks), audio window, engine preprocess (resize, normalise,
   spectrogram: done by admn_core, but paid per set), publish (pose + allocation, with a matched subscriber).
 * model: controller + backbones + fusion + head (the engine's own timings).
@@ -14,7 +15,8 @@ Node overhead = sync + decode + audio + preprocess + publish. Targets: <= 3 ms a
 Not included: DDS transport. Inside one process it cannot be separated from scheduling, so the messages are handed
 to the subscription callbacks directly. rclpy's deserialization of a received message (paid on the executor thread
 before the callback) is measured separately with rclpy.serialization and printed on its own line.
-The worker thread is stopped and `process()` is called on this thread, so no thread hand-off noise is counted.
+The worker thread is stopped and the pipeline's `process()` is called on this thread, so no thread hand-off noise is
+counted.
 """
 
 from __future__ import annotations
@@ -41,29 +43,29 @@ def _percentiles(values) -> tuple[float, float]:
 
 
 def _messages(node, stamp_ns: int, rng) -> tuple[list, list]:
-    """One set of real messages: (audio (entry, msg) pairs, camera/depth messages in synchronizer order)."""
+    """One set of real messages: (key, message) pairs of the audio inputs, then of the camera/depth inputs."""
     from admn_ros.audio import numpy_to_audio_image
     from admn_ros.conversions import ns_to_stamp, numpy_to_image
 
     stamp = ns_to_stamp(stamp_ns)
-    audio = []
-    for entry in node.inputs.values():
-        if entry.kind == "audio":
+    audio, frames = [], []
+    for key, state in node.inputs.items():
+        if state.kind == "audio":
             chunk = (0.1 * rng.standard_normal(AUDIO_CHUNK)).astype(np.float32)
-            audio.append((entry, numpy_to_audio_image(chunk, stamp=stamp)))
-    frames = []
-    for key in node._sync_keys:
-        if node.inputs[key].kind == "rgb":
-            frames.append(numpy_to_image(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8), "rgb8", stamp))
+            audio.append((key, numpy_to_audio_image(chunk, stamp=stamp)))
+        elif state.kind == "rgb":
+            image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+            frames.append((key, numpy_to_image(image, "rgb8", stamp)))
         else:
-            frames.append(numpy_to_image(rng.integers(500, 6000, (HEIGHT, WIDTH), dtype=np.uint16), "16UC1", stamp))
+            image = rng.integers(500, 6000, (HEIGHT, WIDTH), dtype=np.uint16)
+            frames.append((key, numpy_to_image(image, "16UC1", stamp)))
     return audio, frames
 
 
 def _deserialize_ms(frames, audio, repeats: int = 10) -> float:
     from rclpy.serialization import deserialize_message, serialize_message
 
-    payloads = [(serialize_message(m), type(m)) for m in frames] + [(serialize_message(m), type(m)) for _, m in audio]
+    payloads = [(serialize_message(m), type(m)) for _, m in frames + audio]
     started = time.perf_counter()
     for _ in range(repeats):
         for data, msg_type in payloads:
@@ -111,23 +113,25 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5, fast_pa
             if deserialize_ms is None:
                 deserialize_ms = _deserialize_ms(frames, audio)
             started = time.perf_counter()
-            for entry, msg in audio:
-                node._on_audio(msg, entry)
-            for subscriber, msg in zip(node.sync_filters, frames, strict=True):
-                subscriber.callback(msg)
-            synced = node._slot.take(timeout=0)
+            for key, msg in audio:
+                node.pipeline.add_audio(key, msg)
+            for key, msg in frames:
+                node.pipeline.add_frame(key, msg)
+            pending = node.pipeline.wait_ready(0.0)  # the audio reaches the set's stamp: ready at once
             sync_ms = 1e3 * (time.perf_counter() - started)
-            if synced is None:
-                raise RuntimeError("the synchronizer emitted no set for identical stamps")
-            timings = node.process(synced)
-            if timings is None:
-                raise RuntimeError(f"set not processed: {node.counters}")
+            if pending is None:
+                raise RuntimeError("the synchronizer emitted no ready set for identical stamps")
+            outcome = node.pipeline.process(pending)
+            if not outcome.ok:
+                raise RuntimeError(f"set not processed: {outcome.status} ({outcome.reason})")
+            node._publish(outcome, pending.formed)
+            timings = outcome.timings
             if index >= warmup:
                 rows.append({"sync_ms": sync_ms, "decode_ms": timings.decode_ms, "audio_ms": timings.audio_ms,
                              "preprocess_ms": timings.preprocess_ms, "publish_ms": timings.publish_ms,
                              "model_ms": timings.model_ms})
             executor.spin_once(timeout_sec=0)
-        views = len(node.sync_filters) // max(1, len({k[1] for k in node._sync_keys}))
+        views = len({view for view, _ in node.inputs})
         return {"model": str(model_path), "config": node.config.name, "budget": budget, "views": views,
                 "image": f"{WIDTH}x{HEIGHT}", "device": node.device, "repeats": repeats, "rows": rows,
                 "deserialize_ms_per_set": deserialize_ms,
