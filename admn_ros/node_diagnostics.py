@@ -92,7 +92,7 @@ def _silence_hint(node, state, now: float) -> str:
 
 
 def _sync_drops(node) -> list[str]:
-    """Per topic, out-of-order or duplicate stamps the synchronizer dropped since the last check."""
+    """Per topic, out-of-order or duplicate stamps the synchronizer saw since the last check."""
     problems = []
     for stats in sync_stats(node).inputs:
         disorder = (stats.out_of_order or 0, stats.duplicates or 0)
@@ -103,7 +103,7 @@ def _sync_drops(node) -> list[str]:
         state = next((s for s in node.inputs.values() if s.topic == stats.topic), None)
         topic = state.resolved_topic if state else stats.topic
         reason = (f"{disorder[0] - previous[0]} out-of-order and {disorder[1] - previous[1]} duplicate "
-                  "stamp(s) dropped by the synchronizer")
+                  "stamp(s) arrived at the synchronizer")
         if state is not None:
             state.errors += disorder[0] - previous[0] + disorder[1] - previous[1]
             state.last_error = reason
