@@ -63,6 +63,7 @@ class NodeDefaults:
     sync_queue_size: int = 10  # messages kept per synchronizer input
     default_budget: int = 12  # layers, until the first budget message
     audio_wait_s: float = 0.1  # s; a few microphone chunk periods (32 ms chunks are common)
+    frame_id: str = "map"  # REP-105: the world-fixed frame the pose is expressed in
 
 
 NODE_DEFAULTS = NodeDefaults()

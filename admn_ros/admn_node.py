@@ -27,6 +27,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from admn_core.preprocess import synthetic_sample
+from admn_core.ros_interface import ALLOCATION_TOPIC, CLASSIFICATION_TOPIC, DIAGNOSTICS_TOPIC, POSE_TOPIC
 from admn_core.runtime import InferenceEngine
 from admn_core.stream.pipeline import TIME_JUMP_BACK_S, FramePipeline, Outcome  # noqa: F401 - the node's rule
 from admn_core.stream.throttled_log import ThrottledLog
@@ -210,12 +211,12 @@ class AdmnNode(Node):
     def _create_publishers(self) -> None:
         self.pose_publisher = self.classification_publisher = None
         if self.config.head.task == "localization":
-            self.pose_publisher = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+            self.pose_publisher = self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, 10)
         else:
             self._classification_type = classification_message_class()
-            self.classification_publisher = self.create_publisher(self._classification_type, "~/classification", 10)
-        self.allocation_publisher = self.create_publisher(DiagnosticArray, "~/allocation", 10)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+            self.classification_publisher = self.create_publisher(self._classification_type, CLASSIFICATION_TOPIC, 10)
+        self.allocation_publisher = self.create_publisher(DiagnosticArray, ALLOCATION_TOPIC, 10)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS)
 
     def _subscribe(self, topic):
         """One subscription feeding the pipeline -> (message type, effective reliability) for the silence hints."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admn_core.preprocess import missing_input
+from admn_core.ros_interface import sensor_topic
 from admn_core.stream.pipeline import TIME_JUMP_BACK_S
 from admn_ros.audio import AudioRingBuffer, audio_to_numpy, check_plausible_level, header_stamp_ns
 from admn_ros.conversions import (
@@ -152,16 +153,9 @@ def input_topics(config, camera_transport: str = "raw", depth_transport: str = "
     topics = []
     for spec in config.modalities:
         for view in spec.views:
-            if spec.kind == "rgb":
-                compressed = camera_transport == "compressed"
-                topic = f"{view}/camera/image_raw" + ("/compressed" if compressed else "")
-                type_name = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-            elif spec.kind == "depth":
-                compressed = depth_transport == "compressedDepth"
-                topic = f"{view}/depth/image_raw" + ("/compressedDepth" if compressed else "")
-                type_name = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-            else:
-                topic, type_name = f"{view}/mic/audio", "sensor_msgs/msg/Image"
+            transport = {"rgb": camera_transport, "depth": depth_transport}.get(spec.kind, "raw")
+            topic = sensor_topic(spec.kind, view, transport)
+            type_name = "sensor_msgs/msg/Image" if transport == "raw" else "sensor_msgs/msg/CompressedImage"
             topics.append(InputTopic((view, spec.name), spec.kind, topic, type_name))
     return topics
 

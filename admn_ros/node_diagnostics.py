@@ -105,6 +105,8 @@ def _sync_drops(node) -> list[str]:
         reason = (f"{disorder[0] - previous[0]} out-of-order and {disorder[1] - previous[1]} duplicate "
                   "stamp(s) arrived at the synchronizer")
         if state is not None:
+            # A late arrival is kept and may still match (message_filters' policy), but a stream out of order is a
+            # fault of its publisher worth counting, as a duplicate is.
             state.errors += disorder[0] - previous[0] + disorder[1] - previous[1]
             state.last_error = reason
         problems.append(f"{topic}: {reason}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from admn_core.stream.pipeline import DEFAULT_AUDIO_WAIT_S
+from admn_core.ros_interface import NODE_DEFAULTS
 from admn_ros.conversions import DEFAULT_MAX_IMAGE_PIXELS
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
@@ -44,14 +44,15 @@ PARAMETERS = {
                                     "float tolerance; false = the eager reference model", read_only=True)),
     "torch_threads": (0, _descriptor("torch intra-op CPU threads; 0 = torch's default", read_only=True,
                                      int_range=(0, 256))),
-    "frame_id": ("world", _descriptor("frame_id of the pose output (metres, REP-103)")),
-    "sync_slop": (0.05, _descriptor("approximate-time sync tolerance between camera and depth stamps (s)",
-                                    float_range=(0.0, 5.0))),
-    "sync_queue_size": (10, _descriptor("messages kept per synchronizer input", read_only=True,
-                                        int_range=(1, 1000))),
+    "frame_id": (NODE_DEFAULTS.frame_id, _descriptor("frame_id of the pose output (metres, REP-103; map: REP-105)")),
+    # Above 0: message_filters' policy emits a set only when its stamps span strictly less than the slop.
+    "sync_slop": (NODE_DEFAULTS.sync_slop, _descriptor(
+        "approximate-time sync tolerance between camera and depth stamps (s)", float_range=(0.001, 5.0))),
+    "sync_queue_size": (NODE_DEFAULTS.sync_queue_size, _descriptor("messages kept per synchronizer input",
+                                                                   read_only=True, int_range=(1, 1000))),
     "sync_backend": ("auto", _descriptor("auto (message_filters when importable) | builtin | message_filters",
                                          read_only=True)),
-    "audio_wait_s": (DEFAULT_AUDIO_WAIT_S, _descriptor(
+    "audio_wait_s": (NODE_DEFAULTS.audio_wait_s, _descriptor(
         "a set waits at most this long (s) for every microphone's audio to reach its stamp, then runs without it "
         "and the shortfall is reported", float_range=(0.0, 10.0))),
     "input_qos": ("sensor_data", _descriptor("sensor_data (best effort) | reliable; must be compatible with the "
@@ -73,7 +74,7 @@ PARAMETERS = {
                                       read_only=True, int_range=(1, 64))),
     "budget_override": (-1, _descriptor("use this budget regardless of /compute_budget; -1 = off",
                                         int_range=(-1, 1_000_000))),
-    "default_budget": (12, _descriptor("budget used until a /compute_budget message arrives",
+    "default_budget": (NODE_DEFAULTS.default_budget, _descriptor("budget used until a /compute_budget message arrives",
                                        int_range=(0, 1_000_000))),
     "no_input_warning_s": (5.0, _descriptor("warn when a subscribed input has been silent this long (s)",
                                             float_range=(0.1, 3600.0))),
@@ -84,11 +85,11 @@ PARAMETERS = {
 class Settings:
     """Runtime-tunable parameter values, updated by the parameter callback (read by the worker)."""
 
-    frame_id: str = "world"
-    sync_slop: float = 0.05
-    audio_wait_s: float = DEFAULT_AUDIO_WAIT_S
+    frame_id: str = NODE_DEFAULTS.frame_id
+    sync_slop: float = NODE_DEFAULTS.sync_slop
+    audio_wait_s: float = NODE_DEFAULTS.audio_wait_s
     budget_override: int = -1
-    default_budget: int = 12
+    default_budget: int = NODE_DEFAULTS.default_budget
     no_input_warning_s: float = 5.0
 
 

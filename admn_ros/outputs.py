@@ -4,7 +4,7 @@ Every output carries the synchronized input stamp in `header.stamp`, so outputs,
 joined after a bag replay. Layouts (copied into the README):
 
 `~/pose` geometry_msgs/PoseWithCovarianceStamped (localization models)
-    header.stamp        synchronized input stamp; header.frame_id = parameter `frame_id` (default "world")
+    header.stamp        synchronized input stamp; header.frame_id = parameter `frame_id` (default "map")
     pose.pose.position  x, y = the model's 2-D position in metres (REP-103); z = 0
     pose.pose.orientation  identity (x=y=z=0, w=1): the model does not estimate orientation
     pose.covariance     6x6 row-major over (x, y, z, rotX, rotY, rotZ): [0] xx, [1] xy, [6] yx, [7] yy = the model's

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admn_core.ros_interface import NODE_DEFAULTS
 from admn_core.stream.pipeline import (
-    DEFAULT_AUDIO_WAIT_S,
     TIME_JUMP_BACK_S,  # noqa: F401 - the node's rule, re-exported for offline use
     FramePipeline,
     InputFilter,
@@ -37,12 +37,6 @@ from admn_ros.bag_reader import BagPlan, corruption_label, open_bag, position_of
 from admn_ros.frame_assembly import FrameAssembler, synchronizer_factory
 from admn_ros.sync import MESSAGE_FILTERS
 
-# admn_node's parameter defaults (admn_ros.node_parameters.PARAMETERS), repeated here so pure offline use does not
-# pull in the node's rclpy message imports; test_bag_eval checks they stay equal.
-NODE_SYNC_SLOP = 0.05
-NODE_SYNC_QUEUE = 10
-NODE_DEFAULT_BUDGET = 12
-NODE_AUDIO_WAIT_S = DEFAULT_AUDIO_WAIT_S
 GT_TOLERANCE_S = 0.034  # ground truth joined to the nearest pose stamp within this (half a 15 Hz frame)
 
 
@@ -73,7 +67,7 @@ class BudgetSource:
     """Which budget each synchronized set is evaluated under (see the module docstring)."""
 
     def __init__(self, kind: str, fixed: int | None = None, schedule: Sequence | None = None,
-                 per_stamp: dict | None = None, default: int = NODE_DEFAULT_BUDGET):
+                 per_stamp: dict | None = None, default: int = NODE_DEFAULTS.default_budget):
         if kind not in ("fixed", "schedule", "bag", "per_stamp"):
             raise ValueError(f"budget source must be fixed | schedule | bag | per_stamp, got {kind!r}")
         self.kind, self.fixed, self.default = kind, fixed, int(default)
@@ -83,7 +77,7 @@ class BudgetSource:
         self.latest_topic: int | None = None
 
     @classmethod
-    def parse(cls, text: str, default: int = NODE_DEFAULT_BUDGET) -> BudgetSource:
+    def parse(cls, text: str, default: int = NODE_DEFAULTS.default_budget) -> BudgetSource:
         """'12' -> fixed; 'bag' -> /compute_budget; '0:36,20:16,40:6' -> schedule (seconds:budget)."""
         text = str(text).strip()
         if text == "bag":
@@ -185,8 +179,8 @@ class StampAudit:
 class SyncedStream:
     """The node's synchronizer over a bag: calls on_set(stamp_ns, {key: msg}) per emitted set."""
 
-    def __init__(self, plan: BagPlan, config, on_set: Callable, slop: float = NODE_SYNC_SLOP,
-                 queue_size: int = NODE_SYNC_QUEUE, backend: str = "auto"):
+    def __init__(self, plan: BagPlan, config, on_set: Callable, slop: float = NODE_DEFAULTS.sync_slop,
+                 queue_size: int = NODE_DEFAULTS.sync_queue_size, backend: str = "auto"):
         self.keys, self.inputs = [], {}
         by_key = {sensor.key: topic for topic, sensor in plan.sensors.items()}
         # The node's input order: modalities then views; camera/depth only (audio is not synchronized).
@@ -213,7 +207,7 @@ class SyncedStream:
         self.inputs[topic].signalMessage(self._adapt(msg))
 
 
-def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_SYNC_SLOP,
+def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_DEFAULTS.sync_slop,
                         remap: dict | None = None) -> list[int]:
     """Stamps of every set the node's synchronizer forms from the bag (no decoding, no inference)."""
     stamps = []
@@ -267,10 +261,11 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
             record.episode = "unlabelled"
 
 
-def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULT_BUDGET, namespace: str = "",
-                 sync_slop: float = NODE_SYNC_SLOP, sync_queue_size: int = NODE_SYNC_QUEUE,
+def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULTS.default_budget, namespace: str = "",
+                 sync_slop: float = NODE_DEFAULTS.sync_slop, sync_queue_size: int = NODE_DEFAULTS.sync_queue_size,
                  on_record: Callable | None = None, max_sets: int | None = None, remap: dict | None = None,
-                 progress=None, audio_wait_s: float = NODE_AUDIO_WAIT_S, sync_backend: str = "auto") -> EvalResult:
+                 progress=None, audio_wait_s: float = NODE_DEFAULTS.audio_wait_s,
+                 sync_backend: str = "auto") -> EvalResult:
     """Run `engine` (an admn_core.runtime.InferenceEngine) over every synchronized set of `bag`.
 
     The messages go, in bag order and at their bag times, through admn_node's own FramePipeline: a set is evaluated

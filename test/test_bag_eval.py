@@ -8,14 +8,12 @@ from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
 from admn_core.data.bag_writer import write_trajectory_bag
+from admn_core.ros_interface import NODE_DEFAULTS
 from admn_core.runtime import InferenceEngine
 from admn_ros.bag_reader import BagError, open_reader
 from admn_ros.conversions import image_to_numpy
 from admn_ros.plots import plot_timeline
 from admn_ros.replay_eval import (
-    NODE_DEFAULT_BUDGET,
-    NODE_SYNC_QUEUE,
-    NODE_SYNC_SLOP,
     TIME_JUMP_BACK_S,
     BudgetSource,
     evaluate_bag,
@@ -82,9 +80,9 @@ def independent_samples(bag, config):
 def test_node_defaults_match_the_node():
     from admn_ros import admn_node
 
-    assert admn_node.PARAMETERS["sync_slop"][0] == NODE_SYNC_SLOP
-    assert admn_node.PARAMETERS["sync_queue_size"][0] == NODE_SYNC_QUEUE
-    assert admn_node.PARAMETERS["default_budget"][0] == NODE_DEFAULT_BUDGET
+    assert admn_node.PARAMETERS["sync_slop"][0] == NODE_DEFAULTS.sync_slop
+    assert admn_node.PARAMETERS["sync_queue_size"][0] == NODE_DEFAULTS.sync_queue_size
+    assert admn_node.PARAMETERS["default_budget"][0] == NODE_DEFAULTS.default_budget
     assert admn_node.TIME_JUMP_BACK_S == TIME_JUMP_BACK_S
 
 
@@ -126,7 +124,7 @@ def test_budget_below_minimum_is_skipped_and_bag_budget_topic_is_followed(bag, e
     with_budget = rewrite(bag, tmp_path / "budget", extra=extra)
     result = evaluate_bag(with_budget, engine, BudgetSource.parse("bag"))
     by_t = [(round(r.t_s, 3), r.budget, r.status) for r in result.records]
-    assert by_t[0] == (0.0, NODE_DEFAULT_BUDGET, "ok")
+    assert by_t[0] == (0.0, NODE_DEFAULTS.default_budget, "ok")
     assert all(status == "skipped_budget" for t, b, status in by_t if 0.5 < t < 1.0)
     assert all(b == 6 and status == "ok" for t, b, status in by_t if t > 1.0)
     assert "below the model's minimum" in next(r.reason for r in result.records if r.budget == 2)

@@ -42,12 +42,13 @@ import numpy as np
 import torch
 
 from admn_core.preprocess import InputError
+from admn_core.ros_interface import NODE_DEFAULTS
 from admn_core.stream.sync import SimpleFilter
 from admn_core.stream.throttled_log import ThrottledLog
 
 TIME_JUMP_BACK_S = 1.0  # a set older than the last by more than this: a bag loop / simulator restart
 OOM_CAP_HOLD_S = 30.0  # after an out-of-memory error the budget stays capped this long, then the request is retried
-DEFAULT_AUDIO_WAIT_S = 0.1  # a few microphone chunk periods (32 ms chunks are common)
+DEFAULT_AUDIO_WAIT_S = NODE_DEFAULTS.audio_wait_s
 MAX_PENDING_SETS = 64  # sets waiting for audio hold their frames: bounded, the oldest is dropped as stale
 
 
