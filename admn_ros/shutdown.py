@@ -12,9 +12,11 @@ A signal before rclpy.init has installed the handlers (the process is still impo
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 EXIT_OK, EXIT_CANNOT_START = 0, 2
+SIGNAL_THREAD_GRACE_S = 0.05
 
 
 def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[type[BaseException], ...] = (),
@@ -63,4 +65,9 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
             executor.shutdown()
             if node is not None:
                 node.destroy_node()
+            if not context.ok():
+                # rclpy's signal thread may still be finishing the shutdown it started; leaving this block uninstalls
+                # the handlers, which joins that thread while holding the GIL. Let it finish first (a rare hang
+                # under load otherwise).
+                time.sleep(SIGNAL_THREAD_GRACE_S)
     return EXIT_OK
