@@ -30,7 +30,7 @@ $(STAMP): $(REQUIREMENTS) setup.py $(wildcard launch/* config/*)
 # replay the bag live with /clock and show the adaptation; summary, CSV and PNG under artifacts/demo/.
 # Extra options: make run DEMO_ARGS="--duration 30 --random-bundle"
 run: $(STAMP)
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONDONTWRITEBYTECODE=1 $(PY) -m admn_ros.demo $(DEMO_ARGS)
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONDONTWRITEBYTECODE=1 $(PY) -m admn_ros.tools.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

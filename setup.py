@@ -33,14 +33,14 @@ setup(
     entry_points={
         "console_scripts": [
             "admn = admn_core.cli:main",
-            "admn_node = admn_ros.admn_node:main",
-            "thermal_monitor = admn_ros.thermal_monitor:main",
-            "admn_bringup = admn_ros.bringup:main",
-            "admn_demo = admn_ros.demo:main",
-            "admn_node_benchmark = admn_ros.benchmark_node:main",
-            "admn_soak = admn_ros.soak:main",
-            "admn_replay_eval = admn_ros.replay_cli:main",
-            "admn_live_replay = admn_ros.live_replay:main",
+            "admn_node = admn_ros.nodes.admn_node:main",
+            "thermal_monitor = admn_ros.nodes.thermal_monitor:main",
+            "admn_bringup = admn_ros.tools.bringup:main",
+            "admn_demo = admn_ros.tools.demo:main",
+            "admn_node_benchmark = admn_ros.tools.benchmark_node:main",
+            "admn_soak = admn_ros.tools.soak:main",
+            "admn_replay_eval = admn_ros.bags.replay_cli:main",
+            "admn_live_replay = admn_ros.bags.live_replay:main",
         ],
     },
 )

@@ -4,7 +4,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from ruamel.yaml import YAML
 
-from admn_ros.bag_reader import open_reader
+from admn_ros.bags.bag_reader import open_reader
 
 # What rosbag2 writes into metadata.yaml for a default publisher (the data file written by rosbags holds none):
 # the QoS-text mismatch real bags show between metadata.yaml and their storage file.

@@ -6,7 +6,8 @@ Runtime stages would add seconds to every node's start on a busy machine. test/t
 through `FastPathOptions(onnx=True)`. OpenMP's spin is capped before torch loads, as `admn bench` does
 (admn_core.openmp_spin): idle OpenMP workers do not spin on the shared cores.
 Every process gets the shipped Fast DDS profile, as launch and bring-up do: Fast DDS reads it once per process, when
-its first participant starts, so a test that set it later (admn_ros.soak's in-process driver) would keep the default
+its first participant starts, so a test that set it later (admn_ros.tools.soak's in-process driver) would keep the
+default
 transports once an earlier test had started rclpy — and its best-effort camera frames, above the default 512 KB
 shared-memory segment's reach, would be lost (the short soak would synchronize no set after test_admn_node.py).
 """

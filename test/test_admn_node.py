@@ -18,12 +18,12 @@ from std_msgs.msg import Int32
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
-from admn_ros.admn_node import AdmnNode, ModelLoadError
-from admn_ros.audio import numpy_to_audio_image
-from admn_ros.conversions import ns_to_stamp, numpy_to_compressed, numpy_to_image
-from admn_ros.node_diagnostics import inference_status
-from admn_ros.outputs import UNOBSERVED_VARIANCE, parse_allocation
-from admn_ros.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC
+from admn_ros.msgs.audio import numpy_to_audio_image
+from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_compressed, numpy_to_image
+from admn_ros.msgs.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC
+from admn_ros.nodes.admn_node import AdmnNode, ModelLoadError
+from admn_ros.nodes.node_diagnostics import inference_status
+from admn_ros.nodes.outputs import UNOBSERVED_VARIANCE, parse_allocation
 
 from model_fixtures import micro_config
 from ros_fixtures import ros_context, spin_for, spin_until, unique_name  # noqa: F401 - pytest fixtures

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
-from admn_ros.audio import (
+from admn_ros.msgs.audio import (
     AudioRingBuffer,
     audio_message_class,
     audio_to_numpy,
     check_plausible_level,
     numpy_to_audio_image,
 )
-from admn_ros.conversions import ConversionError, ns_to_stamp, stamp_to_ns
+from admn_ros.msgs.conversions import ConversionError, ns_to_stamp, stamp_to_ns
 
 RATE = 16000
 CHUNK = 512

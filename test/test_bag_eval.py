@@ -10,15 +10,15 @@ from admn_core.bench import random_bundle
 from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.ros_interface import NODE_DEFAULTS
 from admn_core.runtime import InferenceEngine
-from admn_ros.bag_reader import BagError, open_reader
-from admn_ros.conversions import image_to_numpy
-from admn_ros.plots import plot_timeline
-from admn_ros.replay_eval import (
+from admn_ros.bags.bag_reader import BagError, open_reader
+from admn_ros.bags.plots import plot_timeline
+from admn_ros.bags.replay_eval import (
     TIME_JUMP_BACK_S,
     BudgetSource,
     evaluate_bag,
 )
-from admn_ros.replay_report import compare, find_gaps, format_summary, summarize, write_csv
+from admn_ros.bags.replay_report import compare, find_gaps, format_summary, summarize, write_csv
+from admn_ros.msgs.conversions import image_to_numpy
 
 from bag_fixtures import rewrite
 from model_fixtures import micro_config
@@ -78,7 +78,7 @@ def independent_samples(bag, config):
 
 
 def test_node_defaults_match_the_node():
-    from admn_ros import admn_node
+    from admn_ros.nodes import admn_node
 
     assert admn_node.PARAMETERS["sync_slop"][0] == NODE_DEFAULTS.sync_slop
     assert admn_node.PARAMETERS["sync_queue_size"][0] == NODE_DEFAULTS.sync_queue_size
@@ -131,7 +131,7 @@ def test_budget_below_minimum_is_skipped_and_bag_budget_topic_is_followed(bag, e
 
 
 def test_compressed_camera_and_mcap_give_identical_numbers(bag, engine, tmp_path):
-    from admn_ros.conversions import numpy_to_compressed
+    from admn_ros.msgs.conversions import numpy_to_compressed
 
     store = get_typestore(Stores.ROS2_KILTED)
 
@@ -205,7 +205,7 @@ def test_gaps_are_runs_of_missing_outputs():
 
 def test_replay_cli_writes_csv_summary_and_plot_and_refuses_bad_paths(bag, tmp_path, capsys):
     from admn_core.bundle import save_bundle
-    from admn_ros.replay_cli import main as replay_main
+    from admn_ros.bags.replay_cli import main as replay_main
 
     model = save_bundle(tmp_path / "micro.safetensors", random_bundle(micro_config(views=VIEWS), [6], seed=1))
     out = tmp_path / "replay"

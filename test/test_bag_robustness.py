@@ -20,9 +20,9 @@ from admn_core.bundle import save_bundle
 from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.data.cli import world_bag
 from admn_core.runtime import InferenceEngine
-from admn_ros.bag_reader import BagError, open_bag, parse_remaps
-from admn_ros.replay_cli import main as replay_main
-from admn_ros.replay_eval import evaluate_bag, synchronized_stamps
+from admn_ros.bags.bag_reader import BagError, open_bag, parse_remaps
+from admn_ros.bags.replay_cli import main as replay_main
+from admn_ros.bags.replay_eval import evaluate_bag, synchronized_stamps
 
 from bag_fixtures import ROSBAG2_QOS, edit_metadata, rewrite
 from model_fixtures import micro_config
@@ -280,8 +280,8 @@ def test_cli_reads_metadata_yaml_and_exits_3_when_nothing_was_evaluated(bag, mod
 def test_cli_ctrl_c_exits_130_and_leaves_a_valid_partial_csv(model, tmp_path):
     long_bag = write_trajectory_bag(tmp_path / "long", duration_s=8.0, seed=5)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "admn_ros.replay_cli", str(long_bag), "--model", str(model), "--out", str(out),
-               "--quiet"]
+    command = [sys.executable, "-m", "admn_ros.bags.replay_cli", str(long_bag), "--model", str(model),
+               "--out", str(out), "--quiet"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     frames = out / "frames.csv"

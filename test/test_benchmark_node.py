@@ -1,10 +1,10 @@
-"""admn_node_benchmark (admn_ros.benchmark_node) on a micro bundle: real node code paths, both inference paths."""
+"""admn_node_benchmark (admn_ros.tools.benchmark_node) on a micro bundle: real node code paths, both inference paths."""
 
 import pytest
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
-from admn_ros.benchmark_node import format_report, measure, summarize
+from admn_ros.tools.benchmark_node import format_report, measure, summarize
 
 from model_fixtures import micro_config
 from ros_fixtures import isolate_ros_environment

@@ -16,8 +16,8 @@ import pytest
 from rclpy.parameter_client import AsyncParameterClient
 from test_admn_node import AUDIO_CHUNK, VIEWS, Rig, bundle_path  # noqa: F401 - pytest fixture
 
-from admn_ros.audio import numpy_to_audio_image
-from admn_ros.conversions import ns_to_stamp
+from admn_ros.msgs.audio import numpy_to_audio_image
+from admn_ros.msgs.conversions import ns_to_stamp
 
 from ros_fixtures import ros_context, spin_for, spin_until  # noqa: F401 - pytest fixtures
 
@@ -30,7 +30,7 @@ FLOOD_SCRIPT = """
 import sys, time, rclpy
 from rclpy.node import Node
 from std_msgs.msg import Int32
-from admn_ros.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC
+from admn_ros.msgs.qos import BUDGET_PUBLISHER_QOS, BUDGET_TOPIC
 rclpy.init()
 node = Node("budget_flood", namespace=sys.argv[1])
 publisher = node.create_publisher(Int32, BUDGET_TOPIC, BUDGET_PUBLISHER_QOS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from admn_ros.conversions import (
+from admn_ros.msgs.conversions import (
     ConversionError,
     compressed_to_numpy,
     compressed_to_rgb8,

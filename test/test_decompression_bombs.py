@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage
 
-from admn_ros.conversions import (
+from admn_ros.msgs.conversions import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ConversionError,
     ImageTooLarge,
@@ -25,7 +25,7 @@ from admn_ros.conversions import (
     numpy_to_compressed,
     numpy_to_compressed_depth,
 )
-from admn_ros.frame_assembly import FrameAssembler
+from admn_ros.msgs.frame_assembly import FrameAssembler
 
 from model_fixtures import micro_config
 

@@ -6,9 +6,9 @@ import pytest
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
-from admn_ros import demo
-from admn_ros.replay_eval import FrameRecord
-from admn_ros.thermal_monitor import ScriptedProfile
+from admn_ros.bags.replay_eval import FrameRecord
+from admn_ros.nodes.thermal_monitor import ScriptedProfile
+from admn_ros.tools import demo
 
 from model_fixtures import micro_config
 from ros_fixtures import isolate_ros_environment
@@ -75,7 +75,7 @@ def _installed_prefix(root, files) -> Path:
 
 
 def test_demo_finds_its_training_config_in_the_installed_share_directory(tmp_path, monkeypatch):
-    from admn_ros import share
+    from admn_ros.tools import share
 
     prefix = _installed_prefix(tmp_path / "install", ["config/train_tiny_demo.yaml", "config/admn_node.yaml"])
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
@@ -87,7 +87,7 @@ def test_demo_finds_its_training_config_in_the_installed_share_directory(tmp_pat
 
 
 def test_demo_refuses_to_switch_to_full_training_when_its_config_is_missing(tmp_path, monkeypatch):
-    from admn_ros import share
+    from admn_ros.tools import share
 
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     monkeypatch.setattr(share, "SOURCE_TREE", tmp_path / "no_checkout")
@@ -97,7 +97,7 @@ def test_demo_refuses_to_switch_to_full_training_when_its_config_is_missing(tmp_
 
 
 def test_config_lookup_falls_back_to_the_source_tree(monkeypatch):
-    from admn_ros import share
+    from admn_ros.tools import share
 
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     monkeypatch.setattr(share.sys, "prefix", "/nonexistent/venv")  # `make venv` links config/ into the venv

@@ -7,9 +7,9 @@ import pytest
 from admn_core.bench import random_bundle
 from admn_core.runtime import InferenceEngine
 from admn_core.stream.pipeline import FramePipeline
-from admn_ros.audio import numpy_to_audio_image
-from admn_ros.conversions import ns_to_stamp, numpy_to_image
-from admn_ros.frame_assembly import FrameAssembler, synchronizer_factory
+from admn_ros.msgs.audio import numpy_to_audio_image
+from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_image
+from admn_ros.msgs.frame_assembly import FrameAssembler, synchronizer_factory
 
 from model_fixtures import micro_config
 

@@ -20,12 +20,12 @@ from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
 from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.runtime import InferenceEngine
-from admn_ros.admn_node import AdmnNode
-from admn_ros.bag_reader import open_reader
-from admn_ros.conversions import stamp_to_ns
-from admn_ros.outputs import parse_allocation
-from admn_ros.replay_eval import evaluate_bag
-from admn_ros.sync import message_filters_available
+from admn_ros.bags.bag_reader import open_reader
+from admn_ros.bags.replay_eval import evaluate_bag
+from admn_ros.msgs.conversions import stamp_to_ns
+from admn_ros.msgs.sync import message_filters_available
+from admn_ros.nodes.admn_node import AdmnNode
+from admn_ros.nodes.outputs import parse_allocation
 
 from model_fixtures import micro_config
 from ros_fixtures import ros_context, spin_until, unique_name  # noqa: F401 - pytest fixtures

@@ -12,9 +12,9 @@ from sensor_msgs.msg import CompressedImage
 from test_admn_node import AUDIO_CHUNK, VIEWS, Rig, bundle_path  # noqa: F401 - pytest fixture
 from test_decompression_bombs import HUGE, png_declaring
 
-from admn_ros.admn_node import AdmnNode
-from admn_ros.audio import numpy_to_audio_image
-from admn_ros.conversions import ns_to_stamp, numpy_to_compressed
+from admn_ros.msgs.audio import numpy_to_audio_image
+from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_compressed
+from admn_ros.nodes.admn_node import AdmnNode
 
 from ros_fixtures import ros_context, unique_name  # noqa: F401 - pytest fixtures
 

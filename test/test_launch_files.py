@@ -23,8 +23,8 @@ from rclpy.parameter import Parameter
 
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
-from admn_ros import bringup
-from admn_ros.admn_node import PARAMETERS, AdmnNode, validate_parameter
+from admn_ros.nodes.admn_node import PARAMETERS, AdmnNode, validate_parameter
+from admn_ros.tools import bringup
 from admn_ros.tools.ament_register import console_scripts as installed_console_scripts
 from admn_ros.tools.ament_register import register
 
@@ -126,7 +126,7 @@ def _declared_parameters(context, name, bundle_path) -> set[str]:
     if name == "admn_node":
         node = AdmnNode(context=context, parameter_overrides=[Parameter("model", value=bundle_path)])
     else:
-        from admn_ros.thermal_monitor import ThermalMonitorNode
+        from admn_ros.nodes.thermal_monitor import ThermalMonitorNode
 
         node = ThermalMonitorNode(context=context, parameter_overrides=[Parameter("source", value="scripted")])
     try:
@@ -241,7 +241,8 @@ def _env():
 
 def test_node_main_exits_with_a_clear_reason_when_the_model_is_missing(tmp_path):
     missing = tmp_path / "nope.safetensors"
-    completed = subprocess.run([sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-p", f"model:={missing}"],
+    completed = subprocess.run([sys.executable, "-m", "admn_ros.nodes.admn_node", "--ros-args",
+                                "-p", f"model:={missing}"],
                                capture_output=True, text=True, timeout=60, env=_env())
     assert completed.returncode == 2
     assert f"bundle not found: {missing}" in completed.stderr
@@ -251,10 +252,10 @@ def test_bringup_starts_both_nodes_and_stops_cleanly_on_sigint(ros_context, bund
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Int32
 
-    from admn_ros.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_TOPIC
+    from admn_ros.msgs.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_TOPIC
 
     namespace = unique_name("bringup")
-    process = subprocess.Popen([sys.executable, "-m", "admn_ros.bringup", "--model", bundle_path, "--namespace",
+    process = subprocess.Popen([sys.executable, "-m", "admn_ros.tools.bringup", "--model", bundle_path, "--namespace",
                                 namespace], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watcher = Node("bringup_watcher", context=ros_context)
     budgets = []

@@ -1,4 +1,5 @@
-"""One way to start a node (admn_ros.bringup.node_command) used by every tool, and the ROS names and defaults defined
+"""One way to start a node (admn_ros.tools.bringup.node_command) used by every tool, and the ROS names and defaults
+defined
 once (admn_core.ros_interface) agreeing with the node, its shipped parameter file and the offline evaluator."""
 
 import inspect
@@ -17,8 +18,9 @@ from admn_core.ros_interface import (
     output_topic,
     sensor_topic,
 )
-from admn_ros import bringup, demo, live_replay, soak
-from admn_ros.share import config_file
+from admn_ros.bags import live_replay
+from admn_ros.tools import bringup, demo, soak
+from admn_ros.tools.share import config_file
 
 from model_fixtures import micro_config
 from ros_fixtures import ros_context  # noqa: F401 - pytest fixture
@@ -71,7 +73,7 @@ def test_every_tool_starts_its_nodes_with_the_shipped_file_its_options_and_the_s
         assert len(specs) == len(expected[tool]), tool
         for spec, (name, overrides, remaps) in zip(specs, expected[tool], strict=True):
             interpreter, files, given, remapped = _ros_arguments(spec)
-            assert interpreter[1:] == ["-m", f"admn_ros.{name}"], tool
+            assert interpreter[1:] == ["-m", f"admn_ros.nodes.{name}"], tool
             assert files == [str(config_file(f"{name}.yaml"))], f"{tool} does not apply {name}'s shipped file"
             assert given == overrides, tool
             assert remapped == {"__node": name, **remaps}, tool
@@ -102,7 +104,7 @@ def test_node_command_takes_a_users_parameter_file_and_refuses_unknown_nodes_and
 
 
 def test_the_node_subscribes_to_the_sensor_topics_named_once():
-    from admn_ros.frame_assembly import input_topics
+    from admn_ros.msgs.frame_assembly import input_topics
 
     config = micro_config(views=("node_1", "node_2"))
     for camera, depth in (("raw", "raw"), ("compressed", "compressedDepth")):
@@ -130,8 +132,8 @@ def test_output_topic_is_the_name_a_node_publishes_its_private_topic_under(ros_c
 
 def test_node_defaults_are_what_the_node_declares_ships_and_the_evaluator_uses():
     from admn_core.stream.pipeline import DEFAULT_AUDIO_WAIT_S
-    from admn_ros.admn_node import PARAMETERS
-    from admn_ros.replay_eval import BudgetSource, evaluate_bag
+    from admn_ros.bags.replay_eval import BudgetSource, evaluate_bag
+    from admn_ros.nodes.admn_node import PARAMETERS
 
     defaults = vars(NODE_DEFAULTS)
     shipped = next(iter(yaml.safe_load(config_file("admn_node.yaml").read_text()).values()))["ros__parameters"]

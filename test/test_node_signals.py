@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ros
 
 def _start(bundle: str) -> subprocess.Popen:
     isolate_ros_environment()
-    return subprocess.Popen([sys.executable, "-m", "admn_ros.admn_node", "--ros-args", "-p", f"model:={bundle}",
+    return subprocess.Popen([sys.executable, "-m", "admn_ros.nodes.admn_node", "--ros-args", "-p", f"model:={bundle}",
                              "-r", f"__ns:=/{unique_name('signal')}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
 

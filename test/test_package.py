@@ -152,8 +152,8 @@ def _console_scripts() -> dict[str, str]:
     return dict((part.strip() for part in script.split("=")) for script in entry_points["console_scripts"])
 
 
-@pytest.mark.parametrize("module", ["admn_ros.live_replay", "admn_ros.replay_cli", "admn_ros.bringup",
-                                    "admn_ros.demo"])
+@pytest.mark.parametrize("module", ["admn_ros.bags.live_replay", "admn_ros.bags.replay_cli", "admn_ros.tools.bringup",
+                                    "admn_ros.tools.demo"])
 def test_modules_the_readme_runs_are_console_scripts_with_help(module):
     assert f"{module}:main" in _console_scripts().values(), f"{module} has no console script in setup.py"
     completed = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
@@ -162,7 +162,7 @@ def test_modules_the_readme_runs_are_console_scripts_with_help(module):
 
 def test_live_replay_command_line_rejects_a_missing_bag_with_a_reason(tmp_path):
     missing = tmp_path / "no_bag"
-    completed = subprocess.run([sys.executable, "-m", "admn_ros.live_replay", str(missing), "--model",
+    completed = subprocess.run([sys.executable, "-m", "admn_ros.bags.live_replay", str(missing), "--model",
                                 str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "out")],
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2, completed.stdout + completed.stderr

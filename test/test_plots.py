@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from admn_core.eval.plots import allocation_examples, allocation_size, line_figure, line_plot
-from admn_ros.plots import plot_timeline, timeline_figure, timeline_size
-from admn_ros.replay_eval import FrameRecord
+from admn_ros.bags.plots import plot_timeline, timeline_figure, timeline_size
+from admn_ros.bags.replay_eval import FrameRecord
 
 
 def records(count=40):

@@ -1,4 +1,4 @@
-"""Process plumbing (admn_ros.processes) that the nodes' entry points share."""
+"""Process plumbing (admn_ros.tools.processes) that the nodes' entry points share."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ def test_freeze_start_up_objects_collects_garbage_and_freezes_what_is_alive():
     # A fresh interpreter: freezing this test process would keep its later garbage from the collector.
     code = """
 import gc, weakref
-from admn_ros.processes import freeze_start_up_objects
+from admn_ros.tools.processes import freeze_start_up_objects
 class Node:
     pass
 a, b = Node(), Node()

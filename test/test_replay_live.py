@@ -14,9 +14,9 @@ from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
 from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.runtime import InferenceEngine
-from admn_ros.live_replay import run_live_replay, start_node, stop_process
-from admn_ros.replay_eval import BudgetSource, evaluate_bag
-from admn_ros.replay_report import compare, format_comparison
+from admn_ros.bags.live_replay import run_live_replay, start_node, stop_process
+from admn_ros.bags.replay_eval import BudgetSource, evaluate_bag
+from admn_ros.bags.replay_report import compare, format_comparison
 
 from model_fixtures import micro_config
 from ros_fixtures import ros_context, spin_until, unique_name  # noqa: F401 - pytest fixture
@@ -112,7 +112,7 @@ def test_a_started_node_gets_the_shipped_parameter_file_the_overrides_and_the_dd
     from rclpy.parameter import parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
 
-    from admn_ros.share import config_file
+    from admn_ros.tools.share import config_file
 
     namespace = unique_name("params")
     process = node_factory(namespace, budget_override=8)

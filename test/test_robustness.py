@@ -30,11 +30,11 @@ from test_admn_node import AUDIO_CHUNK, HEIGHT, VIEWS, WIDTH, Rig
 from admn_core.bench import random_bundle
 from admn_core.bundle import save_bundle
 from admn_core.stream import pipeline as pipeline_module
-from admn_ros.admn_node import AdmnNode, ModelLoadError
-from admn_ros.audio import numpy_to_audio_image
-from admn_ros.conversions import ns_to_stamp, numpy_to_image
-from admn_ros.node_diagnostics import inference_status
-from admn_ros.outputs import parse_allocation
+from admn_ros.msgs.audio import numpy_to_audio_image
+from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_image
+from admn_ros.nodes.admn_node import AdmnNode, ModelLoadError
+from admn_ros.nodes.node_diagnostics import inference_status
+from admn_ros.nodes.outputs import parse_allocation
 
 from model_fixtures import micro_config
 from ros_fixtures import ros_context, spin_for, unique_name  # noqa: F401 - pytest fixtures
@@ -450,7 +450,7 @@ def case_budget_flood_1khz(rig):
         thread.join(5.0)
     spin_for(rig.executor, 0.5)
     # compute_budget is latest-value state (KEEP_LAST 1, coalesced to at most 100 callbacks/s per subscription by
-    # admn_ros.qos.CoalescingCallbackGroup): most of the 1000 are overwritten before they are taken.
+    # admn_ros.msgs.qos.CoalescingCallbackGroup): most of the 1000 are overwritten before they are taken.
     assert sent[0] >= 500 and 1 <= rig.node.counters.budget_messages < sent[0]
     for allocation in rig.allocations:
         parsed = parse_allocation(allocation)
@@ -666,7 +666,7 @@ def test_a_params_file_typo_is_reported_with_the_closest_name(rig_factory, ros_c
 
 def test_startup_config_errors_exit_cleanly_with_a_reason(bundle_path, tmp_path, capsys):
     """main(): a wrongly typed value in a params file and an audio rate unlike the model's -> exit 2 with a reason."""
-    from admn_ros.admn_node import main
+    from admn_ros.nodes.admn_node import main
 
     typed = tmp_path / "typed.yaml"
     typed.write_text("/**/admn_node:\n  ros__parameters:\n    sync_slop: 0\n")  # an int where a double is declared

@@ -5,7 +5,7 @@ import logging
 import pytest
 from rclpy.logging import LoggingSeverity
 
-from admn_ros.ros_logging import LIBRARY_LOGGER, forward_logging_to_node, ros_severity, stop_forwarding
+from admn_ros.nodes.ros_logging import LIBRARY_LOGGER, forward_logging_to_node, ros_severity, stop_forwarding
 
 from ros_fixtures import ros_context, spin_until, unique_name  # noqa: F401 - pytest fixtures
 

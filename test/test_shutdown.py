@@ -1,4 +1,5 @@
-"""admn_ros.shutdown: a node process ends with exit code 0 and no traceback on SIGINT / SIGTERM, wherever it lands."""
+"""admn_ros.nodes.shutdown: a node process ends with exit code 0 and no traceback on SIGINT / SIGTERM, wherever it
+lands."""
 
 import os
 import subprocess
@@ -14,7 +15,7 @@ PROBE = """
 import os, signal, sys, time
 from rclpy.node import Node
 from std_msgs.msg import Int32
-from admn_ros.shutdown import spin_until_shutdown
+from admn_ros.nodes.shutdown import spin_until_shutdown
 
 SIGNAL, MOMENT = getattr(signal, sys.argv[1]), sys.argv[2]
 

@@ -1,4 +1,4 @@
-"""Sustained load on the real admn_node (a child process) through admn_ros.soak: a short run in `make test`, a
+"""Sustained load on the real admn_node (a child process) through admn_ros.tools.soak: a short run in `make test`, a
 60 s run in `make test-slow`. The long soak is the benchmark command `admn_soak --duration 600 --json soak.json`.
 
 Load (60 s test and benchmark): every view of the tiny model (3) x (camera 640x480 rgb8 @ 30 Hz + depth 640x480
@@ -9,7 +9,7 @@ bounds, memory stays flat, every synchronized set is accounted for in a publishe
 
 import pytest
 
-from admn_ros.soak import SoakConfig, format_report, run_soak
+from admn_ros.tools.soak import SoakConfig, format_report, run_soak
 
 from ros_fixtures import isolate_ros_environment
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from admn_core.stream.sync import Stamp
-from admn_ros.conversions import ns_to_stamp, stamp_to_ns
-from admn_ros.sync import (
+from admn_ros.msgs.conversions import ns_to_stamp, stamp_to_ns
+from admn_ros.msgs.sync import (
     BUILTIN,
     ApproximateTimeSynchronizer,
     Cache,
@@ -448,7 +448,7 @@ def test_rclpy_loopback_synchronizes_image_and_depth(ros_context):  # noqa: F811
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from admn_ros.sync import Subscriber
+    from admn_ros.msgs.sync import Subscriber
 
     prefix = "/" + unique_name("sync")
     publisher_node = Node("sync_publisher", context=ros_context)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from admn_core.stream import sync as builtin
-from admn_ros.conversions import ns_to_stamp
+from admn_ros.msgs.conversions import ns_to_stamp
 
 message_filters = pytest.importorskip(
     "message_filters", reason="message_filters is not installed (not on PyPI): run ../shared/ros-tools/install.sh "

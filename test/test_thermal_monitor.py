@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from admn_ros.thermal_monitor import (
+from admn_ros.nodes.thermal_monitor import (
     FAILSAFE,
     NORMAL,
     OVERRIDE,
@@ -256,7 +256,7 @@ def make_node(context, temp_dir, topic, namespace="", **parameters):  # noqa: F8
     """A monitor on `temp_dir`; `topic` remaps its budget (and `<topic>/diagnostics`), None keeps the shipped names."""
     from rclpy.parameter import Parameter
 
-    from admn_ros.thermal_monitor import ThermalMonitorNode
+    from admn_ros.nodes.thermal_monitor import ThermalMonitorNode
 
     values = {"source": "thermal_zone", "thermal_root": temp_dir, "sample_period_s": 0.05,
               "publish_period_s": 60.0, "budget_levels": [36, 24, 12], "thresholds_c": [60.0, 70.0],
@@ -273,7 +273,7 @@ def test_late_joiner_gets_the_current_budget_and_the_source_vanishing_is_fail_sa
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    from admn_ros.qos import subscribe_budget
+    from admn_ros.msgs.qos import subscribe_budget
 
     zone = make_zone(temp_dir, 0, "cpu-thermal", 65000)
     topic = "/" + unique_name("budget")
@@ -314,7 +314,7 @@ def test_a_bad_hot_zone_gives_the_failsafe_budget_and_an_error_naming_it_then_re
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    from admn_ros.qos import subscribe_budget
+    from admn_ros.msgs.qos import subscribe_budget
 
     _, hot = make_cool_and_hot_zones(temp_dir)  # 65 °C -> 24; the cool zone alone would give 36 (fail open)
     topic = "/" + unique_name("zones")
@@ -353,7 +353,7 @@ def test_a_bad_hot_zone_gives_the_failsafe_budget_and_an_error_naming_it_then_re
 def test_failures_are_logged_at_once_then_throttled(ros_context, temp_dir, capfd):  # noqa: F811
     import time
 
-    from admn_ros.thermal_monitor import FAILURE_LOG_PERIOD_S
+    from admn_ros.nodes.thermal_monitor import FAILURE_LOG_PERIOD_S
 
     _, hot = make_cool_and_hot_zones(temp_dir)
     (hot / "temp").write_text("garbage\n")
@@ -373,7 +373,7 @@ def test_budget_topic_is_relative_to_the_namespace(ros_context, temp_dir):  # no
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    from admn_ros.qos import subscribe_budget
+    from admn_ros.msgs.qos import subscribe_budget
 
     make_zone(temp_dir, 0, "cpu-thermal", 65000)
     at_root = make_node(ros_context, temp_dir, topic=None)
@@ -407,7 +407,7 @@ def test_budget_qos_compatibility_both_directions(ros_context):  # noqa: F811
     from rclpy.qos import qos_profile_system_default
     from std_msgs.msg import Int32
 
-    from admn_ros.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_PUBLISHER_QOS, subscribe_budget
+    from admn_ros.msgs.qos import BUDGET_LATCHED_SUBSCRIPTION_QOS, BUDGET_PUBLISHER_QOS, subscribe_budget
 
     topic_cli, topic_monitor = "/" + unique_name("cli"), "/" + unique_name("tl")
     node = Node("budget_listener", context=ros_context)
@@ -475,7 +475,7 @@ def test_parameters_are_validated_on_set(ros_context, temp_dir):  # noqa: F811
 def test_params_file_and_scripted_source_failsafe(ros_context, temp_dir):  # noqa: F811
     from rclpy.executors import SingleThreadedExecutor
 
-    from admn_ros.thermal_monitor import ThermalMonitorNode
+    from admn_ros.nodes.thermal_monitor import ThermalMonitorNode
 
     profile = Path(temp_dir) / "profile.yaml"
     profile.write_text("points:\n  - [0, 90.0]\n  - [0.3, null]\n  - [100, null]\n")
@@ -582,7 +582,7 @@ def start_monitor_process(temp_dir, *parameters):  # noqa: F811
     from ros_fixtures import isolate_ros_environment
 
     isolate_ros_environment()
-    command = [sys.executable, "-m", "admn_ros.thermal_monitor", "--ros-args", "-p", f"thermal_root:={temp_dir}",
+    command = [sys.executable, "-m", "admn_ros.nodes.thermal_monitor", "--ros-args", "-p", f"thermal_root:={temp_dir}",
                "-r", f"/compute_budget:=/{unique_name('process')}"]
     for parameter in parameters:
         command += ["-p", parameter]

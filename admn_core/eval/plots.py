@@ -1,5 +1,5 @@
 """PNG figures with matplotlib's object-oriented API (Agg canvas, no pyplot state): error-vs-budget lines and
-allocation examples, plus the figure helpers `admn_ros.plots` shares."""
+allocation examples, plus the figure helpers `admn_ros.bags.plots` shares."""
 
 from __future__ import annotations
 

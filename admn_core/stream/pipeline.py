@@ -23,9 +23,9 @@ Rules, in this order, identical live and offline:
 * a model output that is not finite: non_finite (never published).
 
 Injected, so that this module needs no ROS: the engine (admn_core.runtime.InferenceEngine), the `assembler` that
-decodes messages (admn_ros.frame_assembly.FrameAssembler: add_audio, audio_shortfall, assemble; its errors carry
+decodes messages (admn_ros.msgs.frame_assembly.FrameAssembler: add_audio, audio_shortfall, assemble; its errors carry
 `.key` and `.reason`), `budget_for(stamp_ns) -> (budget or None, origin)`, `synchronizer_factory(filters)` (an object
-with registerCallback, e.g. admn_ros.sync.make_synchronizer's handle), `clock` (time.monotonic live; the bag's log
+with registerCallback, e.g. admn_ros.msgs.sync.make_synchronizer's handle), `clock` (time.monotonic live; the bag's log
 time offline, so a recorded stream is waited on as the node waited on it) and `log(level, key, text)`.
 """
 

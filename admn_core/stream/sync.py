@@ -9,7 +9,7 @@ package). A message's stamp is `msg.header.stamp` (builtin_interfaces/Time, rclp
 Where they differ from message_filters, on purpose:
 
 * Headerless messages (`allow_headerless=True`) are stamped by the `clock` given to the constructor (a callable
-  returning a stamp). `admn_ros.sync.make_synchronizer` passes the subscribing node's ROS clock, which follows
+  returning a stamp). `admn_ros.msgs.sync.make_synchronizer` passes the subscribing node's ROS clock, which follows
   /clock under use_sim_time; message_filters calls `ROSClock().now()` on a clock attached to no node, which reads
   the system time even under use_sim_time. The default `clock` here is the system time, as there.
 * A headerless message given to `TimeSynchronizer`, or to the others without `allow_headerless`, is logged once per

@@ -1,1 +1,2 @@
-"""Installation tools: ament index registration of a pip install, robot install planning."""
+"""Starting and exercising nodes: bring-up (the one way to start node processes), the demo, soak, node
+benchmark, share lookup, install helpers."""

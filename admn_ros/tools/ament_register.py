@@ -17,7 +17,7 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
-from admn_ros.share import PACKAGE, SOURCE_TREE
+from admn_ros.tools.share import PACKAGE, SOURCE_TREE
 
 SHARED_FOLDERS = ("launch", "config")
 

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from admn_ros.share import SOURCE_TREE
+from admn_ros.tools.share import SOURCE_TREE
 
 # Requirement name (lower case) -> module it installs, where the two differ.
 MODULES = {"opencv-python-headless": "cv2", "opencv-python": "cv2", "pyyaml": "yaml", "pillow": "PIL"}

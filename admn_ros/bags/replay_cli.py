@@ -71,7 +71,7 @@ def check_bag_for_model(bag: str, model: str, namespace: str, remap: dict) -> No
     whose config cannot be read is left to the model loader, which says what is wrong with it."""
     from admn_core.bundle import read_bundle_header
     from admn_core.config import ConfigError, ModelConfig
-    from admn_ros.bag_reader import open_bag, open_reader
+    from admn_ros.bags.bag_reader import open_bag, open_reader
 
     open_reader(bag).close()  # the bag's own problems first: they do not depend on the model
     try:
@@ -92,9 +92,9 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     from admn_core.bundle import BundleError
-    from admn_ros.bag_reader import BagError, parse_remaps
-    from admn_ros.replay_eval import BudgetSource, evaluate_bag
-    from admn_ros.replay_report import FrameCsv
+    from admn_ros.bags.bag_reader import BagError, parse_remaps
+    from admn_ros.bags.replay_eval import BudgetSource, evaluate_bag
+    from admn_ros.bags.replay_report import FrameCsv
 
     try:
         budget = BudgetSource.parse(args.budget)
@@ -115,8 +115,8 @@ def _run(args) -> int:
 
 
 def _report(args, out: Path, result, engine) -> int:
-    from admn_ros.plots import plot_timeline
-    from admn_ros.replay_report import format_reading, format_summary, summarize, write_csv
+    from admn_ros.bags.plots import plot_timeline
+    from admn_ros.bags.replay_report import format_reading, format_summary, summarize, write_csv
 
     for warning in result.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)

@@ -10,7 +10,7 @@ import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from admn_core.ros_interface import NODE_DEFAULTS
-from admn_ros.conversions import DEFAULT_MAX_IMAGE_PIXELS
+from admn_ros.msgs.conversions import DEFAULT_MAX_IMAGE_PIXELS
 
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

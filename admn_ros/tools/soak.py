@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from admn_core.ros_interface import ALLOCATION_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, output_topic, sensor_topic
-from admn_ros.bringup import (
+from admn_ros.tools.bringup import (
     FASTDDS_PROFILE_VARIABLE,
     ProcessSpec,
     fastdds_profile_environment,
     node_command,
     start_process,
 )
-from admn_ros.processes import stop_process
+from admn_ros.tools.processes import stop_process
 
 MIB = 1024 * 1024
 
@@ -177,9 +177,9 @@ class _Publisher:
     def __init__(self, node, config, soak: SoakConfig):
         from sensor_msgs.msg import Image
 
-        from admn_ros.audio import numpy_to_audio_image
-        from admn_ros.conversions import numpy_to_image
-        from admn_ros.qos import sensor_qos
+        from admn_ros.msgs.audio import numpy_to_audio_image
+        from admn_ros.msgs.conversions import numpy_to_image
+        from admn_ros.msgs.qos import sensor_qos
 
         qos = sensor_qos(soak.input_qos, depth=5)
         self.soak = soak
@@ -218,7 +218,7 @@ class _Publisher:
         self._thread.join(10.0)
 
     def _run(self) -> None:
-        from admn_ros.conversions import ns_to_stamp
+        from admn_ros.msgs.conversions import ns_to_stamp
 
         frame_period, audio_period = 1.0 / self.soak.camera_hz, 1.0 / self.soak.audio_hz
         now = time.monotonic()

@@ -1,6 +1,6 @@
 """admn_node's /diagnostics: the inference status, the inputs status, silent-input hints and synchronizer drops.
 
-Functions of the node (`admn_ros.admn_node.AdmnNode`): they read its pipeline, settings and subscriptions."""
+Functions of the node (`admn_ros.nodes.admn_node.AdmnNode`): they read its pipeline, settings and subscriptions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.qos import ReliabilityPolicy
 
-from admn_ros.sync import InputStats, SyncStats
+from admn_ros.msgs.sync import InputStats, SyncStats
 
 NODE_NAME = "admn_node"
 DIAGNOSTICS_PERIOD_S = 1.0

@@ -44,8 +44,8 @@ def _percentiles(values) -> tuple[float, float]:
 
 def _messages(node, stamp_ns: int, rng) -> tuple[list, list]:
     """One set of real messages: (key, message) pairs of the audio inputs, then of the camera/depth inputs."""
-    from admn_ros.audio import numpy_to_audio_image
-    from admn_ros.conversions import ns_to_stamp, numpy_to_image
+    from admn_ros.msgs.audio import numpy_to_audio_image
+    from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_image
 
     stamp = ns_to_stamp(stamp_ns)
     audio, frames = [], []
@@ -83,7 +83,7 @@ def measure(model_path: str, budget: int, repeats: int, warmup: int = 5, fast_pa
     from rclpy.parameter import Parameter
 
     from admn_core.ros_interface import ALLOCATION_TOPIC, POSE_TOPIC, output_topic
-    from admn_ros.admn_node import AdmnNode
+    from admn_ros.nodes.admn_node import AdmnNode
 
     context = Context()
     rclpy.init(args=[], context=context)

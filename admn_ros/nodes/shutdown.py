@@ -11,12 +11,15 @@ A signal before rclpy.init has installed the handlers (the process is still impo
 
 from __future__ import annotations
 
+import signal
 import sys
-import time
 from collections.abc import Callable
 
 EXIT_OK, EXIT_CANNOT_START = 0, 2
-SIGNAL_THREAD_GRACE_S = 0.05
+
+
+def _leave_sigint_to_rclpy(signal_number, frame) -> None:
+    """Python-level SIGINT handler that does nothing: rclpy's own handler (installed over it) does the shutdown."""
 
 
 def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[type[BaseException], ...] = (),
@@ -30,14 +33,18 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
 
     SingleThreadedExecutor because MultiThreadedExecutor busy-loops under use_sim_time; nodes run their slow work on
     their own threads. Start-up objects are frozen before spinning
-    (`admn_ros.processes.freeze_start_up_objects`)."""
+    (`admn_ros.tools.processes.freeze_start_up_objects`)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.logging import get_logger
     from rclpy.signals import SignalHandlerOptions
 
-    from admn_ros.processes import freeze_start_up_objects
+    from admn_ros.tools.processes import freeze_start_up_objects
 
+    # SIGINT ends the process as SIGTERM does: rclpy's handler shuts the context down and spin returns. Python's
+    # default SIGINT handler, which rclpy chains to, would also raise KeyboardInterrupt at whatever bytecode runs
+    # next — possibly inside an rclpy entity's use — and tearing such an entity down has crashed the middleware.
+    signal.signal(signal.SIGINT, _leave_sigint_to_rclpy)
     with rclpy.init(args=args if args is not None else sys.argv,
                     signal_handler_options=SignalHandlerOptions.ALL) as initialized:
         context = initialized.context
@@ -65,9 +72,4 @@ def spin_until_shutdown(make_node: Callable, name: str, startup_errors: tuple[ty
             executor.shutdown()
             if node is not None:
                 node.destroy_node()
-            if not context.ok():
-                # rclpy's signal thread may still be finishing the shutdown it started; leaving this block uninstalls
-                # the handlers, which joins that thread while holding the GIL. Let it finish first (a rare hang
-                # under load otherwise).
-                time.sleep(SIGNAL_THREAD_GRACE_S)
     return EXIT_OK

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admn_ros.conversions import ConversionError, as_uint8_buffer, image_to_numpy, numpy_to_image, stamp_to_ns
+from admn_ros.msgs.conversions import ConversionError, as_uint8_buffer, image_to_numpy, numpy_to_image, stamp_to_ns
 
 DEFAULT_SAMPLE_RATE = 16000
 CARRIER_ENCODING = "32FC1"

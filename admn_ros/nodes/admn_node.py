@@ -1,13 +1,13 @@
 """admn_node: synchronized camera + depth + microphone in, budgeted ADMN inference, stamped pose/class + allocation out.
 
 Run:  admn_node --ros-args --params-file config/admn_node.yaml -p model:=/path/model.safetensors
-Inputs, outputs, parameters and behaviour: docs/nodes.md; message layouts: `admn_ros.outputs`.
+Inputs, outputs, parameters and behaviour: docs/nodes.md; message layouts: `admn_ros.nodes.outputs`.
 
 This module is the rclpy adapter around `admn_core.stream.pipeline.FramePipeline`, the one frame pipeline the bag
-evaluator runs too (synchronization, set completeness, budget rules, decoding via `admn_ros.frame_assembly`,
+evaluator runs too (synchronization, set completeness, budget rules, decoding via `admn_ros.msgs.frame_assembly`,
 inference, out-of-memory fallback, output checks): subscriptions feed it, a worker thread takes the newest ready set
-and publishes the outcome, and a timer publishes /diagnostics (`admn_ros.node_diagnostics`). Parameters:
-`admn_ros.node_parameters`. Nothing slow runs on the executor thread (a SingleThreadedExecutor: the
+and publishes the outcome, and a timer publishes /diagnostics (`admn_ros.nodes.node_diagnostics`). Parameters:
+`admn_ros.nodes.node_parameters`. Nothing slow runs on the executor thread (a SingleThreadedExecutor: the
 MultiThreadedExecutor busy-loops under use_sim_time), so parameter services and the budget stay responsive.
 """
 
@@ -31,11 +31,19 @@ from admn_core.ros_interface import ALLOCATION_TOPIC, CLASSIFICATION_TOPIC, DIAG
 from admn_core.runtime import InferenceEngine
 from admn_core.stream.pipeline import TIME_JUMP_BACK_S, FramePipeline, Outcome  # noqa: F401 - the node's rule
 from admn_core.stream.throttled_log import ThrottledLog
-from admn_ros.audio import audio_message_class
-from admn_ros.conversions import ns_to_stamp
-from admn_ros.frame_assembly import FrameAssembler, input_topics, synchronizer_factory
-from admn_ros.node_diagnostics import DIAGNOSTICS_PERIOD_S, NODE_NAME, inference_status, input_problems, inputs_status
-from admn_ros.node_parameters import (
+from admn_ros.msgs.audio import audio_message_class
+from admn_ros.msgs.conversions import ns_to_stamp
+from admn_ros.msgs.frame_assembly import FrameAssembler, input_topics, synchronizer_factory
+from admn_ros.msgs.qos import DIAGNOSTICS_QOS, overridable, sensor_qos, subscribe_budget
+from admn_ros.msgs.sync import MESSAGE_FILTERS
+from admn_ros.nodes.node_diagnostics import (
+    DIAGNOSTICS_PERIOD_S,
+    NODE_NAME,
+    inference_status,
+    input_problems,
+    inputs_status,
+)
+from admn_ros.nodes.node_parameters import (
     AUDIO_MSG_TYPES,
     PARAMETERS,
     PRECISIONS,
@@ -44,9 +52,12 @@ from admn_ros.node_parameters import (
     unknown_parameters,
     validate_parameter,
 )
-from admn_ros.outputs import allocation_message, classification_message, classification_message_class, pose_message
-from admn_ros.qos import DIAGNOSTICS_QOS, overridable, sensor_qos, subscribe_budget
-from admn_ros.sync import MESSAGE_FILTERS
+from admn_ros.nodes.outputs import (
+    allocation_message,
+    classification_message,
+    classification_message_class,
+    pose_message,
+)
 
 LATENCY_WINDOW = 200
 INPUT_QUEUE_DEPTH = {"rgb": 5, "depth": 5, "audio": 50}  # audio chunks are small and frequent: keep more
@@ -342,7 +353,7 @@ class AdmnNode(Node):
 def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import InvalidParameterValueException, ParameterException
 
-    from admn_ros.shutdown import spin_until_shutdown
+    from admn_ros.nodes.shutdown import spin_until_shutdown
 
     # A signal during start-up ends the warm-up with StartupInterrupted on a shut-down context: a clean exit there.
     return spin_until_shutdown(AdmnNode, "admn_node",

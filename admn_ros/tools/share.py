@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "admn_ros"
-SOURCE_TREE = Path(__file__).resolve().parent.parent
+SOURCE_TREE = Path(__file__).resolve().parents[2]  # admn_ros/tools/share.py -> the repository
 
 
 def share_roots() -> list[Path]:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from admn_core.ros_interface import DIAGNOSTICS_TOPIC
-from admn_ros.bringup import ProcessSpec, node_command, start_process
+from admn_ros.tools.bringup import ProcessSpec, node_command, start_process
 
 BAR = 12
 LOUD = "!" * 100
@@ -80,7 +80,7 @@ def train_settings(full_training: bool) -> list[str]:
     """`admn train` options: the shipped short schedule (config/train_tiny_demo.yaml), or none for the full one."""
     if full_training:
         return []
-    from admn_ros.share import config_file
+    from admn_ros.tools.share import config_file
 
     try:
         return ["--train-config", str(config_file(DEMO_TRAIN_CONFIG))]
@@ -273,10 +273,10 @@ def main(argv=None) -> int:
     from admn_core.bundle import load_bundle
 
     config = load_bundle(bundle).config
-    from admn_ros.live_replay import run_live_replay, start_node, stop_process
-    from admn_ros.plots import plot_timeline
-    from admn_ros.replay_eval import read_ground_truth
-    from admn_ros.replay_report import format_summary, summarize, write_csv
+    from admn_ros.bags.live_replay import run_live_replay, start_node, stop_process
+    from admn_ros.bags.plots import plot_timeline
+    from admn_ros.bags.replay_eval import read_ground_truth
+    from admn_ros.bags.replay_report import format_summary, summarize, write_csv
 
     poses, labels = read_ground_truth(bag, config)
     view = LiveView([m.name for m in config.modalities], args.duration, {p[0]: p[1:] for p in poses},
@@ -359,8 +359,8 @@ def offline_agreement(bag, bundle, live_records, out: Path, threads: int = 1) ->
     import torch
 
     from admn_core.runtime import InferenceEngine
-    from admn_ros.replay_eval import BudgetSource, evaluate_bag
-    from admn_ros.replay_report import compare, format_comparison, write_csv
+    from admn_ros.bags.replay_eval import BudgetSource, evaluate_bag
+    from admn_ros.bags.replay_report import compare, format_comparison, write_csv
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -1,7 +1,8 @@
 """Offline bag evaluation: stream a rosbag2 through admn_node's own frame pipeline (no DDS) and score it.
 
 The same object as the node: `admn_core.stream.pipeline.FramePipeline` with the node's synchronizer (message_filters
-when importable, else the builtin one; `sync_backend` chooses), decoding (`admn_ros.frame_assembly`), set-completeness
+when importable, else the builtin one; `sync_backend` chooses), decoding (`admn_ros.msgs.frame_assembly`),
+set-completeness
 rule, budget rules and output checks. Messages are fed in bag order at their bag (log) times, so each set is
 evaluated with exactly the audio an idle node had when it processed that set. What the node does differently by
 design: it drops sets while its worker is busy (`dropped_stale`); offline evaluates every set.
@@ -33,9 +34,9 @@ from admn_core.stream.pipeline import (
     InputFilter,
 )
 from admn_core.stream.throttled_log import ThrottledLog
-from admn_ros.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
-from admn_ros.frame_assembly import FrameAssembler, synchronizer_factory
-from admn_ros.sync import MESSAGE_FILTERS
+from admn_ros.bags.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
+from admn_ros.msgs.frame_assembly import FrameAssembler, synchronizer_factory
+from admn_ros.msgs.sync import MESSAGE_FILTERS
 
 GT_TOLERANCE_S = 0.034  # ground truth joined to the nearest pose stamp within this (half a 15 Hz frame)
 

@@ -11,7 +11,7 @@ Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on
 children that do not exit within the grace period are terminated, then killed. If one node exits, the other is
 stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
-Config files are looked up where the launch file finds them: the package share directory (admn_ros.share).
+Config files are looked up where the launch file finds them: the package share directory (admn_ros.tools.share).
 
 `node_command(name, params_file, overrides, namespace, remaps, env)` -> `ProcessSpec` (argv, environment) applies the
 launch file's rules to one node: its shipped parameter file (or the caller's), then the overrides (`-p`, which rcl
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from admn_core.ros_interface import BUDGET_TOPIC
-from admn_ros.processes import escalate
-from admn_ros.share import config_file
+from admn_ros.tools.processes import escalate
+from admn_ros.tools.share import config_file
 
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
-NODE_MODULES = {"admn_node": "admn_ros.admn_node", "thermal_monitor": "admn_ros.thermal_monitor"}
+NODE_MODULES = {"admn_node": "admn_ros.nodes.admn_node", "thermal_monitor": "admn_ros.nodes.thermal_monitor"}
 PARAMETER_FILES = {"admn_node": "admn_node.yaml", "thermal_monitor": "thermal_monitor.yaml"}  # shipped, in config/
 GRACE_S = 10.0
 

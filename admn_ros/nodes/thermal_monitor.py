@@ -4,7 +4,7 @@ The topic is relative: `/compute_budget` at the root, `/robot1/compute_budget` w
 on one network each obey their own monitor.
 
 The budget is published RELIABLE + TRANSIENT_LOCAL + KEEP_LAST(1), on every change and every `publish_period_s`,
-so late joiners get the current value at once. Subscribers: see `admn_ros.qos` for why the perception node
+so late joiners get the current value at once. Subscribers: see `admn_ros.msgs.qos` for why the perception node
 subscribes twice (TRANSIENT_LOCAL for this node's latched value, VOLATILE for `ros2 topic pub`, whose default
 VOLATILE publisher is incompatible with a TRANSIENT_LOCAL subscription).
 
@@ -47,7 +47,7 @@ from rclpy.node import Node
 from std_msgs.msg import Int32
 
 from admn_core.ros_interface import BUDGET_TOPIC, DIAGNOSTICS_TOPIC
-from admn_ros.qos import BUDGET_PUBLISHER_QOS, DIAGNOSTICS_QOS
+from admn_ros.msgs.qos import BUDGET_PUBLISHER_QOS, DIAGNOSTICS_QOS
 
 NORMAL, THROTTLED, FAILSAFE, OVERRIDE = "NORMAL", "THROTTLED", "FAILSAFE", "OVERRIDE"
 SOURCE_KINDS = ("thermal_zone", "nvml", "scripted")
@@ -566,7 +566,7 @@ class ThermalMonitorNode(Node):
 def main(args: list[str] | None = None) -> int:
     from rclpy.exceptions import ParameterException
 
-    from admn_ros.shutdown import spin_until_shutdown
+    from admn_ros.nodes.shutdown import spin_until_shutdown
 
     # Misconfiguration (a bad value, a parameter out of its range): one line saying what is wrong, no traceback.
     return spin_until_shutdown(ThermalMonitorNode, "thermal_monitor", (ValueError, ParameterException), args)

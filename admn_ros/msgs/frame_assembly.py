@@ -34,8 +34,8 @@ import numpy as np
 from admn_core.preprocess import missing_input
 from admn_core.ros_interface import sensor_topic
 from admn_core.stream.pipeline import TIME_JUMP_BACK_S
-from admn_ros.audio import AudioRingBuffer, audio_to_numpy, check_plausible_level, header_stamp_ns
-from admn_ros.conversions import (
+from admn_ros.msgs.audio import AudioRingBuffer, audio_to_numpy, check_plausible_level, header_stamp_ns
+from admn_ros.msgs.conversions import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEPTH_ENCODINGS,
     ConversionError,
@@ -46,7 +46,7 @@ from admn_ros.conversions import (
     image_to_numpy,
     image_to_rgb8,
 )
-from admn_ros.sync import make_synchronizer
+from admn_ros.msgs.sync import make_synchronizer
 
 AUDIO_HISTORY_S = 2.0  # ring capacity beyond the window (covers the worker's lag behind the newest chunk)
 AUDIO_RATE_TOLERANCE = 0.2  # a microphone whose stamps imply a rate off by more than this fraction is reported
@@ -96,8 +96,8 @@ class AudioRateCheck:
 
 
 def synchronizer_factory(slop: float, queue_size: int, backend: str = "auto"):
-    """-> filters -> the node's camera/depth synchronizer (admn_ros.sync.make_synchronizer; backend auto | builtin |
-    message_filters), for FramePipeline."""
+    """-> filters -> the node's camera/depth synchronizer (admn_ros.msgs.sync.make_synchronizer; backend auto |
+    builtin | message_filters), for FramePipeline."""
     return lambda filters: make_synchronizer(filters, queue_size, slop, backend=backend,
                                              time_jump_threshold=TIME_JUMP_BACK_S)
 

@@ -15,7 +15,7 @@ arguments, model or bag; 3 no output received; 130 interrupted.
 * `OutputRecorder`: records the node's `~/pose` and `~/allocation` and turns them into `FrameRecord`s (the offline
   evaluator's format), joined by the synchronized input stamp the node puts in both headers.
 * `start_node()`: admn_node as a child process with use_sim_time, started as bring-up starts it
-  (`admn_ros.bringup.node_command`: the shipped parameter file, the Fast DDS profile rule), on loopback discovery
+  (`admn_ros.tools.bringup.node_command`: the shipped parameter file, the Fast DDS profile rule), on loopback discovery
   unless ROS_AUTOMATIC_DISCOVERY_RANGE is set; `stop_process()`: SIGINT, then terminate/kill.
 * `run_live_replay()`: wires them together, waits for discovery, plays, collects, joins ground truth and reports the
   output rate (outputs / synchronized sets of the bag) and gaps (a node that died or restarted mid-replay: runs of
@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from admn_core.ros_interface import ALLOCATION_TOPIC, CLOCK_TOPIC, NODE_NAME, POSE_TOPIC, output_topic
-from admn_ros.bag_reader import BagError, open_bag, open_reader
-from admn_ros.bringup import ProcessSpec, node_command, start_process
-from admn_ros.processes import stop_process  # also re-exported for the demo and tests
-from admn_ros.replay_eval import FrameRecord, attach_ground_truth, read_ground_truth, synchronized_stamps
-from admn_ros.replay_report import find_gaps
+from admn_ros.bags.bag_reader import BagError, open_bag, open_reader
+from admn_ros.bags.replay_eval import FrameRecord, attach_ground_truth, read_ground_truth, synchronized_stamps
+from admn_ros.bags.replay_report import find_gaps
+from admn_ros.tools.bringup import ProcessSpec, node_command, start_process
+from admn_ros.tools.processes import stop_process  # also re-exported for the demo and tests
 
 
 def message_class(msgtype: str):
@@ -162,7 +162,7 @@ class OutputRecorder:
         self.node = node
 
     def watch_budget(self) -> None:
-        from admn_ros.qos import subscribe_budget
+        from admn_ros.msgs.qos import subscribe_budget
 
         subscribe_budget(self.node, lambda msg: setattr(self, "latest_budget", int(msg.data)))
 
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
 def _replay(args) -> int:
     from admn_core.bundle import BundleError, read_bundle_header
     from admn_core.config import ConfigError, ModelConfig
-    from admn_ros.replay_cli import prepare_out_dir
-    from admn_ros.replay_report import format_summary, summarize, write_csv
+    from admn_ros.bags.replay_cli import prepare_out_dir
+    from admn_ros.bags.replay_report import format_summary, summarize, write_csv
 
     node = None
     try:
