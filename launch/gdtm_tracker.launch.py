@@ -5,7 +5,7 @@
         [frame_id:=map] [budget_topic:=/compute_budget]
 
 Without ros2 launch (pip-only install), `admn_bringup` starts the same nodes from the same files with the same
-arguments (admn_ros/bringup.py; test/test_launch_files.py keeps the two in step).
+arguments (admn_ros/tools/bringup.py; test/test_launch_files.py keeps the two in step).
 
 Unless FASTDDS_DEFAULT_PROFILES_FILE is already set (a user's profile is kept), every process gets the shipped
 config/fastdds_large_data.xml: with Fast DDS's default 512 KB shared-memory segment a best-effort subscriber receives
