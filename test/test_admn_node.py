@@ -360,3 +360,29 @@ def test_cuda_requested_without_cuda_falls_back_to_the_cpu_with_an_error(ros_con
         assert inference_status(node).level == DiagnosticStatus.ERROR
     finally:
         node.destroy_node()
+
+
+def test_library_log_records_reach_the_node_log_while_it_lives(ros_context, bundle_path, capfd):  # noqa: F811
+    import logging
+
+    library = logging.getLogger("admn_core.probe")
+    node = AdmnNode(context=ros_context, parameter_overrides=[Parameter("model", value=bundle_path)])
+    try:
+        library.info("probe while the node lives")
+        assert rclpy_log_line(capfd, "probe while the node lives")
+    finally:
+        node.destroy_node()
+    library.info("probe after the node is gone")
+    assert not rclpy_log_line(capfd, "probe after the node is gone")
+
+
+def rclpy_log_line(capfd, text: str) -> bool:
+    """rcutils writes the node's log to fd 2 as `[INFO] [<time>] [admn_node]: <message>`."""
+    deadline = time.monotonic() + 2.0
+    err = ""
+    while time.monotonic() < deadline:
+        err += capfd.readouterr().err
+        if any(text in line and "[admn_node]" in line for line in err.splitlines()):
+            return True
+        time.sleep(0.05)
+    return False

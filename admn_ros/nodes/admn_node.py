@@ -58,6 +58,7 @@ from admn_ros.nodes.outputs import (
     classification_message_class,
     pose_message,
 )
+from admn_ros.nodes.ros_logging import forward_logging_to_node, stop_forwarding
 
 LATENCY_WINDOW = 200
 INPUT_QUEUE_DEPTH = {"rgb": 5, "depth": 5, "audio": 50}  # audio chunks are small and frequent: keep more
@@ -77,6 +78,8 @@ class AdmnNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        # admn_core reports through Python's logging (bundle loading, the fast path): into this node's log and /rosout.
+        self._library_log = forward_logging_to_node(self)
         try:
             self._setup()
             if not self.context.ok():
@@ -347,6 +350,7 @@ class AdmnNode(Node):
         self._stop.set()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
+        stop_forwarding(self._library_log)
         return super().destroy_node()
 
 
