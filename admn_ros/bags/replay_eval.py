@@ -284,14 +284,8 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULTS.d
             plan.warnings.append(f"budget source 'bag' but the bag has no std_msgs/Int32 /compute_budget: "
                                  f"default budget {budget.default} throughout")
         start_ns = plan.start_ns
-        poses, labels = [], []
-        clock = BagClock()
-        pipeline = FramePipeline(
-            engine, FrameAssembler(config),
-            lambda stamp: budget.budget_at(stamp, (stamp - start_ns) / 1e9),
-            synchronizer_factory(sync_slop, sync_queue_size, sync_backend),
-            topics={sensor.key: topic for topic, sensor in plan.sensors.items()}, audio_wait_s=audio_wait_s,
-            clock=clock, log=ThrottledLog(_log))
+        pipeline, clock = bag_pipeline(plan, engine, lambda stamp: budget.budget_at(stamp, (stamp - start_ns) / 1e9),
+                                       sync_slop, sync_queue_size, sync_backend, audio_wait_s)
 
         def evaluate(pending) -> None:
             outcome = pipeline.process(pending)
@@ -305,49 +299,82 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULTS.d
             if on_record is not None:
                 on_record(record)
 
-        stamps = {topic: StampAudit() for topic, sensor in plan.sensors.items() if sensor.kind != "audio"}
-        adapt = stamp_adapter(pipeline.synchronizer)
-        bar = _progress_bar(progress, plan)
-        interrupted = finished = False
-        try:
-            for topic, bag_time_ns, msg in stream(plan):
-                bar.update()
-                clock.now = bag_time_ns / 1e9
-                if topic in stamps:
-                    stamps[topic].add(stamp_ns(msg))
-                    pipeline.add_frame(plan.sensors[topic].key, adapt(msg))
-                elif topic in plan.sensors:  # audio
-                    reason = pipeline.add_audio(plan.sensors[topic].key, msg)
-                    if reason is not None:
-                        _count_bad_input(bad_input, plan, topic, f"bad audio chunk on {topic}: {reason}; skipped "
-                                                                 "(further ones are counted)")
-                elif topic == plan.budget:
-                    budget.on_budget_message(msg.data)
-                elif topic == plan.ground_truth:
-                    poses.append((stamp_ns(msg), *position_of(msg)))
-                elif topic == plan.corruption:
-                    labels.append((stamp_ns(msg), *corruption_label(msg)))
-                for pending in pipeline.ready_sets():
-                    evaluate(pending)
-                if max_sets is not None and len(records) >= max_sets:
-                    break
-            else:
-                finished = True
-                for pending in pipeline.drain():  # the bag ended: nothing more will arrive for these
-                    evaluate(pending)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            bar.close()
-        result = EvalResult(records, str(plan.path), _warnings(plan, stamps, empty_depth, finished),
+        fed = feed_bag(plan, pipeline, clock, evaluate, bad_input, budget, progress,
+                       stop=None if max_sets is None else lambda: len(records) >= max_sets)
+        result = EvalResult(records, str(plan.path), _warnings(plan, fed.stamps, empty_depth, fed.finished),
                             pipeline.counters.sets_received, bad_input, plan.stream_error, duration_s=plan.duration_s,
-                            interrupted=interrupted,
+                            interrupted=fed.interrupted,
                             read_counts={t: (plan.read_counts[t], plan.reader.declared_counts.get(t, 0))
                                          for t in plan.topics},
-                            stamps=stamps, empty_depth=dict(empty_depth))
-    attach_ground_truth(records, sorted(poses), sorted(labels), start_ns)
+                            stamps=fed.stamps, empty_depth=dict(empty_depth))
+    attach_ground_truth(records, sorted(fed.poses), sorted(fed.labels), start_ns)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def bag_pipeline(plan: BagPlan, engine, budget_for: Callable, sync_slop: float = NODE_DEFAULTS.sync_slop,
+                 sync_queue_size: int = NODE_DEFAULTS.sync_queue_size, sync_backend: str = "auto",
+                 audio_wait_s: float = NODE_DEFAULTS.audio_wait_s) -> tuple[FramePipeline, BagClock]:
+    """admn_node's FramePipeline for the bag behind `plan`, on the bag's clock (fed by `feed_bag`)."""
+    clock = BagClock()
+    pipeline = FramePipeline(
+        engine, FrameAssembler(engine.config), budget_for,
+        synchronizer_factory(sync_slop, sync_queue_size, sync_backend),
+        topics={sensor.key: topic for topic, sensor in plan.sensors.items()}, audio_wait_s=audio_wait_s,
+        clock=clock, log=ThrottledLog(_log))
+    return pipeline, clock
+
+
+@dataclass
+class BagFeed:
+    """What `feed_bag` read besides the sets: ground truth, corruption labels, stamp audits, how it ended."""
+
+    poses: list = field(default_factory=list)  # (stamp_ns, x, y)
+    labels: list = field(default_factory=list)  # (stamp_ns, detail, episode)
+    stamps: dict = field(default_factory=dict)  # camera/depth topic -> StampAudit
+    finished: bool = False  # the whole bag was read (not stopped, not interrupted)
+    interrupted: bool = False  # Ctrl-C
+
+
+def feed_bag(plan: BagPlan, pipeline: FramePipeline, clock: BagClock, on_set: Callable, bad_input: dict,
+             budget: BudgetSource | None = None, progress=None, stop: Callable | None = None) -> BagFeed:
+    """Feed the bag's messages, in bag order at their bag times, into `pipeline` and call `on_set(pending)` for each
+    set as it becomes ready (as an idle admn_node takes it); at the end of the bag the remaining sets are drained.
+    `stop()` -> True ends reading early; Ctrl-C ends it with `interrupted` set."""
+    fed = BagFeed(stamps={topic: StampAudit() for topic, sensor in plan.sensors.items() if sensor.kind != "audio"})
+    adapt = stamp_adapter(pipeline.synchronizer)
+    bar = _progress_bar(progress, plan)
+    try:
+        for topic, bag_time_ns, msg in stream(plan):
+            bar.update()
+            clock.now = bag_time_ns / 1e9
+            if topic in fed.stamps:
+                fed.stamps[topic].add(stamp_ns(msg))
+                pipeline.add_frame(plan.sensors[topic].key, adapt(msg))
+            elif topic in plan.sensors:  # audio
+                reason = pipeline.add_audio(plan.sensors[topic].key, msg)
+                if reason is not None:
+                    _count_bad_input(bad_input, plan, topic, f"bad audio chunk on {topic}: {reason}; skipped "
+                                                             "(further ones are counted)")
+            elif topic == plan.budget and budget is not None:
+                budget.on_budget_message(msg.data)
+            elif topic == plan.ground_truth:
+                fed.poses.append((stamp_ns(msg), *position_of(msg)))
+            elif topic == plan.corruption:
+                fed.labels.append((stamp_ns(msg), *corruption_label(msg)))
+            for pending in pipeline.ready_sets():
+                on_set(pending)
+            if stop is not None and stop():
+                break
+        else:
+            fed.finished = True
+            for pending in pipeline.drain():  # the bag ended: nothing more will arrive for these
+                on_set(pending)
+    except KeyboardInterrupt:
+        fed.interrupted = True
+    finally:
+        bar.close()
+    return fed
 
 
 def record_of(outcome, t_s: float) -> FrameRecord:
