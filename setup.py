@@ -41,6 +41,7 @@ setup(
             "admn_soak = admn_ros.tools.soak:main",
             "admn_replay_eval = admn_ros.bags.replay_cli:main",
             "admn_live_replay = admn_ros.bags.live_replay:main",
+            "admn_train_bags = admn_ros.bags.train_cli:main",
         ],
     },
 )

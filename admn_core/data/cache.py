@@ -145,6 +145,86 @@ def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: 
     return out
 
 
+class SampleCacheWriter:
+    """A cache from given samples (e.g. recorded ones), written as they come, without holding them in memory.
+
+    `add(sample, target)` takes {(view, modality): array} and {"position": [2], "heading", "speed", "time"};
+    every sample must have the first one's keys, dtypes and shapes. Samples carry no corruption labels (category
+    clean, severity 0). `finish()` writes the .npy files and manifest.json (with `source`, e.g. where the samples
+    came from and a fingerprint) and renames `<out>.partial` to `<out>`; `abort()` removes the partial write."""
+
+    def __init__(self, out: str | Path, views: tuple[str, ...], modalities: tuple[tuple[str, str], ...],
+                 source: dict) -> None:
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.views, self.modalities, self.source = tuple(views), tuple(modalities), source
+        self.keys = tuple((view, name) for name, _ in self.modalities for view in self.views)
+        self.specs: dict = {}  # key -> (dtype, shape) of the first sample
+        self.targets: dict = {"position": [], **{name: [] for name in TARGET_FIELDS}}
+        shutil.rmtree(self.partial, ignore_errors=True)
+        for sub in ("arrays", "targets", "labels"):
+            (self.partial / sub).mkdir(parents=True)
+        self._raw = {key: open(self._raw_path(key), "wb") for key in self.keys}  # closed in finish / abort
+        self.num_samples = 0
+
+    def _raw_path(self, key) -> Path:
+        return self.partial / (array_file(*key) + ".raw")
+
+    def add(self, sample: dict, target: dict) -> None:
+        missing = [key for key in self.keys if key not in sample]
+        if missing:
+            raise CacheFormatError(self.partial, f"sample {self.num_samples} lacks {missing}")
+        for key in self.keys:
+            array = np.ascontiguousarray(sample[key])
+            spec = self.specs.setdefault(key, (array.dtype, array.shape))
+            if (array.dtype, array.shape) != spec:
+                raise CacheFormatError(self.partial, f"sample {self.num_samples}: {key} is {array.dtype} "
+                                                     f"{array.shape}, the first sample's is {spec[0]} {spec[1]}")
+            self._raw[key].write(array.tobytes())
+        self.targets["position"].append(np.asarray(target["position"], dtype=np.float32))
+        for name in TARGET_FIELDS:
+            self.targets[name].append(np.float32(target[name]))
+        self.num_samples += 1
+
+    def finish(self) -> Path:
+        if not self.num_samples:
+            self.abort()
+            raise CacheFormatError(self.out, "no samples to write")
+        n, v = self.num_samples, len(self.views)
+        for key in self.keys:
+            self._raw[key].close()
+            dtype, shape = self.specs[key]
+            raw = np.memmap(self._raw_path(key), dtype=dtype, mode="r", shape=(n, *shape))
+            store = np.lib.format.open_memmap(self.partial / array_file(*key), "w+", dtype, (n, *shape))
+            store[:] = raw
+            store.flush()
+            del raw, store
+            self._raw_path(key).unlink()
+        np.save(self.partial / "targets/position.npy", np.stack(self.targets["position"]))
+        for name in TARGET_FIELDS:
+            np.save(self.partial / f"targets/{name}.npy", np.asarray(self.targets[name], dtype=np.float32))
+        for name, _ in self.modalities:
+            for field, dtype in LABEL_FIELDS:
+                np.save(self.partial / label_file(name, field), np.zeros((n, v), dtype))
+        manifest = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "num_samples": n, "views": list(self.views),
+            "modalities": [{"name": name, "kind": kind, "dtype": self.specs[(self.views[0], name)][0].str,
+                            "shape": list(self.specs[(self.views[0], name)][1])} for name, kind in self.modalities],
+            "categories": list(CATEGORIES), "preset": "clean", "seed": None, "source": self.source,
+        }
+        (self.partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.partial, self.out)
+        logger.info(f"wrote {n} samples to {self.out}")
+        return self.out
+
+    def abort(self) -> None:
+        for file in self._raw.values():
+            file.close()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
 class WorldCache:
     """Read access to a cache directory; arrays are memory-mapped on first use."""
 

@@ -72,19 +72,24 @@ class DataSettings:
     val_seed: int = 2  # a third independent draw, so the test set is never looked at during training
     workers: int = 2
     # "world" (the simulated world, generated) or a dataset folder read by admn_core.data.readers: "ave", "mmfi",
-    # "gdtm" under `root`, its splits corrupted on the fly by the corruption preset (data.readers.sources).
+    # "gdtm" under `root`, its splits corrupted on the fly by the corruption preset (data.readers.sources); or
+    # "cache": sample caches (admn-world-cache format) at `root` (training) and `test_root` (evaluation), written
+    # elsewhere (admn_ros.bags.train_cli from recorded bags), corrupted on the fly the same way.
     source: str = "world"
     root: str = ""
+    test_root: str = ""
     classes: tuple[str, ...] = ()  # a classification dataset's class names; () = the dataset's own (annotations)
     audio_anchor: str = "event"  # a clip's audio window: centred on the annotated "event" or on the "clip"
 
     def __post_init__(self) -> None:
         from admn_core.data.readers.sources import DATASETS
 
-        if self.source not in ("world", *DATASETS):
-            raise ConfigError(f"data.source must be world or one of {DATASETS}, got {self.source!r}")
+        if self.source not in ("world", "cache", *DATASETS):
+            raise ConfigError(f"data.source must be world, cache or one of {DATASETS}, got {self.source!r}")
         if self.source != "world" and not self.root:
             raise ConfigError(f"data.source {self.source!r} needs data.root, the dataset folder")
+        if self.source == "cache" and not self.test_root:
+            raise ConfigError("data.source 'cache' needs data.test_root, the evaluation cache")
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ class Pipeline:
         self.run_dir = Path(run_dir)
         self.config = preset_config(settings.preset)
         self.classes: tuple[str, ...] = ()
-        if settings.data.source != "world" and self.config.head.task == "classification":
+        if settings.data.source not in ("world", "cache") and self.config.head.task == "classification":
             from admn_core.data.readers.sources import dataset_classes
             from admn_core.presets import with_classes
 
@@ -291,7 +296,26 @@ class Pipeline:
             self.clean_train_set = CorruptedSplit(train.reader, self.config, "clean", train.seed, train.context)
         return train, splits["test"]
 
+    def cache_splits(self):
+        """data.source "cache": the caches at data.root / data.test_root, corrupted on the fly by the corruption
+        preset (as a dataset's splits are), so corruption-supervised controllers get labels; the uncorrupted
+        training cache is the clean warm-up set."""
+        from admn_core.data.dataset import WorldCacheDataset
+        from admn_core.data.readers.sources import CorruptedSplit, corruption_context, reference_audio_rms
+
+        data, corruption, seed = self.settings.data, self.settings.corruption, self.settings.seed
+        train, test = WorldCacheDataset(data.root), WorldCacheDataset(data.test_root)
+        context = corruption_context(self.config, reference_audio_rms(train, self.config))
+        logger.info(f"caches: train {data.root} ({len(train)} samples), test {data.test_root} ({len(test)} samples), "
+                    f"corrupted on the fly by the {corruption!r} preset")
+        if self.settings.stage1.clean_warmup_epochs or self.settings.scratch.clean_warmup_epochs:
+            self.clean_train_set = train
+        return (CorruptedSplit(train, self.config, corruption, seed, context),
+                CorruptedSplit(test, self.config, corruption, seed + 1, context))
+
     def data(self):
+        if self.settings.data.source == "cache":
+            return self.cache_splits()
         if self.settings.data.source != "world":
             return self.dataset_splits()
         from admn_core.data.cache import world_settings, write_cache
@@ -356,7 +380,7 @@ class Pipeline:
                               clean_modality_dropout=s.clean_modality_dropout)
         from admn_core.train.stage1 import train_stage1
 
-        if s.fresh_corruption:
+        if s.fresh_corruption and self.settings.data.source == "world":  # other sources redraw per epoch
             from admn_core.data.dataset import FreshCorruptionDataset
 
             data = self.settings.data
