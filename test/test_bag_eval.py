@@ -7,7 +7,6 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
-from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.ros_interface import NODE_DEFAULTS
 from admn_core.runtime import InferenceEngine
 from admn_ros.bags.bag_reader import BagError, open_reader
@@ -23,23 +22,10 @@ from admn_ros.msgs.conversions import image_to_numpy
 from bag_fixtures import rewrite
 from model_fixtures import micro_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VIEWS = ("node_1", "node_2", "node_3")
 START_S = 1_700_000_000.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: a second thread only adds contention
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def bag(tmp_path_factory):
-    return write_trajectory_bag(tmp_path_factory.mktemp("bags") / "world", duration_s=2.0, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -27,26 +27,13 @@ from admn_ros.bags.replay_eval import evaluate_bag, synchronized_stamps
 from bag_fixtures import ROSBAG2_QOS, edit_metadata, rewrite
 from model_fixtures import micro_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VIEWS = ("node_1", "node_2", "node_3")
 SETS = 30  # a 2 s bag at 15 Hz
 STORE = get_typestore(Stores.ROS2_KILTED)
 SERVICE_EVENT_DEFINITION = ("=" * 80 + "\nSRV: example_interfaces/srv/AddTwoInts\nint64 a\nint64 b\n---\n"
                             "int64 sum\n")  # what rosbag2 (Jazzy+) stores as a service event's MCAP schema
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: a second thread only adds contention
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def bag(tmp_path_factory):
-    return write_trajectory_bag(tmp_path_factory.mktemp("bags") / "world", duration_s=2.0, seed=3)
 
 
 @pytest.fixture(scope="module")
