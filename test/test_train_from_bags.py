@@ -98,6 +98,11 @@ def test_command_exits_2_naming_the_problem(bags, tmp_path, capsys):
     assert main(["--bags", str(bags[0]), "--val-bags", str(bags[1]), "--gt-topic", "/odom", "--out",
                  str(tmp_path / "run"), "--quiet"]) == 2
     assert "no ground-truth topic /odom" in capsys.readouterr().err
+    for corruption, problem in (("lowlight", "only the simulated world can render"),
+                                ("fog", "unknown corruption preset 'fog'")):
+        assert main(["--bags", str(bags[0]), "--val-bags", str(bags[1]), "--corruption", corruption, "--out",
+                     str(tmp_path / "run"), "--quiet"]) == 2
+        assert problem in capsys.readouterr().err
 
 
 TINY_TRAINING = """

@@ -99,6 +99,7 @@ def _run(args) -> int:
         if args.quiet:
             settings = replace(settings, progress=False)
         pipeline = Pipeline(settings, out)
+        pipeline.cache_splits()  # refuses a corruption preset that recorded frames cannot take, before training
     except (BagError, ConfigError, CacheFormatError, ValueError, OSError) as error:
         print(f"admn_train_bags: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
