@@ -64,6 +64,7 @@ class NodeDefaults:
     default_budget: int = 12  # layers, until the first budget message
     audio_wait_s: float = 0.1  # s; a few microphone chunk periods (32 ms chunks are common)
     frame_id: str = "map"  # REP-105: the world-fixed frame the pose is expressed in
+    fast_path: bool = True  # admn_core.fastpath; offline evaluation runs the same path, so results match bit for bit
 
 
 NODE_DEFAULTS = NodeDefaults()

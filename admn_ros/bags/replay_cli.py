@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from admn_core.ros_interface import NODE_DEFAULTS
+
 EXIT_BAD_INPUT = 2
 EXIT_NOTHING_EVALUATED = 3
 EXIT_INTERRUPTED = 130
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read input topic FROM from bag topic TO (repeatable; relative names resolve in "
                              "--namespace), e.g. node_1/camera/image_raw:=/camera/camera/color/image_raw")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=NODE_DEFAULTS.fast_path,
+                        help="the inference path admn_node serves by default (its fast_path parameter), so results "
+                             "match the node's bit for bit; --no-fast-path: the eager reference model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -104,7 +109,7 @@ def _run(args) -> int:
         check_device(args.device)
         from admn_core.runtime import InferenceEngine
 
-        engine = InferenceEngine.from_bundle(args.model, args.device)
+        engine = InferenceEngine.from_bundle(args.model, args.device, fast=args.fast_path)
         with FrameCsv(out / "frames.csv", [spec.name for spec in engine.config.modalities]) as frames:
             result = evaluate_bag(args.bag, engine, budget, namespace=args.namespace, remap=remap,
                                   on_record=frames.write, progress=None if args.quiet else sys.stderr)

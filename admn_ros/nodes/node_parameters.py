@@ -39,9 +39,9 @@ PARAMETERS = {
                                         read_only=True)),
     "device": ("cpu", _descriptor("cpu | cuda | cuda:N; CUDA unavailable -> CPU with an error", read_only=True)),
     "precision": ("fp32", _descriptor("fp32 | fp16 | bf16 (torch dtype of the model)", read_only=True)),
-    "fast_path": (True, _descriptor("serve through admn_core.fastpath (CUDA graphs on a GPU; on a CPU a lean forward "
-                                    "with ONNX Runtime stages where timed faster), equal to the eager model within "
-                                    "float tolerance; false = the eager reference model", read_only=True)),
+    "fast_path": (NODE_DEFAULTS.fast_path, _descriptor(
+        "serve through admn_core.fastpath (CUDA graphs on a GPU; on a CPU a lean forward with ONNX Runtime stages), "
+        "equal to the eager model within float tolerance; false = the eager reference model", read_only=True)),
     "torch_threads": (0, _descriptor("torch intra-op CPU threads; 0 = torch's default", read_only=True,
                                      int_range=(0, 256))),
     "frame_id": (NODE_DEFAULTS.frame_id, _descriptor("frame_id of the pose output (metres, REP-103; map: REP-105)")),

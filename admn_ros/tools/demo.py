@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from admn_core.ros_interface import DIAGNOSTICS_TOPIC
+from admn_core.ros_interface import DIAGNOSTICS_TOPIC, NODE_DEFAULTS
 from admn_ros.tools.bringup import ProcessSpec, node_command, start_process
 
 BAR = 12
@@ -364,7 +364,7 @@ def offline_agreement(bag, bundle, live_records, out: Path, threads: int = 1) ->
 
     if threads > 0:
         torch.set_num_threads(threads)
-    engine = InferenceEngine.from_bundle(bundle)
+    engine = InferenceEngine.from_bundle(bundle, fast=NODE_DEFAULTS.fast_path)  # the node's path: same numbers
     budgets = {r.stamp_ns: r.budget for r in live_records if r.ok}
     result = evaluate_bag(bag, engine, BudgetSource("per_stamp", per_stamp=budgets))
     write_csv(result.records, out / "offline_frames.csv")
