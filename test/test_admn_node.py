@@ -164,8 +164,12 @@ def test_warm_up_runs_every_trained_budget_before_inputs_and_is_reported(rig_fac
     assert node.counters.sets_processed == 1
 
 
-def test_the_fast_path_is_the_default_and_answers_as_the_eager_model(rig_factory):
+@pytest.mark.parametrize("onnx", ["0", "1"], ids=["pytorch_stages", "shipped_onnx_stages"])
+def test_the_fast_path_is_the_default_and_answers_as_the_eager_model(rig_factory, monkeypatch, onnx):
+    # The suite runs the CPU fast path's stages in PyTorch (test/conftest.py); "1" is what a robot runs by default.
+    monkeypatch.setenv("ADMN_FASTPATH_ONNX", onnx)
     fast, eager = rig_factory(), rig_factory(fast_path=False)
+    assert (fast.node.engine.fast.counters["onnx_runs"] > 0) == (onnx == "1")  # the warm-up ran its stages
     for rig in (fast, eager):  # each rig's generator is seeded alike: both nodes get the same set
         rig.publish_set(3.0)
         rig.next_allocation(3.0)
