@@ -132,3 +132,5 @@ def test_one_command_trains_a_bundle_that_evaluates_on_a_held_out_bag(bags, tmp_
     errors = [record.error_cm for record in result.ok_records()]
     assert errors and len(errors) == len(result.records) and np.all(np.isfinite(errors))
     assert (out / "eval" / "results.md").is_file()
+    assert main(["--bags", str(bags[1]), "--val-bags", str(bags[0]), "--train-config", str(settings),
+                 "--out", str(out), "--quiet"]) == 2  # other bags: the trained stages must not be reused

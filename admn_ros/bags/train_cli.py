@@ -85,8 +85,11 @@ def _run(args) -> int:
                               "takes position ground truth (a localization preset)")
         options = CacheOptions(args.gt_topic, args.max_gap, args.namespace, tuple(parse_remaps(args.remap).items()))
         progress = None if args.quiet else sys.stderr
+        splits = (("train", args.bags), ("test", args.val_bags))
+        for split, bags in splits:
+            check_same_bags(out, split, bags, config, options)
         caches = {}
-        for split, bags in (("train", args.bags), ("test", args.val_bags)):
+        for split, bags in splits:
             _log.info(f"{split}: {len(bags)} bag(s) through admn_node's frame pipeline")
             caches[split], _ = write_bag_cache(bags, out / "bag_cache" / split, config, options, progress)
         from admn_core.data.cache import WorldCache
@@ -110,6 +113,21 @@ def _run(args) -> int:
     print(f"bundle: {out / 'bundle.safetensors'}; evaluate it as admn_node runs it: admn_replay_eval BAG --model "
           f"{out / 'bundle.safetensors'}")
     return 0
+
+
+def check_same_bags(out: Path, split: str, bags, config, options) -> None:
+    """A run directory whose stages were trained on other bags or options would be reused as it is: refused."""
+    from admn_core.data.cache import WorldCache
+    from admn_core.data.errors import CacheFormatError
+    from admn_ros.bags.bag_dataset import cache_fingerprint
+
+    try:
+        recorded = WorldCache(out / "bag_cache" / split).manifest.get("source", {}).get("fingerprint")
+    except CacheFormatError:
+        return
+    if (out / "settings.json").is_file() and recorded != cache_fingerprint(bags, config, options):
+        raise ValueError(f"--out {out} holds a run trained on other {split} bags or options (or the bags changed "
+                         "since); its finished stages would be reused: choose a new --out")
 
 
 if __name__ == "__main__":
