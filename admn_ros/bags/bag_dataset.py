@@ -35,11 +35,11 @@ from admn_ros.bags.bag_reader import (
     POSE_TYPES,
     BagError,
     BagPlan,
-    _topic_resolver,
     open_bag,
     position_of,
     stamp_ns,
     stream,
+    topic_resolver,
     topic_table,
 )
 from admn_ros.bags.replay_eval import bag_pipeline, feed_bag
@@ -119,7 +119,7 @@ class GroundTruth:
 
 def resolve_ground_truth_topic(plan: BagPlan, gt_topic: str, namespace: str = "", remap: dict | None = None) -> str:
     """The bag topic of the ground truth (after namespace and remapping); BagError if absent or of another type."""
-    topic = _topic_resolver(namespace, remap)(gt_topic)
+    topic = topic_resolver(namespace, remap)(gt_topic)
     types = {c.topic: c.msgtype for c in plan.reader.connections}
     if topic not in types:
         raise BagError(f"{plan.path}: no ground-truth topic {topic}: training needs a pose per set. The bag holds: "

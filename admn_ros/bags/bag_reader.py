@@ -279,7 +279,7 @@ def parse_remaps(rules) -> dict[str, str]:
     return remap
 
 
-def _topic_resolver(namespace: str, remap: dict | None):
+def topic_resolver(namespace: str, remap: dict | None):
     """name (relative to `namespace`, or absolute) -> the bag topic it reads, after the ROS-style `remap`."""
     def absolute(name: str) -> str:
         return name if name.startswith("/") else _absolute(namespace, name)
@@ -293,7 +293,7 @@ def open_bag(path: str | Path, config, namespace: str = "", require_ground_truth
     """Open and check a bag for `config` (a ModelConfig); see the module docstring."""
     reader = open_reader(path)
     try:
-        return _plan(reader.path, reader, config, _topic_resolver(namespace, remap), require_ground_truth)
+        return _plan(reader.path, reader, config, topic_resolver(namespace, remap), require_ground_truth)
     except BaseException:
         reader.close()
         raise
