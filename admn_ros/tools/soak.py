@@ -14,8 +14,8 @@ status of the node, and samples the node's resident memory once a second (psutil
 
 Reported (and checked, exit status 1 when a check fails):
 * memory: RSS after warm-up and at the end, growth, and the least-squares slope (MiB/min) after warm-up;
-* queues: the largest pending-set slot, synchronizer queue and audio ring sizes seen in diagnostics, against their
-  bounds (1, sync_queue_size, the ring's capacity);
+* queues: the most sets waiting for their audio, the largest synchronizer queue and audio ring seen in diagnostics,
+  against their bounds (the pipeline's MAX_PENDING_SETS, sync_queue_size, the ring's capacity);
 * latency: end-to-end p50/p90/p99/max over every output, and the node's own model_ms / end_to_end_ms percentiles;
 * drops: sets published vs synchronized (transport / sync), dropped_stale (worker busy: latest-only slot), bad input,
   out of order, processed; the drop rate. Every figure is read from the node's /diagnostics, i.e. published.
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from admn_core.ros_interface import ALLOCATION_TOPIC, DIAGNOSTICS_TOPIC, NODE_NAME, output_topic, sensor_topic
+from admn_core.stream.pipeline import MAX_PENDING_SETS
 from admn_ros.tools.bringup import (
     FASTDDS_PROFILE_VARIABLE,
     ProcessSpec,
@@ -391,7 +392,7 @@ def _fill_report(report, soak, publisher, recorder, memory, model_config) -> Non
     drops["sync_dropped_per_topic"] = {k.rsplit(".", 1)[0]: v for k, v in inputs.items() if k.endswith(".dropped")}
     report.drops = drops
     ring_bound = _ring_bound(model_config, soak)
-    report.queues.update({"pending_sets_bound": 1, "sync_queue_bound": soak.sync_queue_size,
+    report.queues.update({"pending_sets_bound": MAX_PENDING_SETS, "sync_queue_bound": soak.sync_queue_size,
                           "audio_chunks_bound": ring_bound})
     report.checks = {
         "node_alive_until_stopped": report.node_alive,
@@ -399,7 +400,7 @@ def _fill_report(report, soak, publisher, recorder, memory, model_config) -> Non
         "outputs_published": report.outputs > 0,
         "diagnostics_published": report.diagnostics_seen > 0 and bool(drops.get("sets_published")),
         "no_inference_failures": drops.get("failed", 1) == 0,
-        "pending_slot_bounded": report.queues.get("pending_sets_max", 0) <= 1,
+        "pending_sets_bounded": report.queues.get("pending_sets_max", 0) <= MAX_PENDING_SETS,
         "sync_queues_bounded": report.queues.get("sync_queue_max", 0) <= soak.sync_queue_size,
         "audio_rings_bounded": report.queues.get("audio_chunks_buffered_max", 0) <= ring_bound,
         "memory_flat": bool(report.memory_mib) and report.memory_mib["growth"] <= soak.max_memory_growth_mib,
