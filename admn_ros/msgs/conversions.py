@@ -345,8 +345,6 @@ def _decode_compressed_depth(data: np.ndarray, format_field: str, max_pixels: in
 def numpy_to_compressed(array: np.ndarray, image_format: str = "jpeg", stamp=None, frame_id: str = "",
                         jpeg_quality: int = 95):
     """RGB uint8 HxWx3 (or mono HxW) -> CompressedImage, as image_transport's `compressed` plugin would send it."""
-    from sensor_msgs.msg import CompressedImage
-
     cv2 = _cv2()
     if image_format not in ("jpeg", "png"):
         raise ConversionError(f"compressed format must be 'jpeg' or 'png', got {image_format!r}")
@@ -355,20 +353,12 @@ def numpy_to_compressed(array: np.ndarray, image_format: str = "jpeg", stamp=Non
     ok, encoded = cv2.imencode(".jpg" if image_format == "jpeg" else ".png", bgr, params)
     if not ok:
         raise ConversionError(f"OpenCV could not encode an array of shape {array.shape} as {image_format}")
-    msg = CompressedImage()
-    if stamp is not None:
-        msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.format = image_format
-    msg.data = encoded.tobytes()
-    return msg
+    return _compressed_image(image_format, encoded.tobytes(), stamp, frame_id)
 
 
 def numpy_to_compressed_depth(depth: np.ndarray, encoding: str, depth_max: float = 10.0,
                               depth_quantization: float = 100.0, stamp=None, frame_id: str = ""):
     """Depth -> image_transport `compressedDepth` CompressedImage (PNG); used to build test data and bags."""
-    from sensor_msgs.msg import CompressedImage
-
     cv2 = _cv2()
     if encoding == "16UC1":
         png_input = np.ascontiguousarray(depth, dtype=np.uint16)
@@ -387,12 +377,20 @@ def numpy_to_compressed_depth(depth: np.ndarray, encoding: str, depth_max: float
     ok, encoded = cv2.imencode(".png", png_input)
     if not ok:
         raise ConversionError(f"OpenCV could not PNG-encode depth of shape {depth.shape}")
+    return _compressed_image(f"{encoding}; compressedDepth png",
+                             _COMPRESSED_DEPTH_HEADER.pack(header_format, quant_a, quant_b) + encoded.tobytes(),
+                             stamp, frame_id)
+
+
+def _compressed_image(image_format: str, data: bytes, stamp, frame_id: str):
+    from sensor_msgs.msg import CompressedImage
+
     msg = CompressedImage()
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.format = f"{encoding}; compressedDepth png"
-    msg.data = _COMPRESSED_DEPTH_HEADER.pack(header_format, quant_a, quant_b) + encoded.tobytes()
+    msg.format = image_format
+    msg.data = data
     return msg
 
 
