@@ -7,6 +7,8 @@ Used identically by the ROS node, bag replay and offline evaluation. Controller 
 - per-budget controllers → the largest trained budget ≤ the request;
 - no controller at or below the request → Naive Allocation at the request;
 - below the always-on minimum → nothing runs; the Result says why (never rounded up).
+`allocation="naive"` ignores the bundle's controllers: the paper's Naive Allocation baseline on the same Stage-1
+model, e.g. evaluated beside ADMN on the same frames and budgets.
 Samples in one batch with different allocations are grouped inside each backbone so every group runs
 only its own blocks.
 """
@@ -38,6 +40,7 @@ from admn_core.fastpath import FastPath, FastPathOptions
 from admn_core.preprocess import Sample, preprocess_batch
 
 logger = logging.getLogger(__name__)
+ALLOCATIONS = ("admn", "naive")
 
 @dataclass
 class Allocation:
@@ -68,16 +71,21 @@ class Result:
 
 class InferenceEngine:
     def __init__(self, bundle: Bundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 fast: bool | FastPathOptions = False):
+                 fast: bool | FastPathOptions = False, allocation: str = "admn"):
         """`fast` serves through `admn_core.fastpath.FastPath` (CUDA graphs on a GPU, a lean forward on the CPU):
         `True` with the default `FastPathOptions`, or the options themselves. The eager model stays the reference
-        and is what `fast=False` (the default) runs."""
+        and is what `fast=False` (the default) runs. `allocation`: "admn" (the bundle's controllers) or "naive"
+        (every budget split evenly, the controllers unused)."""
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
         self.config: ModelConfig = bundle.config
         self.device = torch.device(device)
         self.dtype = dtype
+        self.allocation = allocation
         self.model = bundle.model.to(self.device, dtype).eval()
-        self.controllers = {n: c.to(self.device, dtype).eval() for n, c in bundle.controllers.items()}
-        self.controller_infos: dict[str, ControllerInfo] = dict(bundle.controller_infos)
+        kept = bundle.controllers if allocation == "admn" else {}
+        self.controllers = {n: c.to(self.device, dtype).eval() for n, c in kept.items()}
+        self.controller_infos: dict[str, ControllerInfo] = {n: bundle.controller_infos[n] for n in kept}
         self.costs = layer_costs(self.config)
         self.min_budget = minimum_budget(self.config)
         self.max_budget = maximum_budget(self.config)
@@ -86,8 +94,8 @@ class InferenceEngine:
 
     @classmethod
     def from_bundle(cls, path, device="cpu", dtype=torch.float32, expected_sha256: str | None = None,
-                    fast: bool | FastPathOptions = False):
-        return cls(load_bundle(path, "cpu", expected_sha256), device, dtype, fast=fast)
+                    fast: bool | FastPathOptions = False, allocation: str = "admn"):
+        return cls(load_bundle(path, "cpu", expected_sha256), device, dtype, fast=fast, allocation=allocation)
 
     def _new_fast_path(self) -> FastPath | None:
         if self.fast_options is None:

@@ -207,3 +207,15 @@ def test_per_view_preset_draws_views_independently(world):
         _, target = world.generate(index, "mixed_per_view")
         differs += len(set(target["corruption"]["rgb"]["view_category_id"].tolist())) > 1
     assert differs >= 5
+
+
+def test_field_preset_fails_at_most_one_camera_modality_so_one_always_localizes(world):
+    seen = set()
+    for index in range(40):
+        _, target = world.generate(index, "field")
+        categories = {m: target["corruption"][m]["category"] for m in ("rgb", "depth", "mic")}
+        assert categories["rgb"] == "clean" or categories["depth"] == "clean"
+        assert categories["rgb"] in ("clean", "lowlight", "blur", "rain")
+        assert categories["depth"] in ("clean", "saturation", "dropout")
+        seen.update(f"{m}:{c}" for m, c in categories.items())
+    assert {"rgb:lowlight", "rgb:blur", "depth:saturation", "mic:clean", "rgb:clean"} <= seen

@@ -40,6 +40,28 @@ def test_budget_is_never_exceeded_and_controllers_are_chosen_by_budget(tmp_path)
             assert allocation.source == "naive" and allocation.budget_used == budget
 
 
+def test_naive_allocation_engine_splits_every_budget_evenly_and_ignores_the_controllers(tmp_path):
+    from admn_core.allocation import naive_allocation
+
+    engine, config = _engine(tmp_path)
+    naive = InferenceEngine.from_bundle(tmp_path / "bundle.safetensors", allocation="naive")
+    sample = synthetic_sample(config)
+    for budget in (5, 8, 20):
+        assert engine.infer(sample, budget).allocation.source.startswith("controller:")
+        result = naive.infer(sample, budget)
+        assert result.allocation.source == "naive"
+        assert torch.equal(torch.as_tensor(result.allocation.mask), naive_allocation(config, budget))
+    assert naive.infer(sample, 36).allocation.source == "full"
+
+
+def test_an_unknown_allocation_policy_is_refused(tmp_path):
+    _engine(tmp_path)
+    import pytest
+
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        InferenceEngine.from_bundle(tmp_path / "bundle.safetensors", allocation="oracle")
+
+
 def test_batched_inference_equals_one_by_one(tmp_path):
     engine, config = _engine(tmp_path)
     samples = [synthetic_sample(config, seed) for seed in range(4)]

@@ -79,6 +79,26 @@ def _draw_mixed(rng: np.random.Generator) -> KindSpecs:
     return {"rgb": pick(rgb_options, 0.3), "depth": pick(depth_options, 0.4), "audio": pick(audio_options, 0.4)}
 
 
+def _draw_field(rng: np.random.Generator) -> KindSpecs:
+    """What a robot meets in the field (and `admn world-bag`'s episodes show): the lights dim (γ 5 / 100), a lens
+    blurs (k 51 / 201), rain with haze, the IR depth saturates in daylight or drops out — one camera modality at a
+    time, so one always localizes — and the microphone independently clean (p = 0.5), noisy (wind / fan at every
+    SNR) or silent."""
+    rgb_failures = ([CorruptionSpec("lowlight", i + 1, g) for i, g in enumerate(LOWLIGHT_GAMMAS)]
+                    + [CorruptionSpec("blur", i + 1, k) for i, k in enumerate(BLUR_KERNELS)] + [_rain_image()])
+    depth_failures = [CorruptionSpec("saturation", 1, 1.0), CorruptionSpec("dropout", 1, 1.0)]
+    audio_failures = ([_audio_noise(kind, level) for kind in ("wind", "fan") for level in range(len(MIC_SNRS_DB))]
+                      + [CorruptionSpec("dropout", 1, 1.0)])
+    # 1/5 both cameras clean, 1/2 the RGB fails, 3/10 the depth fails
+    camera = rng.random()
+    specs: KindSpecs = {"rgb": CLEAN, "depth": CLEAN}
+    if camera >= 0.2:
+        failing, options = ("rgb", rgb_failures) if camera < 0.7 else ("depth", depth_failures)
+        specs[failing] = options[int(rng.integers(0, len(options)))]
+    specs["audio"] = CLEAN if rng.random() < 0.5 else audio_failures[int(rng.integers(0, len(audio_failures)))]
+    return specs
+
+
 @dataclass(frozen=True)
 class CorruptionPreset:
     name: str
@@ -137,6 +157,12 @@ PRESETS: dict[str, CorruptionPreset] = {
             "rain_noise_all", "rain_noise with all four AVE variants (clean, audio, image, both), as Stage 1",
             lambda rng: _draw_rain_noise(rng, with_clean_variants=True),
             ({}, {"rgb": _rain_image(), "audio": _audio_noise("wind", 0)})),
+        CorruptionPreset(
+            "field", "the robot's failures: lowlight, blur, rain or depth saturation/dropout on one camera modality "
+            "at a time; the microphone independently noisy or silent", _draw_field,
+            ({"rgb": CLEAN, "depth": CLEAN, "audio": CLEAN},
+             {"rgb": CorruptionSpec("lowlight", 2, LOWLIGHT_GAMMAS[1]), "audio": _audio_noise("fan", 1)},
+             {"depth": CorruptionSpec("saturation", 1, 1.0)})),
         CorruptionPreset("mixed", "every modality independently clean or any corruption family, shared by views",
                          _draw_mixed, _MIXED_SHOWCASE),
         CorruptionPreset("mixed_per_view", "mixed, drawn independently for every view", _draw_mixed,
