@@ -1,6 +1,7 @@
 """The inference engine obeys every budget and gives the same numbers batched or one by one."""
 
 import numpy as np
+import pytest
 import torch
 
 from admn_core.bench import random_bundle
@@ -56,8 +57,6 @@ def test_naive_allocation_engine_splits_every_budget_evenly_and_ignores_the_cont
 
 def test_an_unknown_allocation_policy_is_refused(tmp_path):
     _engine(tmp_path)
-    import pytest
-
     with pytest.raises(ValueError, match="allocation must be one of"):
         InferenceEngine.from_bundle(tmp_path / "bundle.safetensors", allocation="oracle")
 
