@@ -10,7 +10,9 @@
                                                prefix of the pending ones; `latest_only` (the node) takes the newest
                                                ready set and counts the older ready ones as dropped_stale, otherwise
                                                (the evaluator) every set is taken in order
-    -> process(pending) -> Outcome             the rules below, decoding + audio windows, inference, output check
+    -> process(pending) -> Outcome             the rules below, decoding + audio windows, the last T frames of a
+                                               clip model's inputs (admn_core.stream.frame_history), inference,
+                                               output check
 
 Rules, in this order, identical live and offline:
 * no budget, or a budget below the model's minimum: nothing runs (skipped_budget), never rounded up;
@@ -43,6 +45,7 @@ import torch
 
 from admn_core.preprocess import InputError
 from admn_core.ros_interface import NODE_DEFAULTS
+from admn_core.stream.frame_history import FrameHistory
 from admn_core.stream.sync import SimpleFilter
 from admn_core.stream.throttled_log import ThrottledLog
 
@@ -180,6 +183,7 @@ class FramePipeline:
         else:
             self.synchronizer = synchronizer_factory(list(self.filters.values()))
             self.synchronizer.registerCallback(self._on_set)
+        self.history = FrameHistory(self.config)
         self._pending: collections.deque[PendingSet] = collections.deque()
         self._condition = threading.Condition()
         self._last_stamp_ns: int | None = None
@@ -315,8 +319,9 @@ class FramePipeline:
                 raise
             return self._reject(outcome, error.key, error.reason)
         self._report_assembly(outcome.assembled)
+        sample = self.history.clip(outcome.assembled.sample)
         try:
-            result, capped = self._infer_with_fallback(outcome.assembled.sample, budget)
+            result, capped = self._infer_with_fallback(sample, budget)
         except InputError as error:
             return self._reject(outcome, self._key_named_in(str(error)), str(error))
         except Exception as error:  # anything else: counted and reported, the caller keeps going
@@ -379,6 +384,7 @@ class FramePipeline:
                                                     "order")
                 return False
             self.counters.time_jumps += 1
+            self.history.reset()
             self.log("info", "time_jump", f"input time jumped back {(last - stamp_ns) / 1e9:.3f} s (bag loop or "
                                           "simulator restart): starting over")
         self._last_stamp_ns = stamp_ns
