@@ -1,7 +1,8 @@
 """Model bundle: one `.safetensors` file with the task model, every controller and the full config.
 
 Layout (format "admn-bundle", version 2):
-- tensors `model.<state-dict key>` and `controller.<name>.<state-dict key>`;
+- tensors `model.<state-dict key>` and `controller.<name>.<state-dict key>`, floating ones stored in float32 or (a
+  published model, `save_bundle(..., storage_dtype=torch.float16)`) float16, cast to the modules' float32 on loading;
 - metadata (all strings): `format`, `format_version`, `config` (ModelConfig JSON), `controllers` (JSON list of
   ControllerInfo), `content_sha256`, `created_by`, and any user extras under `extra.<key>`. The content hash covers
   every other metadata entry (config, format version, ...) and every tensor's name, dtype, shape and bytes; in
@@ -103,14 +104,16 @@ def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
     return digest.hexdigest()
 
 
-def save_bundle(path: str | Path, bundle: Bundle) -> Path:
+def save_bundle(path: str | Path, bundle: Bundle, storage_dtype: torch.dtype | None = None) -> Path:
+    """Write `bundle` atomically. `storage_dtype` (e.g. torch.float16, half the file) stores every floating tensor in
+    that dtype; integer and boolean tensors are stored as they are. Loading casts back to the modules' own dtypes."""
     path = Path(path)
     tensors = {f"model.{k}": v for k, v in bundle.model.state_dict().items()}
     for name, controller in bundle.controllers.items():
         if name not in bundle.controller_infos:
             raise BundleError(f"controller {name!r} has no ControllerInfo")
         tensors.update({f"controller.{name}.{k}": v for k, v in controller.state_dict().items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors = {k: _stored(k, v.detach().cpu().contiguous(), storage_dtype) for k, v in tensors.items()}
     metadata = {
         "format": BUNDLE_FORMAT,
         "format_version": str(BUNDLE_VERSION),
@@ -125,6 +128,19 @@ def save_bundle(path: str | Path, bundle: Bundle) -> Path:
     save_file(tensors, str(temporary), metadata=metadata)
     temporary.replace(path)  # atomic: a crash mid-write never leaves a half bundle under the real name
     return path
+
+
+def _stored(name: str, tensor: torch.Tensor, storage_dtype: torch.dtype | None) -> torch.Tensor:
+    """`tensor` in the storage dtype (floating tensors only); a finite value the dtype cannot hold is an error."""
+    if storage_dtype is None or not tensor.is_floating_point() or tensor.dtype == storage_dtype:
+        return tensor
+    if not storage_dtype.is_floating_point:
+        raise BundleError(f"storage dtype {storage_dtype} is not a floating-point dtype")
+    stored = tensor.to(storage_dtype)
+    if not torch.equal(torch.isfinite(stored), torch.isfinite(tensor)):
+        raise BundleError(f"tensor {name!r} holds values beyond the range of {storage_dtype} "
+                          f"(largest magnitude {tensor.abs().max().item():.4g}); store this bundle in float32")
+    return stored
 
 
 def read_bundle_header(path: str | Path) -> dict[str, str]:

@@ -126,3 +126,46 @@ def test_version_1_bundles_still_load_with_their_tensor_only_hash(saved, tmp_pat
     save_file(tensors, str(old), metadata=metadata)
     with pytest.raises(BundleError, match="content_sha256"):
         load_bundle(old)
+
+
+def test_half_precision_storage_loads_into_float32_modules_with_close_outputs(saved, tmp_path):
+    bundle, path = saved
+    half = save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
+    with safe_open(str(half), framework="pt") as handle:
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}
+    assert 0.45 < half.stat().st_size / path.stat().st_size < 0.55  # the header is the same; the data halves
+    loaded = load_bundle(half)
+    parameters = list(loaded.model.state_dict().values()) + [
+        v for controller in loaded.controllers.values() for v in controller.state_dict().values()]
+    assert {v.dtype for v in parameters} == {torch.float32}
+    inputs = preprocess_batch(bundle.config, [synthetic_sample(bundle.config)])
+    with torch.no_grad():
+        reference, output = bundle.model.eval()(inputs).mean, loaded.model(inputs).mean
+    assert not torch.equal(reference, output)  # the weights really were rounded
+    torch.testing.assert_close(output, reference, atol=2e-3, rtol=2e-2)
+
+
+def test_half_precision_storage_keeps_integer_tensors_and_the_content_hash(saved, tmp_path):
+    bundle, _ = saved
+    bundle.model.register_buffer("step_count", torch.tensor([70000, 3]))  # beyond float16's exact integers
+    half = save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
+    with safe_open(str(half), framework="pt") as handle:
+        assert handle.get_tensor("model.step_count").tolist() == [70000, 3]
+        assert handle.get_slice("model.fusion.norm.weight").get_dtype() == "F16"
+    del bundle.model.step_count
+    half = save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
+    data = bytearray(half.read_bytes())
+    data[-3] ^= 0x40  # a bit of the last stored float16 weight
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="content_sha256"):
+        load_bundle(tampered)
+
+
+def test_half_precision_storage_refuses_values_out_of_its_range(saved, tmp_path):
+    bundle, _ = saved
+    with torch.no_grad():
+        bundle.model.fusion.norm.weight[0] = 1e6  # float16 holds at most 65504
+    with pytest.raises(BundleError, match=r"fusion\.norm\.weight.*float16"):
+        save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
+    assert not (tmp_path / "half.safetensors").exists()
