@@ -2,7 +2,7 @@
 
 Works with `colcon build` on a robot with ROS 2 Jazzy/Kilted (docs/install.md), and with `pip install -e .` in a
 venv: `make venv` does that, then registers the checkout in the venv's ament index (admn_ros/tools/ament_register.py:
-the marker, share/admn_ros/{package.xml,launch,config} and lib/admn_ros/<console scripts>, which an editable install
+the marker, share/admn_ros/{package.xml,launch,config,models} and lib/admn_ros/<console scripts>, which an editable install
 does not write), so `ros2 pkg prefix|run|launch admn_ros` find it.
 """
 
@@ -22,6 +22,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        # The reference model (bundle, its metadata and model card): the default model of launch, bring-up and demo.
+        (f"share/{PACKAGE}/models", glob("models/*.safetensors") + glob("models/*.json") + glob("models/*.md")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

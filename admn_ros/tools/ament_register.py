@@ -4,7 +4,8 @@
 
 `pip install -e .` installs no data files, so `make venv` runs this after it. In PREFIX (default: this interpreter's
 sys.prefix) it writes the ament index marker share/ament_index/resource_index/packages/admn_ros, links
-share/admn_ros/package.xml and every launch/ and config/ file to the checkout, and links lib/admn_ros/<script> to
+share/admn_ros/package.xml and every launch/, config/ and models/ file to the checkout (a checkout without models/
+gets an empty share/admn_ros/models), and links lib/admn_ros/<script> to
 <PREFIX>/bin/<script> for each console script of the installed distribution (where `ros2 run` looks). Files are
 linked one by one into real folders: `ros2 launch` finds launch files with os.walk, which does not follow a linked
 folder. Idempotent; links left by an earlier run into a file that no longer exists are removed.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from admn_ros.tools.share import PACKAGE, SOURCE_TREE
 
-SHARED_FOLDERS = ("launch", "config")
+SHARED_FOLDERS = ("launch", "config", "models")
 
 
 def console_scripts(distribution: str = PACKAGE) -> list[str]:
@@ -57,8 +58,8 @@ def register(prefix: Path, source: Path = SOURCE_TREE, scripts: list[str] | None
     for folder in SHARED_FOLDERS:
         (share / folder).mkdir(parents=True, exist_ok=True)
         _remove_dangling_links(share / folder)
-        links.update({share / folder / path.name: path for path in sorted((source / folder).iterdir())
-                      if path.is_file()})
+        files = sorted((source / folder).iterdir()) if (source / folder).is_dir() else []
+        links.update({share / folder / path.name: path for path in files if path.is_file()})
     lib.mkdir(parents=True, exist_ok=True)
     _remove_dangling_links(lib)
     links.update({lib / name: prefix / "bin" / name for name in scripts})

@@ -1,7 +1,7 @@
 """admn_bringup: the pip-only twin of launch/gdtm_tracker.launch.py, for machines without `ros2 launch`; and
 `node_command()`, the one way every tool (bring-up, live replay, the soak, the demo) starts a node process.
 
-    admn_bringup --model tiny.safetensors [--device cuda] [--config admn_node.yaml] [--thermal-config t.yaml]
+    admn_bringup [--model tiny.safetensors] [--device cuda] [--config admn_node.yaml] [--thermal-config t.yaml]
                  [--use-sim-time] [--namespace robot1] [--frame-id map] [--budget-topic /compute_budget] [--dry-run]
 
 Starts admn_node and thermal_monitor as child processes (`python -m admn_ros.<node> --ros-args ...`) with the same
@@ -11,7 +11,8 @@ Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on
 children that do not exit within the grace period are terminated, then killed. If one node exits, the other is
 stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
-Config files are looked up where the launch file finds them: the package share directory (admn_ros.tools.share).
+Config files and the default model (the shipped reference model, models/reference_tiny_field.safetensors) are looked
+up where the launch file finds them: the package share directory (admn_ros.tools.share).
 
 `node_command(name, params_file, overrides, namespace, remaps, env)` -> `ProcessSpec` (argv, environment) applies the
 launch file's rules to one node: its shipped parameter file (or the caller's), then the overrides (`-p`, which rcl
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from admn_core.ros_interface import BUDGET_TOPIC
 from admn_ros.tools.processes import escalate
-from admn_ros.tools.share import config_file
+from admn_ros.tools.share import config_file, reference_model
 
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
@@ -54,7 +55,8 @@ class ProcessSpec:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="admn_bringup", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="path of the .safetensors model bundle")
+    parser.add_argument("--model", help="path of the .safetensors model bundle (default: the shipped reference model, "
+                                         "share/admn_ros/models/reference_tiny_field.safetensors)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     parser.add_argument("--config", help="admn_node parameters YAML (default: the shipped config/admn_node.yaml)")
     parser.add_argument("--thermal-config",
@@ -116,9 +118,17 @@ def start_process(spec: ProcessSpec, log_path: str | Path | None = None) -> subp
             output.close()
 
 
+def default_model() -> Path:
+    """The shipped reference model; FileNotFoundError naming the places searched and the way out."""
+    try:
+        return reference_model()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"no model given and {error}; pass --model PATH") from error
+
+
 def build_commands(args: argparse.Namespace, python: str = sys.executable) -> list[ProcessSpec]:
     common = {"namespace": args.namespace, "remaps": {BUDGET_TOPIC: args.budget_topic}, "python": python}
-    model = Path(args.model).expanduser().resolve()
+    model = Path(args.model).expanduser().resolve() if args.model else default_model()
     return [node_command("admn_node", args.config, {"model": model, "device": args.device, "frame_id": args.frame_id,
                                                     "use_sim_time": args.use_sim_time}, **common),
             node_command("thermal_monitor", args.thermal_config, {"use_sim_time": args.use_sim_time}, **common)]

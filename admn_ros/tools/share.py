@@ -1,4 +1,4 @@
-"""The files the package ships (config/, launch/, package.xml), found wherever the package is installed.
+"""The files the package ships (config/, launch/, models/, package.xml), found wherever the package is installed.
 
 Search order: the package's share directory in the ament index (a colcon install, or a venv registered by
 `make venv`), then <sys.prefix>/share/admn_ros (a plain `pip install .`), then the source tree (a checkout).
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "admn_ros"
+REFERENCE_MODEL = "reference_tiny_field.safetensors"  # the trained bundle in models/
 SOURCE_TREE = Path(__file__).resolve().parents[2]  # admn_ros/tools/share.py -> the repository
 
 
@@ -38,6 +39,12 @@ def share_file(relative: str) -> Path:
 
 def config_file(name: str) -> Path:
     return share_file(f"config/{name}")
+
+
+def reference_model() -> Path:
+    """The shipped reference model (models/reference_tiny_field.safetensors), the default of the launch file,
+    admn_bringup and the demo; FileNotFoundError naming every place searched."""
+    return share_file(f"models/{REFERENCE_MODEL}")
 
 
 def config_dir() -> Path:
