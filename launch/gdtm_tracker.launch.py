@@ -1,6 +1,6 @@
 """GDTM tracker: admn_node (perception) + thermal_monitor (/compute_budget), parameters from config/*.yaml.
 
-    ros2 launch admn_ros gdtm_tracker.launch.py model:=/abs/path/tiny.safetensors [device:=cuda] \
+    ros2 launch admn_ros gdtm_tracker.launch.py [model:=/abs/path/tiny.safetensors] [device:=cuda] \
         [config:=my_admn_node.yaml] [thermal_config:=my_thermal.yaml] [use_sim_time:=true] [namespace:=robot1] \
         [frame_id:=map] [budget_topic:=/compute_budget]
 
@@ -11,6 +11,7 @@ Unless FASTDDS_DEFAULT_PROFILES_FILE is already set (a user's profile is kept), 
 config/fastdds_large_data.xml: with Fast DDS's default 512 KB shared-memory segment a best-effort subscriber receives
 almost no VGA images from another process (config/fastdds_large_data.xml explains). Camera drivers started outside
 this launch file need the same variable.
+`model` defaults to the shipped reference model, share/admn_ros/models/reference_tiny_field.safetensors.
 The `model`, `device`, `frame_id` (REP-105: `map` by default) and `use_sim_time` arguments override the values in
 the YAML files. The budget topic is `compute_budget` relative to the namespace (`/robot1/compute_budget` with
 `namespace:=robot1`); `budget_topic:=/compute_budget` remaps both nodes onto one budget shared across namespaces.
@@ -26,13 +27,16 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from admn_ros.tools.share import REFERENCE_MODEL
+
 PACKAGE = "admn_ros"
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 BUDGET_TOPIC = "compute_budget"
 
 
 def generate_launch_description():
-    config_dir = os.path.join(get_package_share_directory(PACKAGE), "config")
+    share_dir = get_package_share_directory(PACKAGE)
+    config_dir = os.path.join(share_dir, "config")
     model = LaunchConfiguration("model")
     device = LaunchConfiguration("device")
     config = LaunchConfiguration("config")
@@ -44,7 +48,9 @@ def generate_launch_description():
     sim_time = ParameterValue(use_sim_time, value_type=bool)
 
     return LaunchDescription([
-        DeclareLaunchArgument("model", description="path of the .safetensors model bundle (required)"),
+        DeclareLaunchArgument("model", default_value=os.path.join(share_dir, "models", REFERENCE_MODEL),
+                              description="path of the .safetensors model bundle (default: the shipped reference "
+                                          "model)"),
         DeclareLaunchArgument("device", default_value="cpu", description="cpu | cuda | cuda:N"),
         DeclareLaunchArgument("config", default_value=os.path.join(config_dir, "admn_node.yaml"),
                               description="admn_node parameters YAML"),

@@ -27,6 +27,7 @@ from admn_ros.nodes.admn_node import PARAMETERS, AdmnNode, validate_parameter
 from admn_ros.tools import bringup
 from admn_ros.tools.ament_register import console_scripts as installed_console_scripts
 from admn_ros.tools.ament_register import register
+from admn_ros.tools.share import REFERENCE_MODEL
 
 from model_fixtures import micro_config
 from ros_fixtures import isolate_ros_environment, ros_context, spin_until, unique_name  # noqa: F401 - fixtures
@@ -154,7 +155,7 @@ def test_launch_arguments_and_default_files(launch_arguments, launch_nodes, laun
                                      "frame_id", "budget_topic"}
     assert launch_arguments["frame_id"] == ["map"], "REP-105: poses in the map frame by default"
     assert launch_arguments["budget_topic"] == ["compute_budget"], "relative: one budget per namespace by default"
-    assert launch_arguments["model"] == [], "model must be required (no default)"
+    assert "models" in launch_arguments["model"], "model defaults to the shipped reference model"
     assert "admn_node.yaml" in launch_arguments["config"]
     assert "thermal_monitor.yaml" in launch_arguments["thermal_config"]
     for name in ("admn_node.yaml", "thermal_monitor.yaml", "fastdds_large_data.xml"):
@@ -365,6 +366,7 @@ def test_ros2_pkg_run_and_launch_find_the_registered_package(ros2_tools, registe
     arguments = ros2("launch", "admn_ros", "gdtm_tracker.launch.py", "--show-args")
     assert "'budget_topic'" in arguments and "(default: 'map')" in arguments
     assert str(registered_prefix / "share" / "admn_ros" / "config" / "admn_node.yaml") in arguments
+    assert f"(default: '{registered_prefix / 'share' / 'admn_ros' / 'models' / REFERENCE_MODEL}')" in arguments
 
 
 def _children_environ(pid: int) -> list[dict[str, str]]:
@@ -446,4 +448,56 @@ def test_ros2_launch_sets_the_shipped_profile_when_none_is_set(ros2_tools, regis
         assert profiles == {str(shipped)}
     finally:
         output = _stop_launch(process)
+    assert process.returncode == 0, output
+
+
+@pytest.fixture(scope="module")
+def reference_prefix(tmp_path_factory) -> tuple[Path, Path]:
+    """(prefix, checkout): a checkout whose models/ holds a (micro) reference model, registered in a venv-like prefix
+    as `make venv` registers .venv; independent of whether this checkout ships its trained model yet."""
+    root = tmp_path_factory.mktemp("reference")
+    checkout = root / "checkout"
+    checkout.mkdir()
+    for name in ("package.xml", "launch", "config"):
+        (checkout / name).symlink_to(ROOT / name)
+    (checkout / "models").mkdir()
+    save_bundle(checkout / "models" / REFERENCE_MODEL, random_bundle(micro_config(), budgets=[6]))
+    prefix = root / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    for name in installed_console_scripts():
+        (prefix / "bin" / name).symlink_to(Path(sys.prefix) / "bin" / name)
+    register(prefix, checkout)
+    return prefix, checkout
+
+
+def test_ros2_launch_without_a_model_argument_serves_the_reference_model(ros_context, ros2_tools,  # noqa: F811
+                                                                          reference_prefix):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.executors import SingleThreadedExecutor
+
+    from admn_core.ros_interface import ALLOCATION_TOPIC, output_topic
+
+    prefix, _checkout = reference_prefix
+    namespace = unique_name("launch")
+    process = subprocess.Popen([str(ros2_tools), "launch", "admn_ros", "gdtm_tracker.launch.py",
+                                f"namespace:={namespace}"], env=_ros2_env(ros2_tools, prefix), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    watcher = Node("launch_watcher", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(watcher)
+    parameters = watcher.create_client(GetParameters, f"/{namespace}/admn_node/get_parameters")
+    allocation = output_topic(ALLOCATION_TOPIC, namespace)
+    try:
+        # The node creates its publishers only once the bundle has loaded.
+        serving = spin_until(executor, lambda: process.poll() is not None or (
+            parameters.service_is_ready() and watcher.count_publishers(allocation) >= 1), 90.0)
+        assert serving and process.poll() is None, f"admn_node did not start serving {allocation}"
+        future = parameters.call_async(GetParameters.Request(names=["model"]))
+        assert spin_until(executor, future.done, 30.0)
+        assert future.result().values[0].string_value == str(prefix / "share" / "admn_ros" / "models" /
+                                                             REFERENCE_MODEL)
+    finally:
+        output = _stop_launch(process)
+        watcher.destroy_node()
+        executor.shutdown()
     assert process.returncode == 0, output
