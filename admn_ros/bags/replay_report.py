@@ -142,6 +142,71 @@ def format_summary(summary: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def pair_with_baseline(records, baseline) -> list[tuple]:
+    """[(record, baseline record)] for each scored record whose stamp and budget the baseline also answered and
+    scored: both allocations on the same frame under the same budget."""
+    by_key = {(b.stamp_ns, b.budget): b for b in baseline if b.ok and b.error_cm is not None}
+    return [(r, by_key[(r.stamp_ns, r.budget)]) for r in records
+            if r.ok and r.error_cm is not None and (r.stamp_ns, r.budget) in by_key]
+
+
+def _paired_stats(pairs, modalities) -> dict:
+    admn = float(np.mean([r.error_cm for r, _ in pairs]))
+    baseline = float(np.mean([b.error_cm for _, b in pairs]))
+    ratio = admn / baseline if baseline > 0 else (float("inf") if admn > 0 else float("nan"))
+    return {"n": len(pairs), "admn": admn, "baseline": baseline, "ratio": ratio, "saved_cm": baseline - admn,
+            "blocks": {m: float(np.mean([len(r.active_blocks.get(m, [])) for r, _ in pairs])) for m in modalities}}
+
+
+def compare_to_baseline(records, baseline) -> dict:
+    """ADMN's records against a baseline's (e.g. Naive Allocation) on the same frames and budgets, grouped per
+    corruption episode × budget, per episode (budgets pooled) and overall. Episodes keep the order in which the
+    bag first shows them; budgets run from the largest down. `blocks`: ADMN's mean active blocks per modality."""
+    modalities = modalities_of(records)
+    pairs = sorted(pair_with_baseline(records, baseline), key=lambda pair: pair[0].t_s)
+    by_episode_budget, by_episode = defaultdict(list), defaultdict(list)
+    for pair in pairs:
+        episode = pair[0].episode or "unlabelled"
+        by_episode_budget[(episode, pair[0].budget)].append(pair)
+        by_episode[episode].append(pair)
+    episodes = list(by_episode)
+    keys = sorted(by_episode_budget, key=lambda key: (episodes.index(key[0]), -key[1]))
+    return {"modalities": modalities, "paired": len(pairs),
+            "scored": sum(1 for r in records if r.ok and r.error_cm is not None),
+            "per_episode_budget": {key: _paired_stats(by_episode_budget[key], modalities) for key in keys},
+            "per_episode": {name: _paired_stats(rows, modalities) for name, rows in by_episode.items()},
+            "overall": _paired_stats(pairs, modalities) if pairs else None}
+
+
+def format_baseline_comparison(comparison: dict, baseline_name: str) -> str:
+    """Two tables: per corruption episode × budget, then per episode with budgets pooled (and all frames)."""
+    if not comparison["paired"]:
+        return (f"ADMN vs {baseline_name}: no frame was answered under a budget {baseline_name} was evaluated at "
+                "(nothing to compare)")
+    modalities = comparison["modalities"]
+    name = baseline_name[:7]
+    blocks_head = " ".join(f"{m[:5]:>5s}" for m in modalities)
+    columns = f"{'n':>5s} {'ADMN':>7s} {name:>7s} {'ratio':>6s} {'saved':>6s}  {blocks_head}"
+
+    def cells(stats) -> str:
+        blocks = " ".join(f"{stats['blocks'][m]:5.1f}" for m in modalities)
+        return (f"{stats['n']:5d} {stats['admn']:7.1f} {stats['baseline']:7.1f} {stats['ratio']:6.2f} "
+                f"{stats['saved_cm']:6.1f}  {blocks}")
+
+    lines = [f"ADMN vs {baseline_name} on the same {comparison['paired']} of {comparison['scored']} scored frames, "
+             "each under the budget ADMN answered it with",
+             f"(mean error cm; ratio ADMN/{baseline_name}, < 1: ADMN better; saved: cm ADMN saves; then ADMN's mean "
+             "active blocks per modality)",
+             f"{'episode':28s} {'budget':>6s} {columns}"]
+    for (episode, budget), stats in comparison["per_episode_budget"].items():
+        lines.append(f"{episode[:28]:28s} {budget:6d} {cells(stats)}")
+    lines += ["per episode, all budgets", f"{'episode':35s} {columns}"]
+    for episode, stats in comparison["per_episode"].items():
+        lines.append(f"{episode[:35]:35s} {cells(stats)}")
+    lines.append(f"{'all':35s} {cells(comparison['overall'])}")
+    return "\n".join(lines)
+
+
 def format_reading(result) -> str:
     """What was read (an EvalResult): messages read vs declared per topic, header-stamp and empty-depth counts."""
     width = max((len(topic) for topic in result.read_counts), default=0)
