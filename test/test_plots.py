@@ -42,6 +42,22 @@ def test_timeline_png_is_an_image_of_the_promised_size_with_labelled_axes(tmp_pa
         assert expected in labels
 
 
+def test_timeline_draws_the_baselines_error_beside_admns_on_the_same_time_axis(tmp_path):
+    admn = records()
+    naive = [FrameRecord(stamp_ns=r.stamp_ns, budget=r.budget, error_cm=r.error_cm + 15, t_s=r.t_s)
+             for r in admn if r.ok and r.stamp_ns % 2]
+    figure = timeline_figure(admn, title="bag A", baseline=naive, baseline_label="Naive Allocation")
+    error_axes = figure.axes[0]
+    lines = {line.get_label(): line for line in error_axes.get_lines()}
+    assert {"ADMN", "Naive Allocation"} <= set(lines)
+    assert list(lines["Naive Allocation"].get_xdata()) == [r.t_s - admn[0].t_s for r in naive]
+    assert list(lines["Naive Allocation"].get_ydata()) == [r.error_cm for r in naive]
+    assert {"ADMN", "Naive Allocation"} <= {t.get_text() for t in error_axes.get_legend().get_texts()}
+    path = plot_timeline(admn, tmp_path / "timeline.png", baseline=naive)
+    with Image.open(path) as image:
+        assert image.size == timeline_size(admn)
+
+
 def test_timeline_without_records_writes_a_figure_that_says_so(tmp_path):
     path = plot_timeline([], tmp_path / "empty.png")
     with Image.open(path) as image:

@@ -1,4 +1,5 @@
-"""PNG timeline of a replay: error over time with corruption episodes, the budget, and per-modality allocation."""
+"""PNG timeline of a replay: error over time with corruption episodes (and a baseline's error on the same frames),
+the budget, and per-modality allocation."""
 
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ def timeline_size(records, width: int = 1200) -> tuple[int, int]:
     return width, 560 + 36 * len(_modalities(records))
 
 
-def timeline_figure(records, title: str = "", width: int = 1200):
-    """Top: error (cm) per frame with corruption episodes shaded. Then the budget, then one row per modality whose
-    colour is the number of active blocks (0..12) of that frame; frames without an estimate are left blank."""
+def timeline_figure(records, title: str = "", width: int = 1200, baseline=None,
+                    baseline_label: str = "Naive Allocation"):
+    """Top: ADMN's error (cm) per frame with corruption episodes shaded, and `baseline`'s (records of another
+    allocation on the same frames and budgets, e.g. Naive Allocation) when given. Then the budget, then one row per
+    modality whose colour is the number of active blocks (0..12) of that frame; frames without an estimate are left
+    blank."""
     title = title or "ADMN replay: error, budget and allocation over time"
     size = timeline_size(records, width)
     if not records:
@@ -69,7 +73,10 @@ def timeline_figure(records, title: str = "", width: int = 1200):
                             textcoords="offset points", fontsize=8, color="#785a00")
     estimated = [(t, r.error_cm) for t, r in zip(times, records) if r.ok and r.error_cm is not None]
     if estimated:
-        error_axes.plot(*zip(*estimated), color="tab:red", linewidth=1.5, label="error")
+        error_axes.plot(*zip(*estimated), color="tab:red", linewidth=1.5, label="ADMN")
+    compared = sorted((r.t_s - t0, r.error_cm) for r in baseline or () if r.ok and r.error_cm is not None)
+    if compared:
+        error_axes.plot(*zip(*compared), color="tab:grey", linewidth=1.0, alpha=0.8, label=baseline_label)
     skipped = [t for t, r in zip(times, records) if not r.ok]
     if skipped:
         error_axes.plot(skipped, [0] * len(skipped), "|", color="grey", markersize=10, label="no estimate (skipped)")
@@ -102,6 +109,7 @@ def timeline_figure(records, title: str = "", width: int = 1200):
     return figure
 
 
-def plot_timeline(records, path: str | Path, title: str = "", width: int = 1200) -> Path:
+def plot_timeline(records, path: str | Path, title: str = "", width: int = 1200, baseline=None,
+                  baseline_label: str = "Naive Allocation") -> Path:
     """`timeline_figure` as a PNG at `path` (parents created)."""
-    return save_figure(timeline_figure(records, title, width), path)
+    return save_figure(timeline_figure(records, title, width, baseline, baseline_label), path)
