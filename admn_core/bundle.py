@@ -39,6 +39,7 @@ BUNDLE_FORMAT = "admn-bundle"
 BUNDLE_VERSION = 2
 METADATA_HASHED_SINCE = 2  # version 1's content_sha256 covers the tensors only
 MAX_CONTROLLERS = 256
+PROVENANCE_PREFIX = "provenance."  # extras of a published model (admn_core.publish): extra.provenance.<field>
 CONTROLLER_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # no ".": a name is part of its tensors' key prefix
 
 
@@ -126,6 +127,7 @@ def save_bundle(path: str | Path, bundle: Bundle, storage_dtype: torch.dtype | N
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata=metadata)
+    os.chmod(temporary, 0o666 & ~_umask())  # safetensors creates 0600; a bundle is shared like any data file
     temporary.replace(path)  # atomic: a crash mid-write never leaves a half bundle under the real name
     return path
 
@@ -143,10 +145,27 @@ def _stored(name: str, tensor: torch.Tensor, storage_dtype: torch.dtype | None) 
     return stored
 
 
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would change it for every thread meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def read_bundle_header(path: str | Path) -> dict[str, str]:
     """The raw metadata of a bundle without loading its tensors (`inspect_bundle` also validates it)."""
     path = _regular_file(path)
     return _read_header(path)[0]
+
+
+def bundle_provenance(metadata: dict[str, str]) -> dict[str, str]:
+    """The provenance fields of a published bundle's metadata (`extra.provenance.<field>`); {} for any other."""
+    prefix = "extra." + PROVENANCE_PREFIX
+    return {key.removeprefix(prefix): value for key, value in sorted(metadata.items()) if key.startswith(prefix)}
 
 
 def inspect_bundle(path: str | Path) -> BundleHeader:

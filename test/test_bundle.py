@@ -169,3 +169,15 @@ def test_half_precision_storage_refuses_values_out_of_its_range(saved, tmp_path)
     with pytest.raises(BundleError, match=r"fusion\.norm\.weight.*float16"):
         save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
     assert not (tmp_path / "half.safetensors").exists()
+
+
+def test_a_saved_bundle_is_readable_by_everyone_the_umask_allows(tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = save_bundle(tmp_path / "shared.safetensors", random_bundle(micro_config(), budgets=[4], seed=1))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # an installed model must be readable by the node's user
