@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from admn_core.data.bag_writer import AUDIO_CHUNK, TRAJECTORY_OFFSET_S, Episode, write_trajectory_bag
+from admn_core.data.bag_writer import write_trajectory_bag
 from admn_core.data.errors import BagWriteError
 from admn_core.data.trajectory import TrackConfig, Trajectory
+from admn_core.data.trajectory_recording import AUDIO_CHUNK, TRAJECTORY_OFFSET_S, Episode
 
 rosbags = pytest.importorskip("rosbags")
 from rosbags.highlevel import AnyReader  # noqa: E402

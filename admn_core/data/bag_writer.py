@@ -16,91 +16,23 @@ Topics (per view V; the names the perception node subscribes to):
     /clock                  rosgraph_msgs/msg/Clock, at every audio chunk (50 Hz)
 
 Every message's bag timestamp equals its header stamp. Episodes (lights dimming, blur bursts, rain, a depth
-sensor dropping out, a microphone going noisy) are placed at fixed fractions of the duration.
+sensor dropping out, a microphone going noisy) are placed at fixed fractions of the duration. What is written is a
+`admn_core.data.trajectory_recording.TrajectoryRecording`: `trajectory_samples` gives the same recording as training
+samples.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from admn_core.data.corruptions import CorruptionSpec, apply_corruption
+from admn_core.data.corruptions import CorruptionSpec
 from admn_core.data.errors import BagWriteError
 from admn_core.data.geometry import yaw_quaternion
-from admn_core.data.trajectory import Trajectory, car_state
+from admn_core.data.trajectory_recording import AUDIO_CHUNK, Episode, TrajectoryRecording
 from admn_core.data.world import World, WorldConfig
 from admn_core.ros_interface import CAMERA_INFO_TOPIC, CLOCK_TOPIC, CORRUPTION_TOPIC, GROUND_TRUTH_TOPIC, sensor_topic
-
-AUDIO_CHUNK = 320  # samples per /mic/audio message: 20 ms at 16 kHz
-TRAJECTORY_OFFSET_S = 2.0  # bag time 0 = this instant along the trajectory (so audio history exists)
-
-
-@dataclass(frozen=True)
-class Episode:
-    """A corruption active on [start_s, end_s) of bag time for one sensor kind on some views (None = all).
-
-    With `ramp`, the strength follows a trapezoid (30 % rise, hold, 30 % fall): lowlight gamma goes 1 → peak
-    geometrically (lights dimming), rain intensity 0 → peak. Other categories switch on and off.
-    """
-
-    start_s: float
-    end_s: float
-    kind: str  # rgb | depth | audio
-    category: str
-    peak: float
-    views: tuple[str, ...] | None = None
-    ramp: bool = False
-    description: str = ""
-
-    def strength(self, t: float) -> float:
-        if not self.start_s <= t < self.end_s:
-            return 0.0
-        if not self.ramp:
-            return 1.0
-        phase = (t - self.start_s) / (self.end_s - self.start_s)
-        return min(1.0, phase / 0.3, (1.0 - phase) / 0.3)
-
-    def spec_at(self, t: float) -> CorruptionSpec | None:
-        strength = self.strength(t)
-        if strength <= 0:
-            return None
-        if self.category == "lowlight":
-            gamma = self.peak ** strength
-            return None if gamma < 1.5 else CorruptionSpec("lowlight", 1 if gamma < 20 else 2, gamma)
-        if self.category == "rain":
-            return CorruptionSpec("rain", 1, max(0.05, self.peak * strength))
-        severity = 2 if self.category == "blur" and self.peak > 100 else 1
-        return CorruptionSpec(self.category, severity, self.peak)
-
-
-def default_episodes(duration_s: float, views: tuple[str, ...]) -> tuple[Episode, ...]:
-    first, second, third = (views + views + views)[:3]
-    d = duration_s
-    return (
-        Episode(0.12 * d, 0.40 * d, "rgb", "lowlight", 100.0, ramp=True, description="lights dimming"),
-        Episode(0.45 * d, 0.50 * d, "rgb", "blur", 51, (first,), description="blur burst (k 51)"),
-        Episode(0.52 * d, 0.55 * d, "rgb", "blur", 201, (third,), description="blur burst (k 201)"),
-        Episode(0.60 * d, 0.78 * d, "rgb", "rain", 1.0, ramp=True, description="rain"),
-        Episode(0.80 * d, 0.88 * d, "depth", "dropout", 1.0, (third,), description="depth sensor dropout"),
-        Episode(0.55 * d, 0.95 * d, "audio", "fan", -10.0, (second,), description="microphone going noisy"),
-    )
-
-
-def _active_plan(world: World, episodes, t: float, kinds: tuple[str, ...]) -> dict:
-    plan = {}
-    for episode in episodes:
-        if episode.kind not in kinds or episode.kind not in world.kind_to_name:
-            continue
-        spec = episode.spec_at(t)
-        if spec is None:
-            continue
-        modality = world.kind_to_name[episode.kind]
-        for view in episode.views or world.config.views:
-            plan[(view, modality)] = spec
-    return plan
 
 
 def _time_msg(types, seconds: float):
@@ -129,12 +61,8 @@ def write_trajectory_bag(path: str | Path, duration_s: float = 20.0, seed: int =
 
     world = World(world_config or WorldConfig())
     config = world.config
-    rate_hz = camera_rate_hz or config.camera_rate_hz
-    sample_rate = config.audio.sample_rate
+    recording = TrajectoryRecording(world, duration_s, seed, camera_rate_hz, episodes)
     views = config.views
-    episodes = default_episodes(duration_s, views) if episodes is None else episodes
-    rng = np.random.default_rng([seed, 2**31])
-    trajectory = Trajectory.random(rng, config.track)
     store = get_typestore(Stores.ROS2_KILTED)
     types = store.types
     Header, Image = types["std_msgs/msg/Header"], types["sensor_msgs/msg/Image"]
@@ -168,48 +96,26 @@ def write_trajectory_bag(path: str | Path, duration_s: float = 20.0, seed: int =
         clock_conn = connect(CLOCK_TOPIC, "rosgraph_msgs/msg/Clock")
 
         # Camera, depth, ground truth and labels at camera rate.
-        frames = int(math.floor(duration_s * rate_hz))
-        for frame in range(frames):
-            t = frame / rate_hz
-            stamp = start_time_s + t
-            state = car_state(trajectory, TRAJECTORY_OFFSET_S + t)
-            sample, scene_depth = world.render_cameras(state.position, state.heading, 1.0, rng)
-            plan = _active_plan(world, episodes, t, ("rgb", "depth"))
-            sample = world.corrupt(sample, plan, rng, scene_depth)
+        for frame in recording.frames():
+            stamp = start_time_s + frame.t_s
             for view in views:
                 camera = world.cameras[view]
                 if rgb_name:
                     write(conns[(view, "rgb")], stamp, image_msg(stamp, f"{view}_camera_optical_frame", "rgb8",
-                                                                 sample[(view, rgb_name)], height, width, 3))
+                                                                 frame.sample[(view, rgb_name)], height, width, 3))
                     write(conns[(view, "info")], stamp, _camera_info(types, camera, stamp, view))
                 if depth_name:
-                    depth = sample[(view, depth_name)].astype("<u2")
+                    depth = frame.sample[(view, depth_name)].astype("<u2")
                     write(conns[(view, "depth")], stamp, image_msg(stamp, f"{view}_camera_optical_frame", "16UC1",
                                                                    depth, height, width, 2))
-            write(pose_conn, stamp, _pose(types, stamp, state))
-            audio_plan = _active_plan(world, episodes, t, ("audio",))
-            write(label_conn, stamp, _diagnostics(types, world, stamp, {**plan, **audio_plan}))
+            write(pose_conn, stamp, _pose(types, stamp, frame.state))
+            write(label_conn, stamp, _diagnostics(types, world, stamp, frame.plan))
 
         # Audio: the whole duration rendered continuously, corrupted per episode segment, then chunked.
         if mic_name:
-            total = int(math.floor(duration_s * sample_rate / AUDIO_CHUNK)) * AUDIO_CHUNK
-            gains = world.node_gains(rng)
-            offset_samples = int(round(TRAJECTORY_OFFSET_S * sample_rate))
-            audio = world.render_audio(trajectory, (offset_samples + total) / sample_rate, node_gains=gains,
-                                       n_samples=total)
-            for episode in episodes:
-                if episode.kind != "audio":
-                    continue
-                first, last = (int(round(s * sample_rate)) for s in (episode.start_s, min(episode.end_s, duration_s)))
-                for view in episode.views or views:
-                    segment = audio[(view, mic_name)][first:last]
-                    if segment.size:
-                        spec = episode.spec_at(episode.start_s)
-                        audio[(view, mic_name)][first:last] = apply_corruption(
-                            spec, "audio", segment, rng, world.corruption_context(view, None))
-            for chunk in range(total // AUDIO_CHUNK):
-                last_sample_s = ((chunk + 1) * AUDIO_CHUNK - 1) / sample_rate
-                stamp = start_time_s + last_sample_s
+            audio = recording.audio()
+            for chunk in range(recording.audio_samples // AUDIO_CHUNK):
+                stamp = start_time_s + recording.chunk_end_s(chunk)
                 write(clock_conn, stamp, types["rosgraph_msgs/msg/Clock"](clock=_time_msg(types, stamp)))
                 for view in views:
                     piece = audio[(view, mic_name)][chunk * AUDIO_CHUNK:(chunk + 1) * AUDIO_CHUNK].astype("<f4")
@@ -253,6 +159,6 @@ def _diagnostics(types, world: World, stamp: float, plan: dict):
         statuses.append(Status(
             level=level, name=f"{view}/{modality}", message=spec.category, hardware_id=view,
             values=[KeyValue(key="category", value=spec.category), KeyValue(key="severity", value=str(spec.severity)),
-                    KeyValue(key="value", value=f"{spec.value:g}")]))
+                    KeyValue(key="value", value=repr(float(spec.value)))]))
     return types["diagnostic_msgs/msg/DiagnosticArray"](
         header=types["std_msgs/msg/Header"](stamp=_time_msg(types, stamp), frame_id="world"), status=statuses)

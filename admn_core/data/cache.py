@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from admn_core.data.corruptions.labels import CATEGORIES
+from admn_core.data.corruptions.labels import CATEGORIES, CLEAN
 from admn_core.data.corruptions.presets import get_preset
 from admn_core.data.errors import CacheFormatError
 from admn_core.data.world import World, WorldConfig
@@ -148,9 +148,10 @@ def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: 
 class SampleCacheWriter:
     """A cache from given samples (e.g. recorded ones), written as they come, without holding them in memory.
 
-    `add(sample, target)` takes {(view, modality): array} and {"position": [2], "heading", "speed", "time"};
-    every sample must have the first one's keys, dtypes and shapes. Samples carry no corruption labels (category
-    clean, severity 0). `finish()` writes the .npy files and manifest.json (with `source`, e.g. where the samples
+    `add(sample, target)` takes {(view, modality): array} and {"position": [2], "heading", "speed", "time"} plus,
+    optionally, "plan": {(view, modality): CorruptionSpec} — the corruption each input is known to carry (e.g. a
+    recording's labels); inputs without one are labelled clean. Every sample must have the first one's keys, dtypes
+    and shapes. `finish()` writes the .npy files and manifest.json (with `source`, e.g. where the samples
     came from and a fingerprint) and renames `<out>.partial` to `<out>`; `abort()` removes the partial write."""
 
     def __init__(self, out: str | Path, views: tuple[str, ...], modalities: tuple[tuple[str, str], ...],
@@ -161,6 +162,7 @@ class SampleCacheWriter:
         self.keys = tuple((view, name) for name, _ in self.modalities for view in self.views)
         self.specs: dict = {}  # key -> (dtype, shape) of the first sample
         self.targets: dict = {"position": [], **{name: [] for name in TARGET_FIELDS}}
+        self.labels: dict = {(name, field): [] for name, _ in self.modalities for field, _ in LABEL_FIELDS}
         shutil.rmtree(self.partial, ignore_errors=True)
         for sub in ("arrays", "targets", "labels"):
             (self.partial / sub).mkdir(parents=True)
@@ -184,13 +186,19 @@ class SampleCacheWriter:
         self.targets["position"].append(np.asarray(target["position"], dtype=np.float32))
         for name in TARGET_FIELDS:
             self.targets[name].append(np.float32(target[name]))
+        plan = target.get("plan") or {}
+        for name, _ in self.modalities:
+            specs = [plan.get((view, name), CLEAN) for view in self.views]
+            self.labels[(name, "category_id")].append([spec.category_id for spec in specs])
+            self.labels[(name, "severity")].append([spec.severity for spec in specs])
+            self.labels[(name, "value")].append([spec.value for spec in specs])
         self.num_samples += 1
 
     def finish(self) -> Path:
         if not self.num_samples:
             self.abort()
             raise CacheFormatError(self.out, "no samples to write")
-        n, v = self.num_samples, len(self.views)
+        n = self.num_samples
         for key in self.keys:
             self._raw[key].close()
             dtype, shape = self.specs[key]
@@ -205,7 +213,7 @@ class SampleCacheWriter:
             np.save(self.partial / f"targets/{name}.npy", np.asarray(self.targets[name], dtype=np.float32))
         for name, _ in self.modalities:
             for field, dtype in LABEL_FIELDS:
-                np.save(self.partial / label_file(name, field), np.zeros((n, v), dtype))
+                np.save(self.partial / label_file(name, field), np.asarray(self.labels[(name, field)], dtype))
         manifest = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "num_samples": n, "views": list(self.views),
             "modalities": [{"name": name, "kind": kind, "dtype": self.specs[(self.views[0], name)][0].str,

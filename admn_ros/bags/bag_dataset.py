@@ -35,6 +35,7 @@ from admn_ros.bags.bag_reader import (
     POSE_TYPES,
     BagError,
     BagPlan,
+    corruption_plan,
     open_bag,
     position_of,
     stamp_ns,
@@ -44,6 +45,8 @@ from admn_ros.bags.bag_reader import (
 )
 from admn_ros.bags.replay_eval import bag_pipeline, feed_bag
 
+# What a cache built by this code holds besides the bags and options: caches of other content are rebuilt.
+CACHE_CONTENT = "samples, poses, corruption labels"
 DEFAULT_GT_MAX_GAP_S = 0.1  # a set's ground truth is interpolated between poses at most this far from its stamp
 
 _log = logging.getLogger(__name__)
@@ -139,6 +142,23 @@ def read_poses(bag, config, gt_topic: str = GROUND_TRUTH_TOPIC, namespace: str =
         return [(stamp_ns(msg), *position_of(msg)) for _topic, _t, msg in stream(plan)]
 
 
+def read_corruption_plans(bag, config, namespace: str = "", remap: dict | None = None) -> list:
+    """[(stamp_ns, {(view, modality): CorruptionSpec})] of the bag's corruption-label topic; [] when it has none."""
+    with open_bag(bag, config, namespace, remap=remap) as plan:
+        if plan.corruption is None:
+            return []
+        plan.sensors, plan.ground_truth, plan.budget = {}, None, None
+        return [(stamp_ns(msg), corruption_plan(msg)) for _topic, _t, msg in stream(plan)]
+
+
+def label_at(labels: list, stamp: int, max_gap_s: float) -> dict:
+    """The newest label at or before `stamp` within `max_gap_s` ({} when none: the inputs count as clean)."""
+    index = bisect.bisect_right([label_stamp for label_stamp, _ in labels], stamp) - 1
+    if index < 0 or stamp - labels[index][0] > max_gap_s * 1e9:
+        return {}
+    return labels[index][1]
+
+
 def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: str = GROUND_TRUTH_TOPIC,
                 max_gap_s: float = DEFAULT_GT_MAX_GAP_S, namespace: str = "", remap: dict | None = None,
                 sync_slop: float = NODE_DEFAULTS.sync_slop, sync_queue_size: int = NODE_DEFAULTS.sync_queue_size,
@@ -146,8 +166,10 @@ def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: 
                 progress=None) -> BagSampleReport:
     """Call `on_sample(sample, target)` for every set of `bag` the node would process that has ground truth:
     sample = {(view, modality): array} as the engine would receive it, target = {"position", "heading", "speed",
-    "time" (seconds since the bag's start)}. BagError (naming the bag and topic) when the bag cannot be used."""
+    "time" (seconds since the bag's start), "plan" (the corruption labels of the bag's /ground_truth/corruption topic
+    at the set, when it has one)}. BagError (naming the bag and topic) when the bag cannot be used."""
     poses = read_poses(bag, config, gt_topic, namespace, remap)
+    labels = read_corruption_plans(bag, config, namespace, remap)
     if not poses:
         raise BagError(f"{bag}: ground-truth topic {gt_topic} holds no message")
     truth = GroundTruth(poses, max_gap_s)
@@ -167,6 +189,7 @@ def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: 
                 report.no_ground_truth += 1
                 return
             target["time"] = (outcome.stamp_ns - plan.start_ns) / 1e9
+            target["plan"] = label_at(labels, outcome.stamp_ns, max_gap_s)
             on_sample(outcome.assembled.sample, target)
             report.samples += 1
 
@@ -207,8 +230,8 @@ def bag_files(bag) -> list[tuple[str, int, int]]:
 def cache_fingerprint(bags, config, options: CacheOptions) -> str:
     inputs = [(spec.name, spec.kind, list(spec.views), spec.audio_window_seconds if spec.kind == "audio" else None)
               for spec in config.modalities]
-    text = json.dumps({"bags": [bag_files(bag) for bag in bags], "inputs": inputs, "options": asdict(options)},
-                      sort_keys=True, default=str)
+    text = json.dumps({"bags": [bag_files(bag) for bag in bags], "inputs": inputs, "options": asdict(options),
+                       "content": CACHE_CONTENT}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -415,3 +415,25 @@ def corruption_label(msg) -> tuple[str, str]:
         modality = status.name.split("/")[-1]
         episode.add(f"{modality}:{status.message}")
     return ";".join(detail), "+".join(sorted(episode)) or "clean"
+
+
+def corruption_plan(msg) -> dict:
+    """DiagnosticArray of /ground_truth/corruption -> {(view, modality): CorruptionSpec} of the inputs it labels.
+
+    A status named "view/modality" with values category / severity / value (admn_core.data.bag_writer's layout);
+    statuses of another shape or with an unknown category are left out (those inputs count as unlabelled)."""
+    from admn_core.data.corruptions.labels import CorruptionSpec
+    from admn_core.data.errors import CorruptionError
+
+    plan = {}
+    for status in msg.status:
+        view, _, modality = status.name.rpartition("/")
+        values = {kv.key: kv.value for kv in status.values}
+        if not view or "category" not in values:
+            continue
+        try:
+            plan[(view, modality)] = CorruptionSpec(values["category"], int(values.get("severity", 0)),
+                                                    float(values.get("value", 0.0)))
+        except (CorruptionError, ValueError):
+            continue
+    return plan
