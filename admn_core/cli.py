@@ -85,7 +85,7 @@ def command_make_bundle(args) -> int:
 
 
 def command_info(args) -> int:
-    from admn_core.bundle import inspect_bundle
+    from admn_core.bundle import bundle_provenance, inspect_bundle
 
     header = inspect_bundle(args.bundle)  # validated header: a hostile file is a BundleError, reported by main()
     config, metadata = header.config, header.metadata
@@ -95,6 +95,27 @@ def command_info(args) -> int:
     for info in header.controller_infos:
         print(f"  controller {info.name}: budget {info.budget} ({info.kind}, {info.variant})")
     print(f"  content sha256 {metadata['content_sha256']}")
+    provenance = bundle_provenance(metadata)
+    if provenance:
+        print("  provenance:")
+        for key, value in provenance.items():
+            shown = f"{len(value)} characters of JSON (extra.provenance.settings)" if key == "settings" else value
+            print(f"    {key if key.isprintable() else ascii(key)}: {shown if shown.isprintable() else ascii(shown)}")
+    return 0
+
+
+def command_publish(args) -> int:
+    from admn_core.publish import publish_run
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    publication = publish_run(args.run, args.out, half=args.half, overwrite=args.overwrite)
+    record = publication.record
+    print(f"wrote {publication.bundle} ({publication.bundle.stat().st_size / 1e6:.2f} MB, "
+          f"{record['provenance']['storage_dtype']}), {publication.results}, {publication.markdown}")
+    half = record.get("half_precision")
+    if half is not None:
+        print(f"float16 storage moved the test errors by at most {100 * half['max_abs_relative_change']:.3f} % "
+              f"(limit {100 * half['limit']:g} %)")
     return 0
 
 
@@ -163,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe and check a bundle (reads only its header)")
     info.add_argument("bundle")
     info.set_defaults(handler=command_info)
+
+    publish = commands.add_parser(
+        "publish", help="publish a finished training run's bundle with its provenance and recorded test results",
+        description="Writes OUT (the run's bundle with provenance.* metadata), OUT's .json (the recorded results: "
+                    "mean error per method and budget, per condition, ADMN's blocks per condition) and .md (paper "
+                    "Table 1 layout + provenance), re-evaluating the published bundle on the run's test split.")
+    publish.add_argument("run", help="a finished run directory (<out>/<corruption> of `admn train`)")
+    publish.add_argument("--out", required=True, help="the published bundle, e.g. models/NAME.safetensors")
+    publish.add_argument("--half", action="store_true",
+                         help="store the weights in float16 (half the size); fails if that moves any recorded "
+                              "mean error by 1 %% or more")
+    publish.add_argument("--overwrite", action="store_true", help="replace an already published model of that name")
+    publish.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    publish.set_defaults(handler=command_publish)
 
     config = commands.add_parser("config", help="print or write a model config as YAML")
     _add_model_arguments(config)
