@@ -67,7 +67,7 @@ def test_every_tool_starts_its_nodes_with_the_shipped_file_its_options_and_the_s
                   {"__ns": "/soak_1"})],
         "demo": [("thermal_monitor", {"source": "scripted", "profile_file": "/p/profile.yaml",
                                       "sample_period_s": "0.25", "publish_period_s": "1.0",
-                                      "recover_interval_s": "1.6", "use_sim_time": "false"}, {})],
+                                      "recover_interval_s": "1.6", "use_sim_time": "true"}, {})],
     }
     for tool, specs in _commands_of_every_tool().items():
         assert len(specs) == len(expected[tool]), tool

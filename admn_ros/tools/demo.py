@@ -1,17 +1,20 @@
-"""admn_demo (`make run`): ADMN adapting live to a heating-up robot and corrupted sensors, end to end over ROS 2.
+"""admn_demo (`make run`): ADMN adapting live to a heating-up robot and corrupted sensors, end to end over ROS 2,
+against Naive Allocation (the same model with every budget split evenly) on the same frames and budgets.
 
-1. model: reuse artifacts/tiny/bundle.safetensors, else train it (`admn train --preset tiny --out artifacts/tiny`);
-   if training is unavailable or fails, a RANDOM-WEIGHTS bundle stands in (announced loudly; errors are then
-   meaningless, the adaptation is still real);
+1. model: the shipped reference model (share/admn_ros/models/reference_tiny_field.safetensors; no training);
+   `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, hours on a CPU)
+   into artifacts/reference and uses that; `--random-bundle` RANDOM weights for smoke tests (announced loudly);
 2. a trajectory bag with corruption episodes (`admn world-bag`: lights dimming, blur, rain, depth dropout, a noisy
    microphone), cached under artifacts/demo/;
-3. admn_node (use_sim_time, following the bag's /clock) and thermal_monitor with a scripted heat-up / cool-down
-   profile scaled to the bag (wall clock: its scripted profile starts at its first reading, which under sim time
-   happens before the first /clock and would skip the whole script);
-4. the bag replayed live over DDS with /clock (`ros2 bag play --clock` equivalent), a live terminal view of budget,
-   allocation per modality and error;
-5. a summary table (per budget, per corruption episode), per-frame CSV and a PNG plot under artifacts/demo/, and
-   the same bag evaluated offline under the live budgets to show the two agree.
+3. Naive Allocation evaluated offline on the bag (admn_node's own frame pipeline) at the budgets thermal_monitor's
+   policy gives each frame's moment under the scripted profile, and at its neighbours in time, so every frame the
+   node answers live can be compared under the budget it was answered with;
+4. admn_node and thermal_monitor, both following the bag's /clock (use_sim_time): the scripted heat-up / cool-down
+   profile, scaled to the bag, starts with the first /clock, so budgets follow bag time;
+5. the bag replayed live over DDS with /clock (`ros2 bag play --clock` equivalent), a live terminal view of budget,
+   allocation per modality, ADMN's and Naive's error on the frame just answered and their running means;
+6. ADMN vs Naive per corruption episode × budget and per episode, per-frame CSVs and a PNG timeline under
+   artifacts/demo/, and the same bag evaluated offline by ADMN under the live budgets to show the two agree.
 
 Environment: loopback-only discovery (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and a private ROS_DOMAIN_ID unless
 set; logs under artifacts/demo/logs.
@@ -20,6 +23,8 @@ set; logs under artifacts/demo/logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -30,13 +35,21 @@ from pathlib import Path
 
 from admn_core.ros_interface import DIAGNOSTICS_TOPIC, NODE_DEFAULTS
 from admn_ros.tools.bringup import ProcessSpec, node_command, start_process
+from admn_ros.tools.share import config_file, reference_model
 
 BAR = 12
 LOUD = "!" * 100
 
+# `--retrain`: the shipped reference model's recipe, trained into RETRAIN_OUT (`admn train` also copies the bundle of
+# its first corruption run to <out>/bundle.safetensors).
+RETRAIN_CONFIG = "train_reference.yaml"
+RETRAIN_OUT = Path("artifacts/reference")
+# The live budget of a frame stamped t is thermal_monitor's budget at bag time t, give or take the script's start
+# after the first /clock and a sample period (earlier), and delivery plus the node's queue (later).
+BUDGET_EARLY_S = 1.0
+BUDGET_LATE_S = 1.5
+NAIVE = "Naive Allocation"
 
-# The first run trains a short version of every stage (minutes on 2 cores); `--full-training` runs the full one.
-DEMO_TRAIN_CONFIG = "train_tiny_demo.yaml"
 
 def log(text: str = "") -> None:
     print(text, flush=True)
@@ -71,59 +84,56 @@ class Timer:
 # ------------------------------------------------------------------------------------------------- model
 
 
-def train_available(python: str = sys.executable) -> bool:
-    probe = subprocess.run([python, "-m", "admn_core.cli", "train", "--help"], capture_output=True, text=True)
-    return probe.returncode == 0
-
-
-def train_settings(full_training: bool) -> list[str]:
-    """`admn train` options: the shipped short schedule (config/train_tiny_demo.yaml), or none for the full one."""
-    if full_training:
-        return []
-    from admn_ros.tools.share import config_file
-
+def retrain_command(out: Path = RETRAIN_OUT, python: str = sys.executable) -> list[str]:
+    """`admn train` with the reference recipe from the share directory (SystemExit when it is not installed)."""
     try:
-        return ["--train-config", str(config_file(DEMO_TRAIN_CONFIG))]
+        recipe = config_file(RETRAIN_CONFIG)
     except FileNotFoundError as error:
-        raise SystemExit(f"admn_demo: {error}. Reinstall the package, or pass --full-training to train the full "
-                         "tiny pipeline (much longer)") from error
+        raise SystemExit(f"admn_demo: --retrain needs {error}. Reinstall the package") from error
+    return [python, "-m", "admn_core.cli", "train", "--train-config", str(recipe), "--out", str(out)]
+
+
+def retrain(out: Path = RETRAIN_OUT) -> Path:
+    command = retrain_command(out)
+    log(f"training the reference recipe (hours on a CPU; resumes a run left in {out}): {' '.join(command[1:])}")
+    done = subprocess.run(command)
+    bundle = out / "bundle.safetensors"
+    if done.returncode != 0 or not bundle.is_file():
+        raise SystemExit(f"admn_demo: `admn train` failed (exit code {done.returncode}) or wrote no {bundle}; "
+                         f"rerun with --retrain to resume it, or run without it to use the shipped reference model")
+    return bundle
+
+
+def random_bundle(out: Path) -> Path:
+    path = out / "random_tiny.safetensors"
+    log(LOUD)
+    log("!!  --random-bundle: a RANDOM-WEIGHTS tiny bundle: the budget/allocation adaptation is real, the ERRORS ARE "
+        "MEANINGLESS.")
+    log(LOUD)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "admn_core.cli", "make-bundle", "--preset", "tiny", "--out", str(path)],
+                       check=True)
+    return path
 
 
 def get_bundle(args) -> tuple[Path, str]:
-    """-> (bundle path, how it was obtained: reused | trained | RANDOM)."""
+    """-> (bundle path, where it came from: given | reference | retrained | RANDOM)."""
     if args.bundle:
         path = Path(args.bundle)
         if not path.is_file():
             raise SystemExit(f"admn_demo: --bundle {path} does not exist")
         return path, "given"
-    trained = Path(args.train_out) / "bundle.safetensors"
-    if trained.is_file() and not args.random_bundle:
-        return trained, "reused"
-    if not args.random_bundle:
-        if train_available():
-            settings = train_settings(args.full_training)
-            log(f"training the tiny preset: admn train --preset tiny --out {args.train_out} {' '.join(settings)} "
-                "(first run only)")
-            threads = ["--threads", str(args.threads)] if args.threads else []
-            done = subprocess.run([sys.executable, "-m", "admn_core.cli", "train", "--preset", "tiny", "--out",
-                                   args.train_out, *settings, *threads])
-            if done.returncode == 0 and trained.is_file():
-                return trained, "trained"
-            reason = f"`admn train` failed (exit code {done.returncode}) or wrote no {trained}"
-        else:
-            reason = "`admn train` is not available in this checkout"
-    else:
-        reason = "--random-bundle was given"
-    random_path = Path(args.out) / "random_tiny.safetensors"
-    log(LOUD)
-    log(f"!!  NO TRAINED MODEL: {reason}.")
-    log("!!  Using a RANDOM-WEIGHTS tiny bundle: the budget/allocation adaptation is real, the ERRORS ARE MEANINGLESS.")
-    log(LOUD)
-    if not random_path.is_file():
-        random_path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "admn_core.cli", "make-bundle", "--preset", "tiny", "--out",
-                        str(random_path)], check=True)
-    return random_path, "RANDOM"
+    if args.random_bundle:
+        return random_bundle(Path(args.out)), "RANDOM"
+    if args.retrain:
+        return retrain(), "retrained"
+    try:
+        return reference_model(), "reference"
+    except FileNotFoundError as error:
+        raise SystemExit(f"admn_demo: the shipped reference model is missing: {error}. Pass --bundle PATH, "
+                         f"--retrain (trains config/{RETRAIN_CONFIG}, hours on a CPU) or --random-bundle (random "
+                         "weights: the plumbing only)") from error
 
 
 # ------------------------------------------------------------------------------------------------- world
@@ -144,7 +154,7 @@ def get_bag(out: Path, duration: float, rate: float, seed: int) -> tuple[Path, b
 def write_thermal_profile(path: Path, duration: float) -> Path:
     """Heat-up to 86 °C by 50 % of the bag, hold, cool down to 45 °C by the end (thermal_monitor's YAML format)."""
     points = [(0.0, 45.0), (0.12, 58.0), (0.30, 72.0), (0.45, 86.0), (0.55, 86.0), (0.80, 60.0), (0.92, 45.0)]
-    lines = ["# admn_demo: scripted heat-up / cool-down scaled to the bag (seconds since thermal_monitor started)",
+    lines = ["# admn_demo: scripted heat-up / cool-down scaled to the bag (seconds since the bag's first /clock)",
              "loop: false", "points:"]
     lines += [f"  - [{fraction * duration:.2f}, {celsius:.1f}]" for fraction, celsius in points]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,11 +162,94 @@ def write_thermal_profile(path: Path, duration: float) -> Path:
     return path
 
 
+def thermal_overrides(profile: Path, duration: float) -> dict:
+    """thermal_monitor's parameters over its shipped file: `profile` on the bag's clock (the script starts with the
+    first /clock), sampled often, recovering one level per 4 % of the bag."""
+    return {"source": "scripted", "profile_file": profile, "sample_period_s": 0.25, "publish_period_s": 1.0,
+            "recover_interval_s": round(max(0.5, 0.04 * duration), 2), "use_sim_time": True}
+
+
 def thermal_command(profile: Path, duration: float) -> ProcessSpec:
-    """thermal_monitor's command: the shipped file, replaying `profile` on the wall clock."""
-    return node_command("thermal_monitor", overrides={
-        "source": "scripted", "profile_file": profile, "sample_period_s": 0.25, "publish_period_s": 1.0,
-        "recover_interval_s": round(max(0.5, 0.04 * duration), 2), "use_sim_time": False})
+    return node_command("thermal_monitor", overrides=thermal_overrides(profile, duration))
+
+
+def thermal_policy(overrides: dict):
+    """The budget table thermal_monitor runs with: its shipped config/thermal_monitor.yaml under `overrides`."""
+    import yaml
+
+    from admn_ros.nodes.thermal_monitor import PolicyConfig
+
+    document = yaml.safe_load(config_file("thermal_monitor.yaml").read_text())
+    (values,) = [section["ros__parameters"] for section in document.values()]
+    values = {**values, **overrides}
+    return PolicyConfig(levels=tuple(int(v) for v in values["budget_levels"]),
+                        thresholds_c=tuple(float(v) for v in values["thresholds_c"]),
+                        hysteresis_c=float(values["hysteresis_c"]),
+                        recover_interval_s=float(values["recover_interval_s"]))
+
+
+def budget_schedule(profile: Path, duration: float, overrides: dict) -> list[tuple[float, int]]:
+    """[(seconds since the bag's start, budget)] at every change: thermal_monitor's policy run over the scripted
+    profile at its sampling period, as the node runs it on the bag's clock."""
+    from admn_ros.nodes.thermal_monitor import BudgetPolicy, ScriptedProfile
+
+    script = ScriptedProfile.from_yaml(str(profile))
+    policy = BudgetPolicy(thermal_policy(overrides))
+    period = float(overrides["sample_period_s"])
+    schedule: list[tuple[float, int]] = []
+    for step in range(int(duration / period) + 1):
+        decision = policy.update(script.celsius_at(step * period), step * period)
+        if not schedule or schedule[-1][1] != decision.budget:
+            schedule.append((step * period, decision.budget))
+    return schedule
+
+
+def budgets_around(schedule: list[tuple[float, int]], t: float, early_s: float = BUDGET_EARLY_S,
+                   late_s: float = BUDGET_LATE_S) -> set[int]:
+    """Every budget `schedule` holds at some time in [t - early_s, t + late_s]."""
+    in_force = [budget for start, budget in schedule if start <= t - early_s][-1:]
+    return set(in_force) | {budget for start, budget in schedule if t - early_s < start <= t + late_s}
+
+
+def naive_plan(frame_times: dict[int, float], schedule: list[tuple[float, int]]) -> dict[int, list[int]]:
+    """{budget: [stamps]}: each frame (stamp -> seconds since the bag's start) at every budget live may give it."""
+    plan: dict[int, list[int]] = {}
+    for stamp, t in sorted(frame_times.items()):
+        for budget in budgets_around(schedule, t):
+            plan.setdefault(budget, []).append(stamp)
+    return plan
+
+
+@contextlib.contextmanager
+def quiet(logger_name: str):
+    """The offline pipeline's warnings muted: frames left out of a pass are skipped by design."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def evaluate_naive(bag: Path, bundle: Path, plan: dict[int, list[int]], threads: int = 1) -> list:
+    """Naive Allocation on admn_node's inference path over `bag`: one pass per budget over the frames `plan` gives
+    it -> FrameRecords (ground truth attached), several per frame near a budget change."""
+    import torch
+
+    from admn_core.runtime import InferenceEngine
+    from admn_ros.bags.replay_eval import BudgetSource, evaluate_bag
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    engine = InferenceEngine.from_bundle(bundle, fast=NODE_DEFAULTS.fast_path, allocation="naive")
+    records = []
+    with quiet("admn_ros.bags.replay_eval"):
+        for budget, stamps in sorted(plan.items(), reverse=True):
+            result = evaluate_bag(bag, engine, BudgetSource("per_stamp", per_stamp=dict.fromkeys(stamps, budget)))
+            records += result.ok_records()
+            log(f"   {NAIVE} at budget {budget:2d}: {len(result.ok_records())} frames in {result.seconds:.1f} s")
+    return records
 
 
 # --------------------------------------------------------------------------------------------- live view
@@ -179,23 +272,31 @@ def render_view(state: dict, modalities, duration: float) -> list[str]:
         active = len(record.active_blocks.get(name, [])) if record is not None else 0
         lines.append(f"  {name:6s} {bar(active)} {active:2d}/12")
     if record is not None:
-        error = f"{record.error_cm:6.1f} cm" if record.error_cm is not None else "   n/a"
-        mean = state.get("mean_error")
-        mean_text = f"{mean:6.1f} cm" if mean is not None else "   n/a"
-        lines.append(f"  budget {record.budget} used {record.budget_used} ({record.source})   error {error}   "
-                     f"running mean {mean_text}   {record.episode or ''}")
+        lines.append(f"  budget {record.budget} used {record.budget_used} ({record.source})   {record.episode or ''}")
+        means = state.get("means")
+        lines.append(f"  error ADMN {_cm(record.error_cm)}  Naive {_cm(state.get('naive_error'))} (same frame and "
+                     f"budget)   running means ADMN {_cm(means and means[0])}  Naive {_cm(means and means[1])} over "
+                     f"{state.get('paired', 0)} frames")
     else:
         lines.append("  waiting for the first output ...")
     return lines
 
 
+def _cm(value) -> str:
+    return f"{value:6.1f} cm" if value is not None else "   n/a   "
+
+
 class LiveView:
-    def __init__(self, modalities, duration: float, ground_truth: dict, labels: dict, interactive: bool):
+    """The terminal view. `naive`: {(stamp, budget): Naive Allocation's error in cm} from the offline pass."""
+
+    def __init__(self, modalities, duration: float, ground_truth: dict, labels: dict, interactive: bool,
+                 naive: dict | None = None):
         self.modalities, self.duration = modalities, duration
         self.ground_truth, self.labels = ground_truth, labels
+        self.naive = naive or {}
         self.interactive = interactive
         self.state = {"outputs": 0}
-        self.errors: list[float] = []
+        self.paired_sums = [0.0, 0.0]  # ADMN, Naive: sums of errors over frames both answered
         self.lock = threading.Lock()
         self._printed = 0
         self._last_plain = -1e9
@@ -207,12 +308,17 @@ class LiveView:
         truth = self.ground_truth.get(record.stamp_ns)
         if truth is not None and record.position is not None:
             record.error_cm = 100.0 * math.dist(record.position, truth)
-            self.errors.append(record.error_cm)
         record.episode = self.labels.get(record.stamp_ns, "")
+        naive = self.naive.get((record.stamp_ns, record.budget))
         with self.lock:
             self.state["record"] = record
             self.state["outputs"] += 1
-            self.state["mean_error"] = sum(self.errors) / len(self.errors) if self.errors else None
+            self.state["naive_error"] = naive
+            if naive is not None and record.error_cm is not None:
+                self.paired_sums[0] += record.error_cm
+                self.paired_sums[1] += naive
+                self.state["paired"] = self.state.get("paired", 0) + 1
+                self.state["means"] = tuple(total / self.state["paired"] for total in self.paired_sums)
 
     def on_progress(self, bag_t: float) -> None:
         with self.lock:
@@ -237,11 +343,13 @@ class LiveView:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="admn_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="artifacts/demo", help="where the bag, CSV, summary and plot go")
-    parser.add_argument("--train-out", default="artifacts/tiny", help="admn train output (bundle.safetensors)")
-    parser.add_argument("--bundle", help="use this bundle instead of the trained tiny one")
-    parser.add_argument("--random-bundle", action="store_true", help="skip training: random weights (smoke tests)")
-    parser.add_argument("--full-training", action="store_true",
-                        help="train with the full tiny pipeline instead of config/train_tiny_demo.yaml")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--bundle", help="use this bundle instead of the shipped reference model")
+    model.add_argument("--retrain", action="store_true",
+                       help=f"train config/{RETRAIN_CONFIG} into {RETRAIN_OUT} (hours on a CPU; resumable) and use "
+                            "it; later runs use the shipped model again unless given --bundle "
+                            f"{RETRAIN_OUT / 'bundle.safetensors'}")
+    model.add_argument("--random-bundle", action="store_true", help="random weights (smoke tests)")
     parser.add_argument("--duration", type=float, default=45.0, help="bag length in seconds (default 45)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera/depth rate of the bag (Hz)")
     parser.add_argument("--seed", type=int, default=0)
@@ -276,12 +384,20 @@ def main(argv=None) -> int:
     from admn_ros.bags.live_replay import run_live_replay, start_node, stop_process
     from admn_ros.bags.plots import plot_timeline
     from admn_ros.bags.replay_eval import read_ground_truth
-    from admn_ros.bags.replay_report import format_summary, summarize, write_csv
+    from admn_ros.bags.replay_report import (
+        compare_to_baseline,
+        format_baseline_comparison,
+        pair_with_baseline,
+        write_csv,
+    )
 
+    profile = write_thermal_profile(out / "thermal_profile.yaml", args.duration)
+    with timer.step(f"{NAIVE} offline at the thermal budgets"):
+        naive_records = naive_baseline(bag, bundle, config, profile, args.duration, args.threads)
     poses, labels = read_ground_truth(bag, config)
     view = LiveView([m.name for m in config.modalities], args.duration, {p[0]: p[1:] for p in poses},
-                    {label[0]: label[2] for label in labels}, sys.stdout.isatty())
-    profile = write_thermal_profile(out / "thermal_profile.yaml", args.duration)
+                    {label[0]: label[2] for label in labels}, sys.stdout.isatty(),
+                    naive={(r.stamp_ns, r.budget): r.error_cm for r in naive_records if r.error_cm is not None})
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     processes = {}
@@ -324,35 +440,60 @@ def main(argv=None) -> int:
     for warning in result.warnings:
         log(f"note: {warning}")
 
-    with timer.step("summary, CSV and plot"):
-        records = result.records
-        csv_path = write_csv(records, out / "live_frames.csv")
-        summary_text = format_summary(summarize(records), title=f"ADMN live replay of {bag.name} "
-                                                                f"(model: {bundle.name}, {origin})")
-        (out / "summary.txt").write_text(summary_text + "\n")
-        plot = plot_timeline(records, out / "live_timeline.png",
-                             title=f"ADMN live replay: error (cm), thermal budget and blocks per modality "
-                                   f"[{origin} model]")
     figure = (f"outputs for {result.output_fraction:.1%} of the bag's {len(result.expected_stamps)} synchronized "
               f"sets at 1x (max publish lag {result.play.max_lag_ms:.0f} ms)")
     agreement = None
     if not args.no_offline:
         with timer.step("offline evaluation of the same bag under the live budgets"):
-            agreement = offline_agreement(bag, bundle, records, out, args.threads)
+            agreement = offline_agreement(bag, bundle, result.records, out, args.threads)
+    with timer.step("summary, CSV and plot"):
+        records = result.records
+        csv_path = write_csv(records, out / "live_frames.csv")
+        write_csv(naive_records, out / "naive_frames.csv")
+        summary_text = "\n".join([
+            f"ADMN live replay of {bag.name} (model: {bundle.name}, {origin}): {status_counts(records)}", figure,
+            *([agreement] if agreement else []), "",
+            format_baseline_comparison(compare_to_baseline(records, naive_records), NAIVE)])
+        (out / "summary.txt").write_text(summary_text + "\n")
+        plot = plot_timeline(records, out / "live_timeline.png",
+                             title=f"ADMN live replay against {NAIVE}: error (cm), thermal budget and blocks per "
+                                   f"modality [{origin} model]",
+                             baseline=[naive for _, naive in pair_with_baseline(records, naive_records)],
+                             baseline_label=f"{NAIVE} (same frame and budget)")
     log("")
     log(summary_text)
-    log("")
-    log(figure)
-    if agreement:
-        log(agreement)
-    log(f"wrote {csv_path}, {out / 'summary.txt'}, {plot}")
+    log(f"wrote {csv_path}, {out / 'naive_frames.csv'}, {out / 'summary.txt'}, {plot}")
     if origin == "RANDOM":
         log(LOUD)
-        log("!!  These errors come from a RANDOM-WEIGHTS model (no trained bundle was available).")
+        log("!!  These errors come from a RANDOM-WEIGHTS model (--random-bundle).")
         log(LOUD)
     log("timings:")
     log(timer.table())
     return 0
+
+
+def status_counts(records) -> str:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return f"{len(records)} frames answered (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"
+
+
+def frame_times(bag: Path, config) -> dict[int, float]:
+    """stamp -> seconds since the bag's start, for every set admn_node's synchronizer forms from `bag`."""
+    from admn_ros.bags.bag_reader import open_bag
+    from admn_ros.bags.replay_eval import synchronized_stamps
+
+    with open_bag(bag, config) as plan:
+        start_ns = plan.start_ns
+    return {stamp: (stamp - start_ns) / 1e9 for stamp in synchronized_stamps(bag, config)}
+
+
+def naive_baseline(bag: Path, bundle: Path, config, profile: Path, duration: float, threads: int) -> list:
+    """Naive Allocation's records for every frame at every budget the live run may answer it with."""
+    schedule = budget_schedule(profile, duration, thermal_overrides(profile, duration))
+    log("   thermal budgets over the bag: " + ", ".join(f"{budget} from {t:.1f} s" for t, budget in schedule))
+    return evaluate_naive(bag, bundle, naive_plan(frame_times(bag, config), schedule), threads)
 
 
 def offline_agreement(bag, bundle, live_records, out: Path, threads: int = 1) -> str:
@@ -366,7 +507,8 @@ def offline_agreement(bag, bundle, live_records, out: Path, threads: int = 1) ->
         torch.set_num_threads(threads)
     engine = InferenceEngine.from_bundle(bundle, fast=NODE_DEFAULTS.fast_path)  # the node's path: same numbers
     budgets = {r.stamp_ns: r.budget for r in live_records if r.ok}
-    result = evaluate_bag(bag, engine, BudgetSource("per_stamp", per_stamp=budgets))
+    with quiet("admn_ros.bags.replay_eval"):  # sets the node did not answer live are skipped by design
+        result = evaluate_bag(bag, engine, BudgetSource("per_stamp", per_stamp=budgets))
     write_csv(result.records, out / "offline_frames.csv")
     return format_comparison(compare(result.records, live_records))
 
