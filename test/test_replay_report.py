@@ -39,9 +39,9 @@ def test_tables_show_each_episode_and_budget_and_the_pooled_lines():
     admn = [record(1, 36, 10.0, "clean", (12, 12)), record(2, 8, 20.0, "rgb:lowlight", (1, 6)),
             record(3, 6, 30.0, "rgb:lowlight", (1, 4)), record(4, 8, 5.0, "rgb:lowlight", (1, 6))]
     naive = [record(1, 36, 10.0), record(2, 8, 40.0), record(3, 6, 45.0)]
-    text = format_baseline_comparison(compare_to_baseline(admn, naive), "Naive")
+    text = format_baseline_comparison(compare_to_baseline(admn, naive), "Naive Allocation")
     lines = text.splitlines()
-    assert "3 of 4" in lines[0] and "Naive" in lines[0]
+    assert "3 of 4" in lines[0] and "vs Naive Allocation on" in lines[0]
     header = next(line for line in lines if line.lstrip().startswith("episode") and "budget" in line)
     for column in ("n", "ADMN", "Naive", "ratio", "saved", "rgb", "depth"):
         assert column in header.split()

@@ -73,10 +73,10 @@ def timeline_figure(records, title: str = "", width: int = 1200, baseline=None,
                             textcoords="offset points", fontsize=8, color="#785a00")
     estimated = [(t, r.error_cm) for t, r in zip(times, records) if r.ok and r.error_cm is not None]
     if estimated:
-        error_axes.plot(*zip(*estimated), color="tab:red", linewidth=1.5, label="ADMN")
+        error_axes.plot(*zip(*estimated), color="tab:red", linewidth=1.5, label="ADMN", zorder=3)
     compared = sorted((r.t_s - t0, r.error_cm) for r in baseline or () if r.ok and r.error_cm is not None)
-    if compared:
-        error_axes.plot(*zip(*compared), color="tab:grey", linewidth=1.0, alpha=0.8, label=baseline_label)
+    if compared:  # under ADMN's line: where both agree (the full model) ADMN's stays visible
+        error_axes.plot(*zip(*compared), color="tab:grey", linewidth=1.0, label=baseline_label, zorder=2)
     skipped = [t for t, r in zip(times, records) if not r.ok]
     if skipped:
         error_axes.plot(skipped, [0] * len(skipped), "|", color="grey", markersize=10, label="no estimate (skipped)")

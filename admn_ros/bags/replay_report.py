@@ -184,7 +184,7 @@ def format_baseline_comparison(comparison: dict, baseline_name: str) -> str:
         return (f"ADMN vs {baseline_name}: no frame was answered under a budget {baseline_name} was evaluated at "
                 "(nothing to compare)")
     modalities = comparison["modalities"]
-    name = baseline_name[:7]
+    name = baseline_name.split()[0][:7]  # "Naive Allocation" -> "Naive"
     blocks_head = " ".join(f"{m[:5]:>5s}" for m in modalities)
     columns = f"{'n':>5s} {'ADMN':>7s} {name:>7s} {'ratio':>6s} {'saved':>6s}  {blocks_head}"
 

@@ -76,8 +76,8 @@ class Timer:
         return _Step()
 
     def table(self) -> str:
-        lines = [f"  {name:42s} {seconds:7.1f} s" for name, seconds in self.steps]
-        lines.append(f"  {'total':42s} {time.monotonic() - self.started:7.1f} s")
+        lines = [f"  {name:58s} {seconds:7.1f} s" for name, seconds in self.steps]
+        lines.append(f"  {'total':58s} {time.monotonic() - self.started:7.1f} s")
         return "\n".join(lines)
 
 
