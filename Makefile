@@ -26,9 +26,10 @@ $(STAMP): $(REQUIREMENTS) setup.py $(wildcard launch/* config/*)
 	else echo "note: $(ROS_TOOLS) not found: tests needing ros2cli, launch or message_filters will skip"; fi
 	@touch $(STAMP)
 
-# The main job: train (or reuse) the tiny model, write a corrupted trajectory bag, start admn_node + thermal_monitor,
-# replay the bag live with /clock and show the adaptation; summary, CSV and PNG under artifacts/demo/.
-# Extra options: make run DEMO_ARGS="--duration 30 --random-bundle"
+# The main job: the shipped reference model (no training), a corrupted trajectory bag, Naive Allocation evaluated
+# offline at the thermal budgets, admn_node + thermal_monitor on the bag's /clock, the bag replayed live with ADMN's
+# and Naive's error side by side; summary, CSVs and PNG under artifacts/demo/.
+# Extra options: make run DEMO_ARGS="--bundle my.safetensors" (or --retrain, --random-bundle, --duration 30)
 run: $(STAMP)
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST PYTHONDONTWRITEBYTECODE=1 $(PY) -m admn_ros.tools.demo $(DEMO_ARGS)
 
