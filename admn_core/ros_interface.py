@@ -36,6 +36,7 @@ CLOCK_TOPIC = "/clock"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 GROUND_TRUTH_TOPIC = "/ground_truth/pose"
+CLASS_GROUND_TRUTH_TOPIC = "/ground_truth/class"  # std_msgs/Int32: the class index, holding until the next message
 CORRUPTION_TOPIC = "/ground_truth/corruption"
 
 

@@ -4,7 +4,8 @@
 
 * sensor topics per (view, modality): `/<ns>/<view>/camera/image_raw` (or `.../compressed` when only that is
   recorded), `/<ns>/<view>/depth/image_raw` (or `.../compressedDepth`), `/<ns>/<view>/mic/audio`;
-* ground truth `/ground_truth/pose` (PoseStamped, PoseWithCovarianceStamped, PointStamped or nav_msgs/Odometry),
+* ground truth `/ground_truth/pose` (PoseStamped, PoseWithCovarianceStamped, PointStamped or nav_msgs/Odometry), or
+  for a classification model `/ground_truth/class` (std_msgs/Int32, the class index from its stamp until the next),
   corruption labels `/ground_truth/corruption` (DiagnosticArray), and `/compute_budget` (std_msgs/Int32), all optional.
 
 A missing camera/depth topic, a sensor topic of an unexpected type, a path that is not a bag, or a bag whose index
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from admn_core.ros_interface import (
+    CLASS_GROUND_TRUTH_TOPIC,
     COMPRESSED_TRANSPORTS,
     CORRUPTION_TOPIC,
     GROUND_TRUTH_TOPIC,
@@ -38,6 +40,7 @@ COMPRESSED = "sensor_msgs/msg/CompressedImage"
 AUDIO_TYPES = (IMAGE, "audio_common_msgs/msg/AudioStamped", "audio_common_msgs/msg/AudioDataStamped")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "geometry_msgs/msg/PointStamped", "nav_msgs/msg/Odometry")
+CLASS_TYPES = ("std_msgs/msg/Int32",)
 
 
 class BagError(RuntimeError):
@@ -350,7 +353,11 @@ def _plan(path: Path, reader, config, resolve, require_ground_truth: bool) -> Ba
             return None
         return topic
 
-    ground_truth = optional(resolve(GROUND_TRUTH_TOPIC), POSE_TYPES, "ground truth, so no errors are computed")
+    if config.head.task == "classification":
+        ground_truth = optional(resolve(CLASS_GROUND_TRUTH_TOPIC), CLASS_TYPES,
+                                "class labels, so no accuracy is computed")
+    else:
+        ground_truth = optional(resolve(GROUND_TRUTH_TOPIC), POSE_TYPES, "ground truth, so no errors are computed")
     if require_ground_truth and ground_truth is None:
         raise BagError(f"{path}: {warnings[-1]}. The bag holds: {topic_table(reader)}")
     corruption = optional(resolve(CORRUPTION_TOPIC), ("diagnostic_msgs/msg/DiagnosticArray",), "corruption labels")
@@ -392,6 +399,19 @@ def stream(plan: BagPlan, extra_topics: tuple[str, ...] = ()) -> Iterator[tuple[
 def stamp_ns(msg) -> int:
     stamp = msg.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def truth_stamp_ns(msg, log_time_ns: int) -> int:
+    """A ground-truth message's stamp: its header's, or for a headerless one (a std_msgs/Int32 class label) the time
+    the bag logged it."""
+    return stamp_ns(msg) if hasattr(msg, "header") else int(log_time_ns)
+
+
+def truth_of(msg) -> tuple:
+    """The ground truth a message carries: (x, y) of a pose type, (class index,) of an Int32 class label."""
+    if hasattr(msg, "data"):
+        return (int(msg.data),)
+    return position_of(msg)
 
 
 def position_of(msg) -> tuple[float, float]:

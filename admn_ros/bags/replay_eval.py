@@ -34,7 +34,15 @@ from admn_core.stream.pipeline import (
     InputFilter,
 )
 from admn_core.stream.throttled_log import ThrottledLog
-from admn_ros.bags.bag_reader import BagPlan, corruption_label, open_bag, position_of, stamp_ns, stream
+from admn_ros.bags.bag_reader import (
+    BagPlan,
+    corruption_label,
+    open_bag,
+    stamp_ns,
+    stream,
+    truth_of,
+    truth_stamp_ns,
+)
 from admn_ros.msgs.frame_assembly import FrameAssembler, synchronizer_factory
 from admn_ros.msgs.sync import MESSAGE_FILTERS
 
@@ -52,8 +60,10 @@ class FrameRecord:
     source: str = ""
     active_blocks: dict = field(default_factory=dict)  # modality -> list of block indices
     position: tuple | None = None  # (x, y) metres
-    ground_truth: tuple | None = None
+    ground_truth: tuple | None = None  # (x, y) metres
     error_cm: float | None = None
+    predicted_class: int | None = None  # classification models: the most probable class
+    true_class: int | None = None
     corruption: str = ""
     episode: str = ""
     inference_ms: float | None = None
@@ -62,6 +72,13 @@ class FrameRecord:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def correct(self) -> bool | None:
+        """Classification: the predicted class is the labelled one (None without both)."""
+        if self.predicted_class is None or self.true_class is None:
+            return None
+        return self.predicted_class == self.true_class
 
 
 class BudgetSource:
@@ -222,14 +239,15 @@ def synchronized_stamps(bag, config, namespace: str = "", slop: float = NODE_DEF
 
 
 def read_ground_truth(bag, config, namespace: str = "") -> tuple[list, list]:
-    """-> (sorted [(stamp_ns, x, y)], sorted [(stamp_ns, detail, episode)]) from the bag's ground-truth topics."""
+    """-> (sorted [(stamp_ns, x, y)] or [(stamp_ns, class)] for a classifier, sorted [(stamp_ns, detail, episode)])
+    from the bag's ground-truth topics."""
     poses, labels = [], []
     with open_bag(bag, config, namespace) as plan:
         plan.sensors = {}
         plan.budget = None
-        for topic, _t, msg in stream(plan):
+        for topic, log_time_ns, msg in stream(plan):
             if topic == plan.ground_truth:
-                poses.append((stamp_ns(msg), *position_of(msg)))
+                poses.append((truth_stamp_ns(msg, log_time_ns), *truth_of(msg)))
             elif topic == plan.corruption:
                 labels.append((stamp_ns(msg), *corruption_label(msg)))
     return sorted(poses), sorted(labels)
@@ -237,7 +255,8 @@ def read_ground_truth(bag, config, namespace: str = "") -> tuple[list, list]:
 
 def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
                         tolerance_s: float = GT_TOLERANCE_S) -> None:
-    """Join each record to the nearest ground-truth pose / corruption label by stamp; computes error_cm."""
+    """Join each record to the nearest ground-truth pose / corruption label by stamp; computes error_cm. Class
+    labels ([(stamp_ns, class)]) hold from their stamp until the next one: a record gets the latest at or before it."""
     pose_stamps = [p[0] for p in poses]
     label_stamps = [label[0] for label in labels]
     tolerance_ns = round(tolerance_s * 1e9)
@@ -248,9 +267,15 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
                    key=lambda i: abs(stamps[i] - stamp), default=None)
         return best if best is not None and abs(stamps[best] - stamp) <= tolerance_ns else None
 
+    classes = bool(poses) and len(poses[0]) == 2
     for record in records:
         record.t_s = (record.stamp_ns - start_ns) / 1e9
-        index = nearest(pose_stamps, record.stamp_ns)
+        if classes:
+            index = bisect.bisect_right(pose_stamps, record.stamp_ns) - 1
+            record.true_class = poses[index][1] if index >= 0 else None
+            index = None
+        else:
+            index = nearest(pose_stamps, record.stamp_ns)
         if index is not None:
             record.ground_truth = poses[index][1:]
             if record.position is not None:
@@ -329,7 +354,7 @@ def bag_pipeline(plan: BagPlan, engine, budget_for: Callable, sync_slop: float =
 class BagFeed:
     """What `feed_bag` read besides the sets: ground truth, corruption labels, stamp audits, how it ended."""
 
-    poses: list = field(default_factory=list)  # (stamp_ns, x, y)
+    poses: list = field(default_factory=list)  # (stamp_ns, x, y), or (stamp_ns, class) for a classifier
     labels: list = field(default_factory=list)  # (stamp_ns, detail, episode)
     stamps: dict = field(default_factory=dict)  # camera/depth topic -> StampAudit
     finished: bool = False  # the whole bag was read (not stopped, not interrupted)
@@ -359,7 +384,7 @@ def feed_bag(plan: BagPlan, pipeline: FramePipeline, clock: BagClock, on_set: Ca
             elif topic == plan.budget and budget is not None:
                 budget.on_budget_message(msg.data)
             elif topic == plan.ground_truth:
-                fed.poses.append((stamp_ns(msg), *position_of(msg)))
+                fed.poses.append((truth_stamp_ns(msg, bag_time_ns), *truth_of(msg)))
             elif topic == plan.corruption:
                 fed.labels.append((stamp_ns(msg), *corruption_label(msg)))
             for pending in pipeline.ready_sets():
@@ -420,6 +445,8 @@ def fill_from_result(record: FrameRecord, result) -> None:
     record.active_blocks = {name: list(map(int, blocks)) for name, blocks in allocation.active_blocks().items()}
     if result.position_m is not None:
         record.position = (float(result.position_m[0]), float(result.position_m[1]))
+    if result.class_probabilities is not None:
+        record.predicted_class = int(np.argmax(result.class_probabilities))
     record.inference_ms = float(result.timings_ms.get("total", float("nan")))
 
 
