@@ -114,3 +114,18 @@ def test_bringup_without_a_reference_model_exits_with_the_places_searched(tmp_pa
     assert bringup.main(["--dry-run"]) == 2
     error = capsys.readouterr().err
     assert f"models/{share.REFERENCE_MODEL} not found" in error and str(checkout) in error and "--model" in error
+
+
+SHIPPED = ROOT / "models" / share.REFERENCE_MODEL
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"models/{share.REFERENCE_MODEL} is not in this checkout yet "
+                                                   "(trained by config/train_reference.yaml)")
+def test_the_shipped_reference_model_reads_the_demo_bags_sensors_and_has_its_controllers():
+    from admn_core.bundle import load_bundle
+    from admn_core.presets import preset_config
+
+    bundle = load_bundle(SHIPPED)
+    expected = [(m.name, tuple(m.views)) for m in preset_config("tiny").modalities]
+    assert [(m.name, tuple(m.views)) for m in bundle.config.modalities] == expected
+    assert any(name.startswith("admn_b") for name in bundle.controllers), "no per-budget ADMN controller"

@@ -353,7 +353,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=45.0, help="bag length in seconds (default 45)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera/depth rate of the bag (Hz)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of admn_node (1 suits 2 cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of admn_node and of the offline passes (1 suits 2 cores)")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline re-evaluation / agreement")
     return parser.parse_args(argv)
 
