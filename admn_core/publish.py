@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+import yaml
 
 from admn_core.bundle import PROVENANCE_PREFIX, load_bundle, read_bundle_header, save_bundle
 from admn_core.data.cache import WorldCache, write_cache
@@ -197,7 +198,7 @@ def training_command(settings: PipelineSettings, run_dir: Path) -> str:
             try:
                 candidate = load_settings(path, quick=quick, seed=settings.seed, corruption=settings.corruption)
                 base = load_settings(path)
-            except (ValueError, TypeError, AttributeError):  # not a training config (ConfigError is a ValueError)
+            except (ValueError, TypeError, AttributeError, OSError, yaml.YAMLError):  # not a training config
                 break
             if replace(candidate, progress=settings.progress) == settings:
                 flags = ([f"--corruption {settings.corruption}"] if base.corruption != settings.corruption else []) \
