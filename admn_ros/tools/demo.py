@@ -100,11 +100,11 @@ def retrain(out: Path = RETRAIN_OUT) -> Path:
     bundle = out / "bundle.safetensors"
     if done.returncode != 0 or not bundle.is_file():
         raise SystemExit(f"admn_demo: `admn train` failed (exit code {done.returncode}) or wrote no {bundle}; "
-                         f"rerun with --retrain to resume it, or run without it to use the shipped reference model")
+                         "rerun with --retrain to resume it, or run without it to use the shipped reference model")
     return bundle
 
 
-def random_bundle(out: Path) -> Path:
+def random_weights_bundle(out: Path) -> Path:
     path = out / "random_tiny.safetensors"
     log(LOUD)
     log("!!  --random-bundle: a RANDOM-WEIGHTS tiny bundle: the budget/allocation adaptation is real, the ERRORS ARE "
@@ -125,7 +125,7 @@ def get_bundle(args) -> tuple[Path, str]:
             raise SystemExit(f"admn_demo: --bundle {path} does not exist")
         return path, "given"
     if args.random_bundle:
-        return random_bundle(Path(args.out)), "RANDOM"
+        return random_weights_bundle(Path(args.out)), "RANDOM"
     if args.retrain:
         return retrain(), "retrained"
     try:
@@ -171,6 +171,9 @@ def thermal_overrides(profile: Path, duration: float) -> dict:
 
 def thermal_command(profile: Path, duration: float) -> ProcessSpec:
     return node_command("thermal_monitor", overrides=thermal_overrides(profile, duration))
+
+
+# ------------------------------------------------------------------- thermal budgets and the Naive baseline
 
 
 def thermal_policy(overrides: dict):
@@ -247,6 +250,8 @@ def evaluate_naive(bag: Path, bundle: Path, plan: dict[int, list[int]], threads:
     with quiet("admn_ros.bags.replay_eval"):
         for budget, stamps in sorted(plan.items(), reverse=True):
             result = evaluate_bag(bag, engine, BudgetSource("per_stamp", per_stamp=dict.fromkeys(stamps, budget)))
+            if result.interrupted:  # evaluate_bag keeps what it had on Ctrl-C; the demo stops
+                raise KeyboardInterrupt
             records += result.ok_records()
             log(f"   {NAIVE} at budget {budget:2d}: {len(result.ok_records())} frames in {result.seconds:.1f} s")
     return records
