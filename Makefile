@@ -16,7 +16,7 @@ KERNEL_TESTS := test/test_train_controllers.py test/test_train_stage1.py test/te
 .PHONY: run test test-slow test-kernels lint bench clean venv
 venv: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) setup.py $(wildcard launch/* config/*)
+$(STAMP): $(REQUIREMENTS) setup.py $(wildcard launch/* config/* models/*)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt \
 		-r requirements/runtime.txt -r requirements/ros-pip.txt -r requirements/dev.txt
