@@ -1,6 +1,8 @@
 """A clip classifier evaluated on a bag with class labels: every set is answered from the stream's last frames, gets
-the label holding at its stamp, and the evaluator scores it as admn_node would have answered."""
+the label holding at its stamp, and the evaluator scores it as admn_node would have answered (accuracy in the
+summary, predicted and true class in the CSV)."""
 
+import csv
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +14,7 @@ from admn_core.bench import random_bundle
 from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC, sensor_topic
 from admn_core.runtime import InferenceEngine
 from admn_ros.bags.replay_eval import evaluate_bag
+from admn_ros.bags.replay_report import format_summary, summarize, write_csv
 
 from model_fixtures import micro_config
 
@@ -64,7 +67,7 @@ def labelled_bag(tmp_path_factory):
     return path
 
 
-def test_every_set_is_scored_against_the_class_label_holding_at_its_stamp(labelled_bag):
+def test_every_set_is_scored_against_the_class_label_holding_at_its_stamp(labelled_bag, tmp_path):
     engine = InferenceEngine(random_bundle(clip_classifier(), budgets=[4], seed=5))
     result = evaluate_bag(labelled_bag, engine, 4)
     records = result.records
@@ -74,6 +77,15 @@ def test_every_set_is_scored_against_the_class_label_holding_at_its_stamp(labell
         assert 0 <= record.predicted_class < 5
         assert record.correct == (record.predicted_class == record.true_class)
     assert not any("class labels" in warning for warning in result.warnings)
+
+    summary = summarize(records)
+    expected = 100.0 * np.mean([record.correct for record in records])
+    assert summary["task"] == "classification" and summary["overall"]["accuracy"] == pytest.approx(expected)
+    assert summary["per_budget"][4]["n"] == len(records)
+    assert "accuracy %" in format_summary(summary)
+    rows = list(csv.DictReader(write_csv(records, tmp_path / "frames.csv").open()))
+    assert [int(row["true_class"]) for row in rows] == [record.true_class for record in records]
+    assert [int(row["pred_class"]) for row in rows] == [record.predicted_class for record in records]
 
 
 def test_a_bag_without_class_labels_warns_and_scores_nothing(labelled_bag, tmp_path):

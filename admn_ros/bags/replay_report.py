@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 CSV_FIELDS = ("stamp_ns", "stamp_s", "t_s", "status", "budget", "budget_origin", "budget_used", "source",
-              "pred_x_m", "pred_y_m", "gt_x_m", "gt_y_m", "error_cm", "episode", "corruption", "inference_ms",
-              "reason")
+              "pred_x_m", "pred_y_m", "gt_x_m", "gt_y_m", "error_cm", "pred_class", "true_class", "episode",
+              "corruption", "inference_ms", "reason")
 
 
 def modalities_of(records) -> list[str]:
@@ -55,8 +55,9 @@ class FrameCsv:
                r.budget_origin, _fmt(r.budget_used), r.source]
         row += [len(r.active_blocks[m]) if m in r.active_blocks else "" for m in self.modalities]
         row += [",".join(map(str, r.active_blocks[m])) if m in r.active_blocks else "" for m in self.modalities]
-        row += [_fmt(pred[0]), _fmt(pred[1]), _fmt(truth[0]), _fmt(truth[1]), _fmt(r.error_cm, 2), r.episode,
-                r.corruption, _fmt(r.inference_ms, 2), r.reason]
+        row += [_fmt(pred[0]), _fmt(pred[1]), _fmt(truth[0]), _fmt(truth[1]), _fmt(r.error_cm, 2),
+                _fmt(r.predicted_class), _fmt(r.true_class), r.episode, r.corruption, _fmt(r.inference_ms, 2),
+                r.reason]
         self._writer.writerow(row)
         self._file.flush()
 
@@ -90,10 +91,19 @@ def _stats(errors) -> dict:
             "p90": float(np.percentile(errors, 90))}
 
 
+def _accuracy(correct) -> dict:
+    return {"n": len(correct), "accuracy": 100.0 * float(np.mean(correct)) if correct else float("nan")}
+
+
 def summarize(records) -> dict:
-    """{'overall': stats, 'per_budget': {budget: stats+blocks}, 'per_episode': {label: stats+blocks}, counts}."""
+    """{'overall': stats, 'per_budget': {budget: stats+blocks}, 'per_episode': {label: stats+blocks}, counts}.
+    stats: error n / mean / median / p90 (cm), or for a classifier's records (with class labels) n / accuracy (%)."""
     modalities = modalities_of(records)
-    scored = [r for r in records if r.ok and r.error_cm is not None]
+    classification = any(r.true_class is not None for r in records)
+    if classification:
+        scored = [r for r in records if r.ok and r.correct is not None]
+    else:
+        scored = [r for r in records if r.ok and r.error_cm is not None]
 
     def group(key):
         groups = defaultdict(list)
@@ -101,7 +111,7 @@ def summarize(records) -> dict:
             groups[key(r)].append(r)
         out = {}
         for name, rows in groups.items():
-            stats = _stats([r.error_cm for r in rows])
+            stats = _accuracy([r.correct for r in rows]) if classification else _stats([r.error_cm for r in rows])
             stats["blocks"] = {m: float(np.mean([len(r.active_blocks.get(m, [])) for r in rows])) for m in modalities}
             out[name] = stats
         return out
@@ -109,9 +119,9 @@ def summarize(records) -> dict:
     status_counts = defaultdict(int)
     for r in records:
         status_counts[r.status] += 1
-    overall = group(lambda r: "all").get("all", _stats([]))
-    return {"overall": overall, "per_budget": dict(sorted(group(lambda r: r.budget)
-                                                                                         .items())),
+    overall = group(lambda r: "all").get("all", _accuracy([]) if classification else _stats([]))
+    return {"overall": overall, "task": "classification" if classification else "localization",
+            "per_budget": dict(sorted(group(lambda r: r.budget).items())),
             "per_episode": group(lambda r: r.episode or "unlabelled"), "modalities": modalities,
             "sets": len(records), "status": dict(status_counts)}
 
@@ -122,14 +132,16 @@ def format_summary(summary: dict, title: str = "") -> str:
     lines = [title] if title else []
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["status"].items()))
     lines.append(f"{summary['sets']} synchronized sets ({counts})")
-    head = f"{'':28s} {'n':>5s} {'mean':>7s} {'median':>7s} {'p90':>7s}  " + " ".join(
+    classification = summary.get("task") == "classification"
+    columns = ("accuracy",) if classification else ("mean", "median", "p90")
+    head = f"{'':28s} {'n':>5s} " + " ".join(f"{c:>8s}" for c in columns) + "  " + " ".join(
         f"{short[m]:>5s}" for m in modalities)
-    lines.append(head + "   (error cm; mean active blocks per modality)")
+    lines.append(head + ("   (accuracy %" if classification else "   (error cm") + "; mean active blocks per modality)")
 
     def row(label, stats):
         blocks = " ".join(f"{stats.get('blocks', {}).get(m, float('nan')):5.1f}" for m in modalities)
-        return (f"{label[:28]:28s} {stats['n']:5d} {stats['mean']:7.1f} {stats['median']:7.1f} {stats['p90']:7.1f}  "
-                f"{blocks}")
+        values = " ".join(f"{stats[c]:8.1f}" for c in columns)
+        return f"{label[:28]:28s} {stats['n']:5d} {values}  {blocks}"
 
     overall = dict(summary["overall"])
     lines.append(row("all", overall))
