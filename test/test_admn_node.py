@@ -339,17 +339,39 @@ def test_silent_inputs_are_reported_with_the_likely_qos_fix(rig_factory, ros_con
     assert f"no message on {camera_2}" in status.message and "QoS mismatch" in status.message
 
 
-def test_missing_model_and_bad_parameters_fail_with_a_clear_reason(ros_context, tmp_path, bundle_path):  # noqa: F811
+def test_missing_model_and_bad_parameters_fail_with_a_clear_reason(ros_context, tmp_path, bundle_path,  # noqa: F811
+                                                                    monkeypatch):
     from rclpy.exceptions import InvalidParameterValueException
+
+    from admn_ros.tools import share
 
     missing = str(tmp_path / "missing.safetensors")
     with pytest.raises(ModelLoadError, match=r"bundle not found: .*missing\.safetensors"):
         AdmnNode(context=ros_context, parameter_overrides=[Parameter("model", value=missing)])
-    with pytest.raises(ModelLoadError, match="parameter 'model' is required"):
+    monkeypatch.setattr(share, "share_roots", lambda: [tmp_path])  # an install without the reference model
+    with pytest.raises(ModelLoadError, match="parameter 'model' is empty and the shipped reference model is not "
+                                             "installed"):
         AdmnNode(context=ros_context)
     with pytest.raises(InvalidParameterValueException, match="precision must be one of"):
         AdmnNode(context=ros_context, parameter_overrides=[Parameter("model", value=bundle_path),
                                                            Parameter("precision", value="fp8")])
+
+
+def test_an_empty_model_parameter_serves_the_installed_reference_model(ros_context, tmp_path, bundle_path,  # noqa: F811
+                                                                       monkeypatch):
+    import shutil
+
+    from admn_ros.tools import share
+
+    installed = tmp_path / "share" / "models" / share.REFERENCE_MODEL
+    installed.parent.mkdir(parents=True)
+    shutil.copy(bundle_path, installed)
+    monkeypatch.setattr(share, "share_roots", lambda: [tmp_path / "share"])
+    node = AdmnNode(context=ros_context)
+    try:
+        assert node.model_path == installed.resolve() and node.config.name == "micro"
+    finally:
+        node.destroy_node()
 
 
 def test_cuda_requested_without_cuda_falls_back_to_the_cpu_with_an_error(ros_context, bundle_path):  # noqa: F811

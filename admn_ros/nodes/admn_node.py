@@ -177,10 +177,16 @@ class AdmnNode(Node):
         from admn_core.bundle import BundleError
 
         raw = self.param("model")
-        if not raw:
-            raise ModelLoadError("parameter 'model' is required: the path of a .safetensors bundle, e.g. "
-                                 "-p model:=/path/tiny.safetensors (make a random one with "
-                                 "`admn make-bundle --preset tiny --out tiny.safetensors`)")
+        if not raw:  # the package's own trained model, as the launch file and admn_bringup default to
+            from admn_ros.tools.share import reference_model
+
+            try:
+                raw = str(reference_model())
+            except FileNotFoundError as error:
+                raise ModelLoadError(f"parameter 'model' is empty and the shipped reference model is not installed "
+                                     f"({error}): pass the path of a .safetensors bundle, e.g. -p "
+                                     "model:=/path/tiny.safetensors") from None
+            self.get_logger().info("parameter 'model' is empty: serving the shipped reference model")
         path = Path(raw).expanduser().absolute()
         try:
             path = path.resolve()  # `..` and symlinks resolved: the log names the file actually read

@@ -34,7 +34,8 @@ def _descriptor(description: str, read_only: bool = False, float_range=None, int
 
 # name -> (default, descriptor). Ranges are checked by rclpy before the validation callback runs.
 PARAMETERS = {
-    "model": ("", _descriptor("path of the .safetensors model bundle", read_only=True)),
+    "model": ("", _descriptor("path of the .safetensors model bundle; empty: the shipped reference model",
+                              read_only=True)),
     "expected_sha256": ("", _descriptor("if set, the bundle file's sha256 must equal this (64 hex digits)",
                                         read_only=True)),
     "device": ("cpu", _descriptor("cpu | cuda | cuda:N; CUDA unavailable -> CPU with an error", read_only=True)),
