@@ -274,6 +274,14 @@ class PolicyConfig:
     hysteresis_c: float = 3.0
     recover_interval_s: float = 10.0
 
+    @classmethod
+    def from_values(cls, value) -> PolicyConfig:
+        """From parameter values: `value(name)` for budget_levels, thresholds_c, hysteresis_c, recover_interval_s
+        (TypeError / ValueError for values of the wrong kind)."""
+        return cls(levels=tuple(int(v) for v in value("budget_levels")),
+                   thresholds_c=tuple(float(v) for v in value("thresholds_c")),
+                   hysteresis_c=float(value("hysteresis_c")), recover_interval_s=float(value("recover_interval_s")))
+
     def problems(self) -> str | None:
         """A reason the configuration is unusable, or None."""
         if not self.levels:
@@ -465,13 +473,8 @@ class ThermalMonitorNode(Node):
         raise ValueError(f"parameter source must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
 
     def _policy_config_from(self, overrides: dict) -> PolicyConfig:
-        def value(name):
-            return overrides[name] if name in overrides else self.get_parameter(name).value
-
-        return PolicyConfig(levels=tuple(int(v) for v in value("budget_levels")),
-                            thresholds_c=tuple(float(v) for v in value("thresholds_c")),
-                            hysteresis_c=float(value("hysteresis_c")),
-                            recover_interval_s=float(value("recover_interval_s")))
+        return PolicyConfig.from_values(
+            lambda name: overrides[name] if name in overrides else self.get_parameter(name).value)
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}

@@ -184,11 +184,7 @@ def thermal_policy(overrides: dict):
 
     document = yaml.safe_load(config_file("thermal_monitor.yaml").read_text())
     (values,) = [section["ros__parameters"] for section in document.values()]
-    values = {**values, **overrides}
-    return PolicyConfig(levels=tuple(int(v) for v in values["budget_levels"]),
-                        thresholds_c=tuple(float(v) for v in values["thresholds_c"]),
-                        hysteresis_c=float(values["hysteresis_c"]),
-                        recover_interval_s=float(values["recover_interval_s"]))
+    return PolicyConfig.from_values({**values, **overrides}.__getitem__)
 
 
 def budget_schedule(profile: Path, duration: float, overrides: dict) -> list[tuple[float, int]]:
