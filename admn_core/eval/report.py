@@ -26,16 +26,20 @@ def results_markdown(results: dict) -> str:
                                                                       sorted(extra.items(), key=lambda x: int(x[0])))]
     costs = results.get("costs", {})
     if costs:
-        lines += ["", "| Budget | Naive GFLOPs | ADMN GFLOPs (incl. controller) | MNS GFLOPs | Naive ms | ADMN ms |",
-                  "|---|---|---|---|---|---|"]
+        with_mns = any("mns_gflops" in costs.get(b, {}) for b in budgets)  # runs without the MNS baseline lack it
+        mns_head, mns_rule = (" MNS GFLOPs |", "---|") if with_mns else ("", "")
+        lines += ["", f"| Budget | Naive GFLOPs | ADMN GFLOPs (incl. controller) |{mns_head} Naive ms | ADMN ms |",
+                  f"|---|---|---|{mns_rule}---|---|"]
         for b in budgets:
             row = costs.get(b, {})
+            mns = f" {row.get('mns_gflops', float('nan')):.3f} |" if with_mns else ""
             lines.append(f"| {b} | {row.get('naive_gflops', float('nan')):.3f} | "
-                         f"{row.get('admn_gflops', float('nan')):.3f} | {row.get('mns_gflops', float('nan')):.3f} | "
+                         f"{row.get('admn_gflops', float('nan')):.3f} |{mns} "
                          f"{row.get('naive_latency_ms', float('nan')):.1f} | "
                          f"{row.get('admn_latency_ms', float('nan')):.1f} |")
         upper = results.get("upper_bound", {})
-        lines.append(f"| all ({upper.get('gflops', 0):.3f} GFLOPs) | | | | {upper.get('latency_ms', 0):.1f} | |")
+        lines.append(f"| all ({upper.get('gflops', 0):.3f} GFLOPs) | | |{' |' if with_mns else ''} "
+                     f"{upper.get('latency_ms', 0):.1f} | |")
         lines += ["", f"Latency: batch 1, median, CPU — {results.get('machine', '?')}"]
     return "\n".join(lines) + "\n"
 
