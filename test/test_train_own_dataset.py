@@ -182,6 +182,30 @@ def test_admn_train_on_own_ave_dataset_to_bundle(small_ave, tmp_path):
             assert int(mask_cost(torch.as_tensor(allocation.mask)[None], layer_costs(engine.config))) <= budget
     assert correct / len(test) > 1 / len(CLASSES) + 0.2  # chance is 1/3
 
+    # The node's frame pipeline, fed the clip as a camera streams it (one frame per message) and its event audio as
+    # a microphone chunk, answers as the engine does on the reader's sample.
+    sample, _ = test[0]
+    outcomes = node_path_outcomes(engine, sample, budget=12)
+    assert [outcome.status for outcome in outcomes] == ["ok"] * 8
+    np.testing.assert_allclose(outcomes[-1].result.class_probabilities,
+                               engine.infer(sample, 12).class_probabilities, atol=1e-5)
+
+
+def node_path_outcomes(engine, sample, budget):
+    from admn_core.stream.pipeline import FramePipeline
+    from admn_ros.msgs.audio import numpy_to_audio_image
+    from admn_ros.msgs.conversions import ns_to_stamp, numpy_to_image
+    from admn_ros.msgs.frame_assembly import FrameAssembler, synchronizer_factory
+
+    pipeline = FramePipeline(engine, FrameAssembler(engine.config), lambda stamp: (budget, "fixed"),
+                             synchronizer_factory(0.05, 10, "builtin"))
+    frames, audio = sample[("clip", "rgb")], sample[("clip", "audio")]
+    stamps = [1_000_000_000 + index * 125_000_000 for index in range(len(frames))]  # 8 frames a second
+    pipeline.add_audio(("clip", "audio"), numpy_to_audio_image(audio, stamp=ns_to_stamp(stamps[-1])))
+    for stamp, frame in zip(stamps, frames, strict=True):
+        pipeline.add_frame(("clip", "rgb"), numpy_to_image(np.ascontiguousarray(frame), "rgb8", ns_to_stamp(stamp)))
+    return [pipeline.process(pending) for pending in pipeline.drain()]
+
 
 def test_gdtm_reader_fits_the_gdtm_presets(tmp_path):
     pytest.importorskip("h5py")
