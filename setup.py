@@ -2,8 +2,8 @@
 
 Works with `colcon build` on a robot with ROS 2 Jazzy/Kilted (docs/install.md), and with `pip install -e .` in a
 venv: `make venv` does that, then registers the checkout in the venv's ament index (admn_ros/tools/ament_register.py:
-the marker, share/admn_ros/{package.xml,launch,config,models} and lib/admn_ros/<console scripts>, which an editable install
-does not write), so `ros2 pkg prefix|run|launch admn_ros` find it.
+the marker, share/admn_ros/{package.xml,launch,config,models} and lib/admn_ros/<console scripts>, which an editable
+install does not write), so `ros2 pkg prefix|run|launch admn_ros` find it.
 """
 
 from glob import glob

@@ -11,7 +11,7 @@ Unless FASTDDS_DEFAULT_PROFILES_FILE is already set (a user's profile is kept), 
 config/fastdds_large_data.xml: with Fast DDS's default 512 KB shared-memory segment a best-effort subscriber receives
 almost no VGA images from another process (config/fastdds_large_data.xml explains). Camera drivers started outside
 this launch file need the same variable.
-`model` defaults to the shipped reference model, share/admn_ros/models/reference_tiny_field.safetensors.
+`model` defaults to the shipped reference model, share/admn_ros/models/reference_tiny_rgbd.safetensors.
 The `model`, `device`, `frame_id` (REP-105: `map` by default) and `use_sim_time` arguments override the values in
 the YAML files. The budget topic is `compute_budget` relative to the namespace (`/robot1/compute_budget` with
 `namespace:=robot1`); `budget_topic:=/compute_budget` remaps both nodes onto one budget shared across namespaces.

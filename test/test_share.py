@@ -59,7 +59,7 @@ def test_reference_model_missing_everywhere_names_every_place_searched(tmp_path,
 def test_setup_installs_the_models_folder_into_the_share_directory(tmp_path, monkeypatch):
     shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
     (tmp_path / "models").mkdir()
-    for name in ("reference_tiny_field.safetensors", "reference_tiny_field.json", "reference_tiny_field.md",
+    for name in ("reference_tiny_rgbd.safetensors", "reference_tiny_rgbd.json", "reference_tiny_rgbd.md",
                  "notes.txt"):
         (tmp_path / "models" / name).write_text(name)
     captured = {}
@@ -68,7 +68,7 @@ def test_setup_installs_the_models_folder_into_the_share_directory(tmp_path, mon
     runpy.run_path("setup.py")
     data_files = dict(captured["data_files"])
     assert sorted(data_files["share/admn_ros/models"]) == [
-        "models/reference_tiny_field.json", "models/reference_tiny_field.md", "models/reference_tiny_field.safetensors"]
+        "models/reference_tiny_rgbd.json", "models/reference_tiny_rgbd.md", "models/reference_tiny_rgbd.safetensors"]
 
 
 def test_register_links_the_models_folder_and_tolerates_a_checkout_without_one(tmp_path):

@@ -11,7 +11,7 @@ Ctrl-C / SIGTERM are forwarded as SIGINT (the signal rclpy shuts down cleanly on
 children that do not exit within the grace period are terminated, then killed. If one node exits, the other is
 stopped too and bring-up exits with the first failing code. `--dry-run` prints the commands instead.
 
-Config files and the default model (the shipped reference model, models/reference_tiny_field.safetensors) are looked
+Config files and the default model (the shipped reference model, models/reference_tiny_rgbd.safetensors) are looked
 up where the launch file finds them: the package share directory (admn_ros.tools.share).
 
 `node_command(name, params_file, overrides, namespace, remaps, env)` -> `ProcessSpec` (argv, environment) applies the
@@ -56,7 +56,7 @@ class ProcessSpec:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="admn_bringup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="path of the .safetensors model bundle (default: the shipped reference model, "
-                                         "share/admn_ros/models/reference_tiny_field.safetensors)")
+                                         "share/admn_ros/models/reference_tiny_rgbd.safetensors)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     parser.add_argument("--config", help="admn_node parameters YAML (default: the shipped config/admn_node.yaml)")
     parser.add_argument("--thermal-config",

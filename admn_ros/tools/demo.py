@@ -1,7 +1,7 @@
 """admn_demo (`make run`): ADMN adapting live to a heating-up robot and corrupted sensors, end to end over ROS 2,
 against Naive Allocation (the same model with every budget split evenly) on the same frames and budgets.
 
-1. model: the shipped reference model (share/admn_ros/models/reference_tiny_field.safetensors; no training);
+1. model: the shipped reference model (share/admn_ros/models/reference_tiny_rgbd.safetensors; no training);
    `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, hours on a CPU)
    into artifacts/reference and uses that; `--random-bundle` RANDOM weights for smoke tests (announced loudly);
 2. a trajectory bag with corruption episodes (`admn world-bag`: lights dimming, blur, rain, depth dropout, a noisy

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "admn_ros"
-REFERENCE_MODEL = "reference_tiny_field.safetensors"  # the trained bundle in models/
+REFERENCE_MODEL = "reference_tiny_rgbd.safetensors"  # the trained bundle in models/
 SOURCE_TREE = Path(__file__).resolve().parents[2]  # admn_ros/tools/share.py -> the repository
 
 
@@ -42,7 +42,7 @@ def config_file(name: str) -> Path:
 
 
 def reference_model() -> Path:
-    """The shipped reference model (models/reference_tiny_field.safetensors), the default of the launch file,
+    """The shipped reference model (models/reference_tiny_rgbd.safetensors), the default of the launch file,
     admn_bringup and the demo; FileNotFoundError naming every place searched."""
     return share_file(f"models/{REFERENCE_MODEL}")
 
