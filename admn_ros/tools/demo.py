@@ -2,10 +2,12 @@
 against Naive Allocation (the same model with every budget split evenly) on the same frames and budgets.
 
 1. model: the shipped reference model (share/admn_ros/models/reference_tiny_rgbd.safetensors; no training);
-   `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, hours on a CPU)
-   into artifacts/reference and uses that; `--random-bundle` RANDOM weights for smoke tests (announced loudly);
-2. a trajectory bag with corruption episodes (`admn world-bag`: lights dimming, blur, rain, depth dropout, a noisy
-   microphone), cached under artifacts/demo/;
+   `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, under an
+   hour on 2 CPU cores) into artifacts/reference and uses that; `--random-bundle` RANDOM weights for smoke tests
+   (announced loudly);
+2. a trajectory bag of the simulated world (`admn_core.data.bag_writer`) with the reference model's conditions:
+   daylight saturating the depth camera, the lights dimming (RGB dark, depth back), daylight again; cached under
+   artifacts/demo/;
 3. Naive Allocation evaluated offline on the bag (admn_node's own frame pipeline) at the budgets thermal_monitor's
    policy gives each frame's moment under the scripted profile, and at its neighbours in time, so every frame the
    node answers live can be compared under the budget it was answered with;
@@ -139,15 +141,28 @@ def get_bundle(args) -> tuple[Path, str]:
 # ------------------------------------------------------------------------------------------------- world
 
 
+def demo_episodes(duration: float):
+    """The reference model's world, the paper's GDTM lowlight scenario: in ordinary light the IR depth camera is
+    saturated; as the lights dim, the depth recovers and the RGB goes dark; then the light comes back."""
+    from admn_core.data.trajectory_recording import Episode
+
+    d = duration
+    # The dimming ramp's gamma passes 1.5 (visibly darker) 2.6 % into it and falls below it 2.6 % before its end: the
+    # daylight episodes hand over there.
+    return (Episode(0.0, 0.163 * d, "depth", "saturation", 1.0, description="daylight saturating the IR depth"),
+            Episode(0.15 * d, 0.65 * d, "rgb", "lowlight", 100.0, ramp=True, description="lights dimming"),
+            Episode(0.637 * d, d, "depth", "saturation", 1.0, description="daylight again"))
+
+
 def get_bag(out: Path, duration: float, rate: float, seed: int) -> tuple[Path, bool]:
-    bag = out / f"bag_{duration:g}s_{rate:g}hz_seed{seed}"
+    bag = out / f"bag_{duration:g}s_{rate:g}hz_seed{seed}_daylight"
     if (bag / "metadata.yaml").is_file():
         return bag, True
     if bag.exists():
         shutil.rmtree(bag)  # a half-written bag from an interrupted run
-    from admn_core.data.cli import world_bag  # what `admn world-bag` runs
+    from admn_core.data.bag_writer import write_trajectory_bag
 
-    world_bag(bag, duration, seed, "sqlite3", "64", rate)
+    write_trajectory_bag(bag, duration, seed, camera_rate_hz=rate, episodes=demo_episodes(duration), log=print)
     return bag, False
 
 
