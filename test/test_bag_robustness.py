@@ -265,7 +265,7 @@ def test_cli_reads_metadata_yaml_and_exits_3_when_nothing_was_evaluated(bag, mod
 
 
 def test_cli_ctrl_c_exits_130_and_leaves_a_valid_partial_csv(model, tmp_path):
-    long_bag = write_trajectory_bag(tmp_path / "long", duration_s=20.0, seed=5)  # long enough to interrupt
+    long_bag = write_trajectory_bag(tmp_path / "long", duration_s=8.0, seed=5)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "admn_ros.bags.replay_cli", str(long_bag), "--model", str(model),
                "--out", str(out), "--quiet"]
