@@ -47,8 +47,12 @@ def test_truncated_file_names_the_problem(saved, tmp_path):
 
 def test_tampered_weights_are_detected(saved, tmp_path):
     _, path = saved
+    assert_one_flipped_bit_is_detected(path, -100, tmp_path)  # inside the tensor data, header intact
+
+
+def assert_one_flipped_bit_is_detected(path, offset, tmp_path):
     data = bytearray(path.read_bytes())
-    data[-100] ^= 0x40  # flip one bit inside the tensor data, leaving the header intact
+    data[offset] ^= 0x40
     tampered = tmp_path / "tampered.safetensors"
     tampered.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="content_sha256"):
@@ -154,12 +158,7 @@ def test_half_precision_storage_keeps_integer_tensors_and_the_content_hash(saved
         assert handle.get_slice("model.fusion.norm.weight").get_dtype() == "F16"
     del bundle.model.step_count
     half = save_bundle(tmp_path / "half.safetensors", bundle, storage_dtype=torch.float16)
-    data = bytearray(half.read_bytes())
-    data[-3] ^= 0x40  # a bit of the last stored float16 weight
-    tampered = tmp_path / "tampered.safetensors"
-    tampered.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="content_sha256"):
-        load_bundle(tampered)
+    assert_one_flipped_bit_is_detected(half, -3, tmp_path)  # a bit of the last stored float16 weight
 
 
 def test_half_precision_storage_refuses_values_out_of_its_range(saved, tmp_path):
