@@ -53,3 +53,55 @@ def edit_metadata(bag, change):
     with open(path, "w") as file:
         yaml.dump(document, file)
     return bag
+
+
+def write_labelled_clip_bag(path, labels, seconds, kinds=("rgb", "audio"), view="clip", rate_hz=10,
+                            image_size=(24, 32), seed=0, start_ns=1_700_000_000 * 10**9):
+    """A bag of one view's sensors with /ground_truth/class labels ((seconds, class), each holding until the next).
+    Every frame shows its class: RGB brightness and depth distance grow with the class index (plus noise), so a
+    classifier can learn them; audio is 20 ms chunks of 16 kHz noise stamped at their last sample."""
+    import numpy as np
+
+    from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC, sensor_topic
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types = store.types
+    rng = np.random.default_rng(seed)
+    rows, cols = image_size
+
+    def header(ns):
+        return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
+            sec=ns // 10**9, nanosec=ns % 10**9), frame_id=view)
+
+    def image(ns, array, encoding):
+        return types["sensor_msgs/msg/Image"](
+            header=header(ns), height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0,
+            step=array.shape[1] * array.itemsize * (array.shape[2] if array.ndim == 3 else 1),
+            data=np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+
+    def class_at(seconds_in):  # the label holding then (frames before the first label show the first class)
+        return next((label for start, label in reversed(labels) if start <= seconds_in), labels[0][1])
+
+    with Writer(path, version=9) as writer:
+        connections = {kind: writer.add_connection(f"/{sensor_topic(kind, view)}", "sensor_msgs/msg/Image",
+                                                   typestore=store) for kind in kinds}
+        label_connection = writer.add_connection(CLASS_GROUND_TRUTH_TOPIC, "std_msgs/msg/Int32", typestore=store)
+        messages = [(start_ns + round(start * 1e9), label_connection, types["std_msgs/msg/Int32"](data=label))
+                    for start, label in labels]
+        if "audio" in kinds:
+            for chunk in range(int(seconds * 50)):
+                ns = start_ns + round((chunk + 1) * 0.02e9) - 62_500
+                wave = (0.1 * rng.standard_normal((1, 320))).astype("<f4")
+                messages.append((ns, connections["audio"], image(ns, wave, "32FC1")))
+        for frame in range(int(seconds * rate_hz)):
+            ns = start_ns + round(frame * 1e9 / rate_hz)
+            label = class_at(frame / rate_hz)
+            if "rgb" in kinds:
+                rgb = np.clip(40 + 60 * label + rng.normal(0, 20, (rows, cols, 3)), 0, 255).astype(np.uint8)
+                messages.append((ns, connections["rgb"], image(ns, rgb, "rgb8")))
+            if "depth" in kinds:
+                depth = np.clip(800 + 700 * label + rng.normal(0, 100, (rows, cols)), 1, 9000).astype("<u2")
+                messages.append((ns, connections["depth"], image(ns, depth, "16UC1")))
+        for ns, connection, message in sorted(messages, key=lambda item: item[0]):
+            writer.write(connection, ns, store.serialize_cdr(message, connection.msgtype))
+    return path

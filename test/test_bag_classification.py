@@ -7,19 +7,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from rosbags.rosbag2 import Writer
-from rosbags.typesys import Stores, get_typestore
 
 from admn_core.bench import random_bundle
-from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC, sensor_topic
+from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC
 from admn_core.runtime import InferenceEngine
 from admn_ros.bags.replay_eval import evaluate_bag
 from admn_ros.bags.replay_report import format_summary, summarize, write_csv
 
+from bag_fixtures import write_labelled_clip_bag
 from model_fixtures import micro_config
 
 VIEW, FRAMES, RATE_HZ, SECONDS = "clip", 3, 10, 1.0
-START_NS = 1_700_000_000 * 10**9
 LABELS = ((0.0, 1), (0.55, 3))  # (seconds, class): class 1 until 0.55 s, then class 3
 
 
@@ -31,40 +29,8 @@ def clip_classifier():
 
 @pytest.fixture(scope="module")
 def labelled_bag(tmp_path_factory):
-    store = get_typestore(Stores.ROS2_KILTED)
-    types = store.types
-    path = tmp_path_factory.mktemp("bags") / "clips"
-    rng = np.random.default_rng(0)
-
-    def header(ns):
-        return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
-            sec=ns // 10**9, nanosec=ns % 10**9), frame_id=VIEW)
-
-    def image(ns, array, encoding, bytes_per_pixel):
-        rows, cols = array.shape[:2]
-        return types["sensor_msgs/msg/Image"](header=header(ns), height=rows, width=cols, encoding=encoding,
-                                              is_bigendian=0, step=cols * bytes_per_pixel,
-                                              data=np.ascontiguousarray(array).view(np.uint8).reshape(-1))
-
-    with Writer(path, version=9) as writer:
-        camera = writer.add_connection(f"/{sensor_topic('rgb', VIEW)}", "sensor_msgs/msg/Image", typestore=store)
-        microphone = writer.add_connection(f"/{sensor_topic('audio', VIEW)}", "sensor_msgs/msg/Image",
-                                           typestore=store)
-        labels = writer.add_connection(CLASS_GROUND_TRUTH_TOPIC, "std_msgs/msg/Int32", typestore=store)
-        messages = []
-        for seconds, label in LABELS:
-            ns = START_NS + round(seconds * 1e9)
-            messages.append((ns, labels, types["std_msgs/msg/Int32"](data=label)))
-        for chunk in range(int(SECONDS * 50)):  # 20 ms chunks stamped at their last sample
-            ns = START_NS + round((chunk + 1) * 0.02e9) - 62_500
-            wave = (0.1 * rng.standard_normal((1, 320))).astype("<f4")
-            messages.append((ns, microphone, image(ns, wave, "32FC1", 4)))
-        for frame in range(int(SECONDS * RATE_HZ)):
-            ns = START_NS + round(frame * 1e9 / RATE_HZ)
-            messages.append((ns, camera, image(ns, rng.integers(0, 256, (24, 32, 3), np.uint8), "rgb8", 3)))
-        for ns, connection, message in sorted(messages, key=lambda item: item[0]):
-            writer.write(connection, ns, store.serialize_cdr(message, connection.msgtype))
-    return path
+    return write_labelled_clip_bag(tmp_path_factory.mktemp("bags") / "clips", LABELS, SECONDS, ("rgb", "audio"),
+                                   VIEW, RATE_HZ)
 
 
 def test_every_set_is_scored_against_the_class_label_holding_at_its_stamp(labelled_bag, tmp_path):

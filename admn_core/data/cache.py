@@ -7,6 +7,8 @@ Layout of a cache directory::
     arrays/<view>__<modality>.npy        [N, *shape] sensor arrays in sensor units (see the Sample contract)
     targets/position.npy                 [N, 2] float32 metres, world frame (REP-103)
     targets/{heading,speed,time}.npy     [N] float32 (radians, m/s, seconds along the trajectory)
+    targets/label.npy                    [N] int64 class index: only in caches of classified samples (manifest
+                                         "task": "classification"), which have time but no position/heading/speed
     labels/<modality>__category_id.npy   [N, V] int16, index into manifest "categories" (V = len(views))
     labels/<modality>__severity.npy      [N, V] int16, 0 = clean
     labels/<modality>__value.npy         [N, V] float32, σ / gamma / kernel / intensity / fraction / SNR dB
@@ -40,7 +42,14 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "admn-world-cache"
 FORMAT_VERSION = 1
 TARGET_FIELDS = ("heading", "speed", "time")
+LOCALIZATION_TARGETS = ("position", *TARGET_FIELDS)
+CLASSIFICATION_TARGETS = ("label", "time")
 LABEL_FIELDS = (("category_id", np.int16), ("severity", np.int16), ("value", np.float32))
+
+
+def target_names(task: str) -> tuple[str, ...]:
+    """The target files of a cache of `task` (targets/<name>.npy)."""
+    return CLASSIFICATION_TARGETS if task == "classification" else LOCALIZATION_TARGETS
 
 
 def array_file(view: str, modality: str) -> str:
@@ -148,20 +157,23 @@ def write_cache(out: str | Path, num_samples: int, preset: str = "mixed", seed: 
 class SampleCacheWriter:
     """A cache from given samples (e.g. recorded ones), written as they come, without holding them in memory.
 
-    `add(sample, target)` takes {(view, modality): array} and {"position": [2], "heading", "speed", "time"} plus,
-    optionally, "plan": {(view, modality): CorruptionSpec} — the corruption each input is known to carry (e.g. a
-    recording's labels); inputs without one are labelled clean. Every sample must have the first one's keys, dtypes
-    and shapes. `finish()` writes the .npy files and manifest.json (with `source`, e.g. where the samples
-    came from and a fingerprint) and renames `<out>.partial` to `<out>`; `abort()` removes the partial write."""
+    `add(sample, target)` takes {(view, modality): array} and the task's target — localization: {"position": [2],
+    "heading", "speed", "time"}; classification: {"label": class index, "time"} — plus, optionally, "plan":
+    {(view, modality): CorruptionSpec}, the corruption each input is known to carry (e.g. a recording's labels);
+    inputs without one are labelled clean. Every sample must have the first one's keys, dtypes and shapes.
+    `finish()` writes the .npy files and manifest.json (with `task` and `source`, e.g. where the samples came from
+    and a fingerprint) and renames `<out>.partial` to `<out>`; `abort()` removes the partial write."""
 
     def __init__(self, out: str | Path, views: tuple[str, ...], modalities: tuple[tuple[str, str], ...],
-                 source: dict) -> None:
+                 source: dict, task: str = "localization") -> None:
+        if task not in ("localization", "classification"):
+            raise ValueError(f"task must be localization or classification, got {task!r}")
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
-        self.views, self.modalities, self.source = tuple(views), tuple(modalities), source
+        self.views, self.modalities, self.source, self.task = tuple(views), tuple(modalities), source, task
         self.keys = tuple((view, name) for name, _ in self.modalities for view in self.views)
         self.specs: dict = {}  # key -> (dtype, shape) of the first sample
-        self.targets: dict = {"position": [], **{name: [] for name in TARGET_FIELDS}}
+        self.targets: dict = {name: [] for name in target_names(task)}
         self.labels: dict = {(name, field): [] for name, _ in self.modalities for field, _ in LABEL_FIELDS}
         shutil.rmtree(self.partial, ignore_errors=True)
         for sub in ("arrays", "targets", "labels"):
@@ -183,9 +195,14 @@ class SampleCacheWriter:
                 raise CacheFormatError(self.partial, f"sample {self.num_samples}: {key} is {array.dtype} "
                                                      f"{array.shape}, the first sample's is {spec[0]} {spec[1]}")
             self._raw[key].write(array.tobytes())
-        self.targets["position"].append(np.asarray(target["position"], dtype=np.float32))
-        for name in TARGET_FIELDS:
-            self.targets[name].append(np.float32(target[name]))
+        absent = [name for name in self.targets if name not in target]
+        if absent:
+            raise CacheFormatError(self.partial, f"sample {self.num_samples}: a {self.task} target needs {absent}")
+        for name, values in self.targets.items():
+            if name == "label":
+                values.append(int(target[name]))
+            else:
+                values.append(np.asarray(target[name], dtype=np.float32))
         plan = target.get("plan") or {}
         for name, _ in self.modalities:
             specs = [plan.get((view, name), CLEAN) for view in self.views]
@@ -208,9 +225,9 @@ class SampleCacheWriter:
             store.flush()
             del raw, store
             self._raw_path(key).unlink()
-        np.save(self.partial / "targets/position.npy", np.stack(self.targets["position"]))
-        for name in TARGET_FIELDS:
-            np.save(self.partial / f"targets/{name}.npy", np.asarray(self.targets[name], dtype=np.float32))
+        for name, values in self.targets.items():
+            dtype = np.int64 if name == "label" else np.float32
+            np.save(self.partial / f"targets/{name}.npy", np.asarray(values, dtype=dtype))
         for name, _ in self.modalities:
             for field, dtype in LABEL_FIELDS:
                 np.save(self.partial / label_file(name, field), np.asarray(self.labels[(name, field)], dtype))
@@ -219,6 +236,7 @@ class SampleCacheWriter:
             "modalities": [{"name": name, "kind": kind, "dtype": self.specs[(self.views[0], name)][0].str,
                             "shape": list(self.specs[(self.views[0], name)][1])} for name, kind in self.modalities],
             "categories": list(CATEGORIES), "preset": "clean", "seed": None, "source": self.source,
+            **({"task": self.task} if self.task != "localization" else {}),
         }
         (self.partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if self.out.exists():
@@ -258,6 +276,9 @@ class WorldCache:
         self.views = tuple(manifest["views"])
         self.modalities = tuple(m["name"] for m in manifest["modalities"])
         self.categories = tuple(manifest["categories"])
+        self.task = manifest.get("task", "localization")
+        if self.task not in ("localization", "classification"):
+            raise CacheFormatError(manifest_path, f"task {self.task!r} is neither localization nor classification")
         self._arrays: dict | None = None
 
     def __len__(self) -> int:
@@ -291,9 +312,8 @@ class WorldCache:
                                                               spec["dtype"])
                 for field, _ in LABEL_FIELDS:
                     arrays[("label", spec["name"], field)] = self._load(label_file(spec["name"], field), (n, v))
-            arrays["position"] = self._load("targets/position.npy", (n, 2))
-            for name in TARGET_FIELDS:
-                arrays[name] = self._load(f"targets/{name}.npy", (n,))
+            for name in target_names(self.task):
+                arrays[name] = self._load(f"targets/{name}.npy", (n, 2) if name == "position" else (n,))
             self._arrays = arrays
         return self._arrays
 
@@ -302,7 +322,8 @@ class WorldCache:
         return {key: np.array(self.arrays[key][index]) for key in self.sample_keys}
 
     def target(self, index: int) -> dict:
-        """Same structure as World.target: position, heading, speed, time, corruption labels per modality."""
+        """Same structure as World.target: position, heading, speed, time, corruption labels per modality (a
+        classification cache: label, time and the corruption labels)."""
         self._check_index(index)
         arrays = self.arrays
         corruption = {}
@@ -314,10 +335,22 @@ class WorldCache:
             corruption[modality] = {"category": self.categories[ids[worst]], "category_id": int(ids[worst]),
                                     "severity": int(severity[worst]), "value": np.float32(value[worst]),
                                     "view_category_id": ids, "view_severity": severity, "view_value": value}
-        target = {"position": np.array(arrays["position"][index], dtype=np.float32)}
-        target.update({name: np.float32(arrays[name][index]) for name in TARGET_FIELDS})
+        target = {}
+        for name in target_names(self.task):
+            if name == "label":
+                target[name] = int(arrays[name][index])
+            elif name == "position":
+                target[name] = np.array(arrays[name][index], dtype=np.float32)
+            else:
+                target[name] = np.float32(arrays[name][index])
         target["corruption"] = corruption
         return target
+
+    def class_labels(self) -> np.ndarray:
+        """[N] int64 class index of every sample (a classification cache)."""
+        if self.task != "classification":
+            raise CacheFormatError(self.root, f"a {self.task} cache has no class labels")
+        return np.asarray(self.arrays["label"])
 
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.num_samples:

@@ -243,7 +243,7 @@ class Pipeline:
         self.run_dir = Path(run_dir)
         self.config = preset_config(settings.preset)
         self.classes: tuple[str, ...] = ()
-        if settings.data.source not in ("world", "cache") and self.config.head.task == "classification":
+        if settings.data.source != "world" and self.config.head.task == "classification":
             from admn_core.data.readers.sources import dataset_classes
             from admn_core.presets import with_classes
 
@@ -305,6 +305,8 @@ class Pipeline:
 
         data, corruption, seed = self.settings.data, self.settings.corruption, self.settings.seed
         train, test = WorldCacheDataset(data.root), WorldCacheDataset(data.test_root)
+        for split, dataset in (("train", train), ("test", test)):
+            self._check_cache_task(split, dataset.cache)
         context = corruption_context(self.config, reference_audio_rms(train, self.config))
         logger.info(f"caches: train {data.root} ({len(train)} samples), test {data.test_root} ({len(test)} samples), "
                     f"corrupted on the fly by the {corruption!r} preset")
@@ -312,6 +314,20 @@ class Pipeline:
             self.clean_train_set = train
         return (CorruptedSplit(train, self.config, corruption, seed, context),
                 CorruptedSplit(test, self.config, corruption, seed + 1, context))
+
+    def _check_cache_task(self, split: str, cache) -> None:
+        """A cache must hold the model's kind of target, and a classifier's labels must be among its classes."""
+        task = self.config.head.task
+        if cache.task != task:
+            raise ConfigError(f"{split} cache {cache.root} holds {cache.task} targets; model {self.config.name!r} is "
+                              f"a {task} model")
+        if task == "classification" and len(cache):
+            labels = cache.class_labels()
+            outside = labels[(labels < 0) | (labels >= len(self.classes))]
+            if outside.size:
+                raise ConfigError(f"{split} cache {cache.root} holds class {int(outside[0])}, but the run has "
+                                  f"{len(self.classes)} classes ({', '.join(self.classes)}): name them all "
+                                  "(data.classes / --classes)")
 
     def data(self):
         if self.settings.data.source == "cache":

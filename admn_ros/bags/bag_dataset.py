@@ -3,9 +3,11 @@
 `bag_samples(bag, config, on_sample)` feeds a bag through the node's own FramePipeline exactly as the evaluator does
 (`replay_eval.feed_bag`: bag order, bag time, the node's synchronizer, audio-complete sets, decoding, the set rules),
 but where the evaluator runs inference this captures the decoded sample the engine would have received
-(`SampleCapture` stands in the engine's place). Each set gets the ground-truth position from a pose topic
-(PoseStamped, PoseWithCovarianceStamped, PointStamped or nav_msgs/Odometry) interpolated linearly to the set's stamp
-from the poses on either side, each at most `max_gap_s` away; sets without such poses are skipped and counted.
+(`SampleCapture` stands in the engine's place). Each set of a localization model gets the ground-truth position from
+a pose topic (PoseStamped, PoseWithCovarianceStamped, PointStamped or nav_msgs/Odometry) interpolated linearly to the
+set's stamp from the poses on either side, each at most `max_gap_s` away; each set of a classifier gets the class
+index of a std_msgs/Int32 label topic holding at its stamp (a label holds from its stamp until the next one, as
+`admn_replay_eval` scores classifiers). Sets without ground truth are skipped and counted.
 
 `write_bag_cache(bags, out, config, ...)` writes the samples of one or more bags into one cache in the world cache
 format (admn_core/data/FORMAT.md), reused when its fingerprint (bag files, sizes, mtimes, model inputs, options)
@@ -21,7 +23,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,42 +31,46 @@ import torch
 
 from admn_core.data.cache import SampleCacheWriter, WorldCache
 from admn_core.data.errors import CacheFormatError
-from admn_core.ros_interface import GROUND_TRUTH_TOPIC, NODE_DEFAULTS
+from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC, GROUND_TRUTH_TOPIC, NODE_DEFAULTS
 from admn_core.runtime import Allocation, Result
 from admn_ros.bags.bag_reader import (
+    CLASS_TYPES,
     POSE_TYPES,
     BagError,
     BagPlan,
     corruption_plan,
     open_bag,
-    position_of,
     stamp_ns,
     stream,
     topic_resolver,
     topic_table,
+    truth_of,
+    truth_stamp_ns,
 )
 from admn_ros.bags.replay_eval import bag_pipeline, feed_bag
 
 # What a cache built by this code holds besides the bags and options: caches of other content are rebuilt.
-CACHE_CONTENT = "samples, poses, corruption labels"
+CACHE_CONTENT = "samples, poses or class labels, corruption labels"
 DEFAULT_GT_MAX_GAP_S = 0.1  # a set's ground truth is interpolated between poses at most this far from its stamp
 
 _log = logging.getLogger(__name__)
 
 
 class SampleCapture:
-    """The engine's place in FramePipeline when sets are captured instead of inferred: `infer` keeps nothing and
-    returns an empty allocation, so the pipeline's rules, decoding and audio windows run exactly as for inference
-    and the Outcome carries the decoded sample (`outcome.assembled.sample`)."""
+    """The engine's place in FramePipeline when sets are captured instead of inferred: `infer` keeps the sample it
+    is handed — exactly what the engine would receive after the pipeline's rules, decoding, audio windows and, for a
+    clip model, the frame history — and returns an empty allocation."""
 
     min_budget = max_budget = 0
     device = torch.device("cpu")
 
     def __init__(self, config):
         self.config = config
+        self.sample: dict | None = None  # the last set's sample
         self._empty = np.zeros((len(config.modalities), config.blocks_per_backbone), dtype=bool)
 
     def infer(self, sample: dict, budget: int) -> Result:
+        self.sample = sample
         return Result(Allocation(self.config.modality_names, self._empty, budget, 0, "capture"))
 
 
@@ -73,7 +79,7 @@ class BagSampleReport:
     bag: str
     sets: int = 0  # sets the synchronizer formed
     samples: int = 0  # sets handed on with ground truth
-    no_ground_truth: int = 0  # sets without poses within max_gap_s on both sides
+    no_ground_truth: int = 0  # sets without poses within max_gap_s on both sides, or before the first class label
     not_ok: Counter = field(default_factory=Counter)  # status -> sets the pipeline did not pass (bad_input, ...)
     warnings: list = field(default_factory=list)
     interrupted: bool = False
@@ -120,26 +126,54 @@ class GroundTruth:
                 "speed": float(np.hypot(*delta)) / ((self.stamps[b] - self.stamps[a]) / 1e9)}
 
 
-def resolve_ground_truth_topic(plan: BagPlan, gt_topic: str, namespace: str = "", remap: dict | None = None) -> str:
+class ClassLabels:
+    """Class labels of one topic, each holding from its stamp until the next; `at(stamp)` -> {"label": index}, or
+    None before the first label."""
+
+    def __init__(self, labels: list):
+        labels = sorted(labels)
+        self.stamps = [stamp for stamp, _ in labels]
+        self.classes = [label for _, label in labels]
+
+    def at(self, stamp: int) -> dict | None:
+        index = bisect.bisect_right(self.stamps, stamp) - 1
+        return {"label": self.classes[index]} if index >= 0 else None
+
+
+def default_truth_topic(config) -> str:
+    """The ground-truth topic admn_replay_eval reads for this model: class labels for a classifier, else poses."""
+    return CLASS_GROUND_TRUTH_TOPIC if config.head.task == "classification" else GROUND_TRUTH_TOPIC
+
+
+def resolve_ground_truth_topic(plan: BagPlan, gt_topic: str, namespace: str = "", remap: dict | None = None,
+                               task: str = "localization") -> str:
     """The bag topic of the ground truth (after namespace and remapping); BagError if absent or of another type."""
     topic = topic_resolver(namespace, remap)(gt_topic)
     types = {c.topic: c.msgtype for c in plan.reader.connections}
+    allowed, what = (CLASS_TYPES, "a class label") if task == "classification" else (POSE_TYPES, "a pose")
     if topic not in types:
-        raise BagError(f"{plan.path}: no ground-truth topic {topic}: training needs a pose per set. The bag holds: "
+        raise BagError(f"{plan.path}: no ground-truth topic {topic}: training needs {what} per set. The bag holds: "
                        f"{topic_table(plan.reader)}")
-    if types[topic] not in POSE_TYPES:
+    if types[topic] not in allowed:
         raise BagError(f"{plan.path}: ground-truth topic {topic} has type {types[topic]}, expected "
-                       f"{' or '.join(POSE_TYPES)}")
+                       f"{' or '.join(allowed)} ({what} per set for a {task} model)")
     return topic
 
 
-def read_poses(bag, config, gt_topic: str = GROUND_TRUTH_TOPIC, namespace: str = "",
-               remap: dict | None = None) -> list:
-    """[(stamp_ns, x, y)] of the bag's ground-truth topic (only that topic is read)."""
+def read_truth(bag, config, gt_topic: str = "", namespace: str = "", remap: dict | None = None) -> list:
+    """[(stamp_ns, x, y)] of the bag's pose topic, or [(stamp_ns, class)] of its class-label topic for a classifier
+    (only that topic is read; `gt_topic` "" = the model's default). BagError on a negative class index."""
+    task = config.head.task
     with open_bag(bag, config, namespace, remap=remap) as plan:
-        plan.ground_truth = resolve_ground_truth_topic(plan, gt_topic, namespace, remap)
+        plan.ground_truth = resolve_ground_truth_topic(plan, gt_topic or default_truth_topic(config), namespace,
+                                                       remap, task)
         plan.sensors, plan.corruption, plan.budget = {}, None, None
-        return [(stamp_ns(msg), *position_of(msg)) for _topic, _t, msg in stream(plan)]
+        truth = [(truth_stamp_ns(msg, log_time_ns), *truth_of(msg)) for _topic, log_time_ns, msg in stream(plan)]
+    negative = next((item for item in truth if task == "classification" and item[1] < 0), None)
+    if negative is not None:
+        raise BagError(f"{bag}: {plan.ground_truth} holds class {negative[1]} at {negative[0] / 1e9:.3f} s; class "
+                       "indices start at 0")
+    return truth
 
 
 def read_corruption_plans(bag, config, namespace: str = "", remap: dict | None = None) -> list:
@@ -159,25 +193,29 @@ def label_at(labels: list, stamp: int, max_gap_s: float) -> dict:
     return labels[index][1]
 
 
-def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: str = GROUND_TRUTH_TOPIC,
+def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: str = "",
                 max_gap_s: float = DEFAULT_GT_MAX_GAP_S, namespace: str = "", remap: dict | None = None,
                 sync_slop: float = NODE_DEFAULTS.sync_slop, sync_queue_size: int = NODE_DEFAULTS.sync_queue_size,
                 sync_backend: str = "auto", audio_wait_s: float = NODE_DEFAULTS.audio_wait_s,
                 progress=None) -> BagSampleReport:
     """Call `on_sample(sample, target)` for every set of `bag` the node would process that has ground truth:
-    sample = {(view, modality): array} as the engine would receive it, target = {"position", "heading", "speed",
-    "time" (seconds since the bag's start), "plan" (the corruption labels of the bag's /ground_truth/corruption topic
-    at the set, when it has one)}. BagError (naming the bag and topic) when the bag cannot be used."""
-    poses = read_poses(bag, config, gt_topic, namespace, remap)
+    sample = {(view, modality): array} as the engine would receive it, target = {"position", "heading", "speed"} (a
+    localization model) or {"label"} (a classifier), with "time" (seconds since the bag's start) and "plan" (the
+    corruption labels of the bag's /ground_truth/corruption topic at the set, when it has one). `gt_topic` "" = the
+    model's default topic. BagError (naming the bag and topic) when the bag cannot be used."""
+    gt_topic = gt_topic or default_truth_topic(config)
+    recorded = read_truth(bag, config, gt_topic, namespace, remap)
     labels = read_corruption_plans(bag, config, namespace, remap)
-    if not poses:
+    if not recorded:
         raise BagError(f"{bag}: ground-truth topic {gt_topic} holds no message")
-    truth = GroundTruth(poses, max_gap_s)
+    classifier = config.head.task == "classification"
+    truth = ClassLabels(recorded) if classifier else GroundTruth(recorded, max_gap_s)
     with open_bag(bag, config, namespace, remap=remap) as plan:
         report = BagSampleReport(str(plan.path))
         plan.ground_truth = plan.corruption = plan.budget = None  # ground truth was read above
-        pipeline, clock = bag_pipeline(plan, SampleCapture(config), lambda _stamp: (0, "capture"), sync_slop,
-                                       sync_queue_size, sync_backend, audio_wait_s)
+        engine = SampleCapture(config)
+        pipeline, clock = bag_pipeline(plan, engine, lambda _stamp: (0, "capture"), sync_slop, sync_queue_size,
+                                       sync_backend, audio_wait_s)
 
         def capture(pending) -> None:
             outcome = pipeline.process(pending)
@@ -190,7 +228,7 @@ def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: 
                 return
             target["time"] = (outcome.stamp_ns - plan.start_ns) / 1e9
             target["plan"] = label_at(labels, outcome.stamp_ns, max_gap_s)
-            on_sample(outcome.assembled.sample, target)
+            on_sample(engine.sample, target)
             report.samples += 1
 
         fed = feed_bag(plan, pipeline, clock, capture, {}, progress=progress)
@@ -198,6 +236,9 @@ def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: 
         report.warnings = list(plan.warnings) + ([plan.stream_error] if plan.stream_error else [])
     if report.sets and not report.samples:
         first, last = truth.stamps[0] / 1e9, truth.stamps[-1] / 1e9
+        if classifier:
+            raise BagError(f"{bag}: all {report.sets} sets precede the first class label on {gt_topic} (at "
+                           f"{first:.3f} s): the stamps do not overlap")
         raise BagError(f"{bag}: none of the {report.sets} sets has ground truth on {gt_topic} within {max_gap_s} s "
                        f"(poses from {first:.3f} s to {last:.3f} s): the stamps do not overlap")
     if not report.sets:
@@ -210,7 +251,7 @@ def bag_samples(bag, config, on_sample: Callable[[dict, dict], None], gt_topic: 
 class CacheOptions:
     """Everything besides the bags that decides a cache's content (part of its fingerprint)."""
 
-    gt_topic: str = GROUND_TRUTH_TOPIC
+    gt_topic: str = ""  # "" = the model's default (default_truth_topic)
     max_gap_s: float = DEFAULT_GT_MAX_GAP_S
     namespace: str = ""
     remap: tuple = ()  # ((from, to), ...)
@@ -228,10 +269,11 @@ def bag_files(bag) -> list[tuple[str, int, int]]:
 
 
 def cache_fingerprint(bags, config, options: CacheOptions) -> str:
-    inputs = [(spec.name, spec.kind, list(spec.views), spec.audio_window_seconds if spec.kind == "audio" else None)
-              for spec in config.modalities]
+    inputs = [(spec.name, spec.kind, list(spec.views), spec.frames,
+               spec.audio_window_seconds if spec.kind == "audio" else None) for spec in config.modalities]
+    options = replace(options, gt_topic=options.gt_topic or default_truth_topic(config))
     text = json.dumps({"bags": [bag_files(bag) for bag in bags], "inputs": inputs, "options": asdict(options),
-                       "content": CACHE_CONTENT}, sort_keys=True, default=str)
+                       "task": config.head.task, "content": CACHE_CONTENT}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -256,7 +298,8 @@ def write_bag_cache(bags, out, config, options: CacheOptions = CacheOptions(), p
     except CacheFormatError:
         pass
     source = {"bags": [str(Path(bag).resolve()) for bag in bags], "fingerprint": fingerprint, **asdict(options)}
-    writer = SampleCacheWriter(out, cache_views(config), tuple((s.name, s.kind) for s in config.modalities), source)
+    writer = SampleCacheWriter(out, cache_views(config), tuple((s.name, s.kind) for s in config.modalities), source,
+                               config.head.task)
     reports = []
     try:
         for bag in bags:

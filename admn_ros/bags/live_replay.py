@@ -351,7 +351,7 @@ def run_live_replay(bag, config, context=None, namespace: str = "", bag_namespac
         warnings.append(player.stats.stream_error)
     records = recorder.records()
     poses, labels = read_ground_truth(bag, config, bag_namespace)
-    attach_ground_truth(records, poses, labels, player.start_ns)
+    attach_ground_truth(records, poses, labels, player.start_ns, config.head.task)
     period = _median_period(expected)
     gaps = find_gaps(expected, [r.stamp_ns for r in records if r.ok], period)
     for first, last_ns, count in gaps:

@@ -253,10 +253,11 @@ def read_ground_truth(bag, config, namespace: str = "") -> tuple[list, list]:
     return sorted(poses), sorted(labels)
 
 
-def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
+def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int, task: str = "localization",
                         tolerance_s: float = GT_TOLERANCE_S) -> None:
-    """Join each record to the nearest ground-truth pose / corruption label by stamp; computes error_cm. Class
-    labels ([(stamp_ns, class)]) hold from their stamp until the next one: a record gets the latest at or before it."""
+    """Join each record to the nearest ground-truth pose / corruption label by stamp; computes error_cm. A
+    classifier's ground truth (`task` "classification": [(stamp_ns, class)]) holds from its stamp until the next
+    one: a record gets the latest at or before it."""
     pose_stamps = [p[0] for p in poses]
     label_stamps = [label[0] for label in labels]
     tolerance_ns = round(tolerance_s * 1e9)
@@ -267,7 +268,7 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
                    key=lambda i: abs(stamps[i] - stamp), default=None)
         return best if best is not None and abs(stamps[best] - stamp) <= tolerance_ns else None
 
-    classes = bool(poses) and len(poses[0]) == 2
+    classes = task == "classification"
     for record in records:
         record.t_s = (record.stamp_ns - start_ns) / 1e9
         if classes:
@@ -332,7 +333,7 @@ def evaluate_bag(bag, engine, budget: BudgetSource | int | str = NODE_DEFAULTS.d
                             read_counts={t: (plan.read_counts[t], plan.reader.declared_counts.get(t, 0))
                                          for t in plan.topics},
                             stamps=fed.stamps, empty_depth=dict(empty_depth))
-    attach_ground_truth(records, sorted(fed.poses), sorted(fed.labels), start_ns)
+    attach_ground_truth(records, sorted(fed.poses), sorted(fed.labels), start_ns, engine.config.head.task)
     result.seconds = time.perf_counter() - started
     return result
 

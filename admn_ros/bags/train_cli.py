@@ -1,12 +1,15 @@
 """`admn_train_bags`: train a model bundle on recorded bags, from the very sets admn_node forms from those topics.
 
-    admn_train_bags --bags run1/ run2/ --val-bags run3/ --out DIR [--gt-topic /ground_truth/pose] [--max-gap 0.1]
+    admn_train_bags --bags run1/ run2/ --val-bags run3/ --out DIR [--gt-topic TOPIC] [--max-gap 0.1]
                     [--preset tiny] [--train-config config/train_tiny_demo.yaml] [--corruption gaussian]
-                    [--namespace NS] [--remap FROM:=TO ...] [--device cpu|cuda] [--quiet]
+                    [--classes NAME ...] [--namespace NS] [--remap FROM:=TO ...] [--device cpu|cuda] [--quiet]
 
 Each bag set goes through admn_node's frame pipeline (admn_ros.bags.bag_dataset) into a sample cache under
 DIR/bag_cache/{train,test} (reused while the bags and options are unchanged), then the training pipeline runs on
-those caches: Stage 1 -> controllers -> evaluation on the held-out bags -> DIR/bundle.safetensors. Training and
+those caches: Stage 1 -> controllers -> evaluation on the held-out bags -> DIR/bundle.safetensors. A localization
+preset learns from a pose topic (default /ground_truth/pose), a classification preset (tiny_ave, tiny_mmfi, ...) from
+a std_msgs/Int32 class-label topic (default /ground_truth/class; a label holds until the next one), its classes named
+by --classes or, without it, 0 .. the largest index in the training bags. Training and
 evaluation samples are corrupted on the fly by the `--corruption` preset (default: the train config's), which also
 supervises the controllers; `--corruption clean` trains on the recorded frames as they are. Evaluate the bundle as
 the node would run it: `admn_replay_eval run4/ --model DIR/bundle.safetensors`.
@@ -18,12 +21,11 @@ Exit codes: 0 trained; 2 bad arguments, bags, topics or ground truth (the messag
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-from admn_core.ros_interface import GROUND_TRUTH_TOPIC
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -39,13 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bags", nargs="+", required=True, help="training bags (rosbag2 folders or files)")
     parser.add_argument("--val-bags", nargs="+", required=True, help="held-out bags for the evaluation")
     parser.add_argument("--out", required=True, help="run directory (caches, stages, bundle.safetensors)")
-    parser.add_argument("--gt-topic", default=GROUND_TRUTH_TOPIC,
-                        help="ground-truth pose topic (PoseStamped, PoseWithCovarianceStamped, PointStamped, Odometry)")
+    parser.add_argument("--gt-topic", default="",
+                        help="ground-truth topic: poses (PoseStamped, PoseWithCovarianceStamped, PointStamped, "
+                             "Odometry; default /ground_truth/pose) or, for a classifier, class indices "
+                             "(std_msgs/Int32; default /ground_truth/class)")
     parser.add_argument("--max-gap", type=float, default=DEFAULT_GT_MAX_GAP_S,
                         help="seconds: a set's pose is interpolated between poses at most this far from its stamp")
     parser.add_argument("--preset", default=None, help="model preset (default: the train config's, else tiny)")
     parser.add_argument("--train-config", default=None, help="training settings YAML (admn train's format)")
     parser.add_argument("--corruption", default=None, help="corruption preset applied on the fly (clean: none)")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                        help="a classifier's class names, in index order (default: 0 .. the largest label)")
     parser.add_argument("--namespace", default="", help="namespace of the bags' sensor topics")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                         help="read input topic FROM from bag topic TO (repeatable)")
@@ -80,14 +86,15 @@ def _run(args) -> int:
         settings = load_settings(args.train_config, preset=args.preset, corruption=args.corruption,
                                  device=args.device)
         config = preset_config(settings.preset)
-        if config.head.task != "localization":
-            raise ConfigError(f"preset {settings.preset!r} is a {config.head.task} model; training from bags "
-                              "takes position ground truth (a localization preset)")
+        if args.classes and config.head.task != "classification":
+            raise ConfigError(f"--classes names a classifier's classes; preset {settings.preset!r} is a "
+                              f"{config.head.task} model")
         options = CacheOptions(args.gt_topic, args.max_gap, args.namespace, tuple(parse_remaps(args.remap).items()))
         progress = None if args.quiet else sys.stderr
         splits = (("train", args.bags), ("test", args.val_bags))
         for split, bags in splits:
             check_same_bags(out, split, bags, config, options)
+        check_same_classes(out, tuple(args.classes or ()))
         caches = {}
         for split, bags in splits:
             _log.info(f"{split}: {len(bags)} bag(s) through admn_node's frame pipeline")
@@ -96,7 +103,7 @@ def _run(args) -> int:
 
         sizes = {split: len(WorldCache(path)) for split, path in caches.items()}
         data = {"source": "cache", "root": str(caches["train"]), "test_root": str(caches["test"]),
-                "train": sizes["train"], "test": sizes["test"], "val": 0}
+                "train": sizes["train"], "test": sizes["test"], "val": 0, "classes": tuple(args.classes or ())}
         settings = load_settings(args.train_config, preset=settings.preset, corruption=settings.corruption,
                                  device=settings.device, data=data)
         if args.quiet:
@@ -128,6 +135,17 @@ def check_same_bags(out: Path, split: str, bags, config, options) -> None:
     if (out / "settings.json").is_file() and recorded != cache_fingerprint(bags, config, options):
         raise ValueError(f"--out {out} holds a run trained on other {split} bags or options (or the bags changed "
                          "since); its finished stages would be reused: choose a new --out")
+
+
+def check_same_classes(out: Path, classes: tuple[str, ...]) -> None:
+    """A classifier trained with other class names (or another count) would be reused as it is: refused."""
+    settings = out / "settings.json"
+    if not settings.is_file():
+        return
+    recorded = tuple(json.loads(settings.read_text()).get("data", {}).get("classes", ()))
+    if recorded != classes:
+        raise ValueError(f"--out {out} holds a run trained with other classes ({', '.join(recorded) or 'unnamed'}); "
+                         "its finished stages would be reused: choose a new --out")
 
 
 if __name__ == "__main__":

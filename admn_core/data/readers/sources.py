@@ -38,6 +38,10 @@ def dataset_classes(dataset: str, root: str | Path, classes: tuple[str, ...] = (
         from admn_core.data.readers.mmfi import MMFI_ACTIONS
 
         return MMFI_ACTIONS
+    if dataset == "cache":  # a sample cache records indices only: the classes are named by them, 0 .. max
+        from admn_core.data.cache import WorldCache
+
+        return tuple(str(index) for index in range(int(WorldCache(root).class_labels().max()) + 1))
     raise ConfigError(f"dataset {dataset!r} has no classes (it is not a classification dataset)")
 
 
