@@ -12,12 +12,13 @@ from admn_core.bench import random_bundle
 from admn_core.bundle import load_bundle
 from admn_core.data.dataset import WorldCacheDataset
 from admn_core.presets import MMFI_VIEW
+from admn_core.ros_interface import CLASS_GROUND_TRUTH_TOPIC
 from admn_core.runtime import InferenceEngine
 from admn_ros.bags.bag_dataset import bag_samples, write_bag_cache
 from admn_ros.bags.bag_reader import BagError
 from admn_ros.bags.replay_eval import evaluate_bag
 
-from bag_fixtures import write_labelled_clip_bag
+from bag_fixtures import rewrite, write_labelled_clip_bag
 from model_fixtures import micro_config
 
 SECONDS, RATE_HZ, FRAMES = 2.0, 10, 3
@@ -83,6 +84,19 @@ def test_a_pose_topic_for_a_classifier_and_a_bag_without_labels_are_named(bags):
     with pytest.raises(BagError, match=r"/camera/camera/image_raw has type sensor_msgs/msg/Image, expected "
                                        r"std_msgs/msg/Int32"):
         bag_samples(bags[0], config, lambda *_: None, gt_topic="/camera/camera/image_raw")
+
+
+
+def test_a_negative_class_index_is_refused_with_its_time(bags, tmp_path):
+    def negate(topic, msgtype, msg):
+        if topic == CLASS_GROUND_TRUTH_TOPIC:
+            msg = type(msg)(data=-1 if msg.data == 2 else msg.data)
+        return [(topic, msgtype, msg)]
+
+    negative = rewrite(bags[0], tmp_path / "negative", transform=negate)
+    with pytest.raises(BagError, match=r"negative: /ground_truth/class holds class -1 at \d+\.950 s; class indices "
+                                       "start at 0"):
+        bag_samples(negative, clip_classifier(), lambda *_: None)
 
 
 CLASSIFIER_TRAINING = """
