@@ -182,7 +182,9 @@ def preset_config(name: str) -> ModelConfig:
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
-    """Load a ModelConfig from YAML (or JSON); a `preset:` key starts from a preset and overrides fields."""
+    """Load a ModelConfig from YAML (or JSON); a `preset:` key starts from a preset and overrides fields. With a
+    preset, `modalities` may be a mapping by modality name that overrides fields of those modalities, e.g.
+    `modalities: {rgb: {readout: cls}, depth: {readout: cls}}`; a list replaces them all."""
     import yaml
 
     path = Path(path)
@@ -197,6 +199,9 @@ def load_model_config(path: str | Path) -> ModelConfig:
     preset = data.pop("preset", None)
     if preset is not None:
         base = preset_config(preset).to_dict()
+        if isinstance(data.get("modalities"), dict):
+            by_name = {spec["name"]: spec for spec in base["modalities"]}
+            data["modalities"] = list(merge_overrides(by_name, data["modalities"], f"{path}: modalities").values())
         data = merge_overrides(base, data, str(path))
     try:
         return ModelConfig.from_dict(data)

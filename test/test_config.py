@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -36,6 +37,31 @@ def test_yaml_override_on_a_preset(tmp_path):
     config = load_model_config(path)
     assert config.fusion.depth == 4 and config.name == "tiny_deep_fusion"
     assert config.modalities == preset_config("tiny").modalities
+
+
+def test_modalities_mapping_overrides_those_modalities_by_name(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text("preset: tiny_rgbd\nmodalities: {rgb: {readout: cls}, depth: {readout: mean}}\n")
+    config, base = load_model_config(path), preset_config("tiny_rgbd")
+    assert [spec.readout for spec in config.modalities] == ["cls", "mean"]
+    assert [replace(spec, readout=base_spec.readout) for spec, base_spec in zip(config.modalities, base.modalities,
+                                                                                 strict=True)] == list(base.modalities)
+    path.write_text("preset: tiny_rgbd\nmodalities: {rbg: {readout: cls}}\n")
+    with pytest.raises(ConfigError, match=r"modalities: unknown key 'rbg'.*did you mean 'rgb'"):
+        load_model_config(path)
+    path.write_text("preset: tiny_rgbd\nmodalities: {rgb: {readuot: cls}}\n")
+    with pytest.raises(ConfigError, match=r"modalities\.rgb: unknown key 'readuot'"):
+        load_model_config(path)
+
+
+def test_a_training_run_takes_a_model_file_instead_of_the_preset(tmp_path):
+    from admn_core.train.pipeline import settings_from_dict, settings_model_config
+
+    path = tmp_path / "model.yaml"
+    path.write_text("preset: tiny_rgbd\nname: tiny_rgbd_cls\nmodalities: {rgb: {readout: cls}}\n")
+    settings = settings_from_dict({"preset": "tiny_rgbd", "model": str(path)})
+    assert settings_model_config(settings) == load_model_config(path)
+    assert settings_model_config(settings_from_dict({"preset": "tiny_rgbd"})) == preset_config("tiny_rgbd")
 
 
 def test_wrong_types_and_missing_files_name_the_field(tmp_path):

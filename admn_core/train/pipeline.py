@@ -35,7 +35,7 @@ from torch.utils.data import Subset
 from admn_core.bundle import Bundle, ControllerInfo, build_controller, save_bundle
 from admn_core.config import ConfigError, LayerDropSpec, ModelConfig
 from admn_core.models.task_model import ADMNModel
-from admn_core.presets import preset_config
+from admn_core.presets import load_model_config, preset_config
 from admn_core.train.baselines import (
     MNSConfig,
     ScratchConfig,
@@ -136,6 +136,9 @@ class ControllerSettings:
 @dataclass(frozen=True)
 class PipelineSettings:
     preset: str = "tiny"
+    # A model config file (YAML: `preset:` plus overrides, admn_core.presets.load_model_config) trained instead of
+    # the preset as it is, e.g. a preset with another readout; "" = the preset.
+    model: str = ""
     corruption: str = "gaussian"
     seed: int = 100  # [code] --seed 100
     device: str = "cpu"
@@ -175,6 +178,11 @@ DATASET_DEFAULTS: dict[str, Any] = {
     "stage1": {"init": "random", "freeze_backbones": False, "no_layerdrop_ablation": False},
     "controller": {"ablation_budgets": ()},
 }
+
+
+def settings_model_config(settings: PipelineSettings) -> ModelConfig:
+    """The model a run trains: its `model` file, else its preset."""
+    return load_model_config(settings.model) if settings.model else preset_config(settings.preset)
 
 
 def default_budgets(config: ModelConfig) -> tuple[int, ...]:
@@ -241,7 +249,7 @@ class Pipeline:
     def __init__(self, settings: PipelineSettings, run_dir: str | Path):
         self.settings = settings
         self.run_dir = Path(run_dir)
-        self.config = preset_config(settings.preset)
+        self.config = settings_model_config(settings)
         self.classes: tuple[str, ...] = ()
         if settings.data.source != "world" and self.config.head.task == "classification":
             from admn_core.data.readers.sources import dataset_classes

@@ -76,8 +76,7 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from admn_core.config import ConfigError
     from admn_core.data.errors import CacheFormatError
-    from admn_core.presets import preset_config
-    from admn_core.train.pipeline import Pipeline, load_settings
+    from admn_core.train.pipeline import Pipeline, load_settings, settings_model_config
     from admn_ros.bags.bag_dataset import CacheOptions, write_bag_cache
     from admn_ros.bags.bag_reader import BagError, parse_remaps
 
@@ -85,7 +84,7 @@ def _run(args) -> int:
     try:
         settings = load_settings(args.train_config, preset=args.preset, corruption=args.corruption,
                                  device=args.device)
-        config = preset_config(settings.preset)
+        config = settings_model_config(settings)
         if args.classes and config.head.task != "classification":
             raise ConfigError(f"--classes names a classifier's classes; preset {settings.preset!r} is a "
                               f"{config.head.task} model")
