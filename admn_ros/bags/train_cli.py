@@ -2,7 +2,8 @@
 
     admn_train_bags --bags run1/ run2/ --val-bags run3/ --out DIR [--gt-topic TOPIC] [--max-gap 0.1]
                     [--preset tiny] [--train-config config/train_tiny_demo.yaml] [--corruption gaussian]
-                    [--classes NAME ...] [--namespace NS] [--remap FROM:=TO ...] [--device cpu|cuda] [--quiet]
+                    [--classes NAME ...] [--namespace NS] [--remap FROM:=TO ...] [--device cpu|cuda]
+                    [--threads N] [--quiet]
 
 Each bag set goes through admn_node's frame pipeline (admn_ros.bags.bag_dataset) into a sample cache under
 DIR/bag_cache/{train,test} (reused while the bags and options are unchanged), then the training pipeline runs on
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                         help="read input topic FROM from bag topic TO (repeatable)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the train config's)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -65,6 +67,10 @@ def main(argv=None) -> int:
     from admn_core.cli import configure_logging
 
     configure_logging()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return _run(args)
     except KeyboardInterrupt:
