@@ -105,3 +105,18 @@ def write_labelled_clip_bag(path, labels, seconds, kinds=("rgb", "audio"), view=
         for ns, connection, message in sorted(messages, key=lambda item: item[0]):
             writer.write(connection, ns, store.serialize_cdr(message, connection.msgtype))
     return path
+
+
+def short_training(preset: str) -> str:
+    """Training settings of one epoch per stage at budgets 6 and 12 (a run checks the path, not the model)."""
+    return f"""
+preset: {preset}
+corruption: gaussian
+budgets: [6, 12]
+universal_extra_budgets: []
+mns_budgets: []
+trained_baselines: false
+latency_samples: 1
+stage1: {{epochs: 1, batch_size: 8, init: random, no_layerdrop_ablation: false}}
+controller: {{epochs: 1, warmup_epochs: 0, batch_size: 8, universal_epochs: 1, ablation_budgets: []}}
+"""

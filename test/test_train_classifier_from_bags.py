@@ -18,7 +18,7 @@ from admn_ros.bags.bag_dataset import bag_samples, write_bag_cache
 from admn_ros.bags.bag_reader import BagError
 from admn_ros.bags.replay_eval import evaluate_bag
 
-from bag_fixtures import rewrite, write_labelled_clip_bag
+from bag_fixtures import rewrite, short_training, write_labelled_clip_bag
 from model_fixtures import micro_config
 
 SECONDS, RATE_HZ, FRAMES = 2.0, 10, 3
@@ -99,24 +99,11 @@ def test_a_negative_class_index_is_refused_with_its_time(bags, tmp_path):
         bag_samples(negative, clip_classifier(), lambda *_: None)
 
 
-CLASSIFIER_TRAINING = """
-preset: tiny_mmfi
-corruption: gaussian
-budgets: [6, 12]
-universal_extra_budgets: []
-mns_budgets: []
-trained_baselines: false
-latency_samples: 1
-stage1: {epochs: 1, batch_size: 8, init: random, no_layerdrop_ablation: false}
-controller: {epochs: 1, warmup_epochs: 0, batch_size: 8, universal_epochs: 1, ablation_budgets: []}
-"""
-
-
 def test_one_command_trains_a_classifier_that_evaluates_on_a_held_out_bag(bags, tmp_path, capsys):
     from admn_ros.bags.train_cli import main
 
     settings = tmp_path / "train.yaml"
-    settings.write_text(CLASSIFIER_TRAINING)
+    settings.write_text(short_training("tiny_mmfi"))
     common = ["--bags", str(bags[0]), "--val-bags", str(bags[1]), "--train-config", str(settings), "--quiet"]
     assert main([*common, "--classes", "left", "right", "--out", str(tmp_path / "few")]) == 2
     assert "holds class 2, but the run has 2 classes (left, right)" in capsys.readouterr().err

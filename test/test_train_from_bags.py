@@ -13,6 +13,7 @@ from admn_ros.bags.bag_dataset import CacheOptions, GroundTruth, bag_samples, wr
 from admn_ros.bags.bag_reader import BagError
 from admn_ros.bags.replay_eval import evaluate_bag, read_ground_truth
 
+from bag_fixtures import short_training
 from model_fixtures import micro_config
 
 BUDGET = 8
@@ -105,24 +106,11 @@ def test_command_exits_2_naming_the_problem(bags, tmp_path, capsys):
         assert problem in capsys.readouterr().err
 
 
-TINY_TRAINING = """
-preset: tiny
-corruption: gaussian
-budgets: [6, 12]
-universal_extra_budgets: []
-mns_budgets: []
-trained_baselines: false
-latency_samples: 1
-stage1: {epochs: 1, batch_size: 8, init: random, no_layerdrop_ablation: false}
-controller: {epochs: 1, warmup_epochs: 0, batch_size: 8, universal_epochs: 1, ablation_budgets: []}
-"""
-
-
 def test_one_command_trains_a_bundle_that_evaluates_on_a_held_out_bag(bags, tmp_path):
     from admn_ros.bags.train_cli import main
 
     settings = tmp_path / "train.yaml"
-    settings.write_text(TINY_TRAINING)
+    settings.write_text(short_training("tiny"))
     out = tmp_path / "run"
     assert main(["--bags", str(bags[0]), "--val-bags", str(bags[1]), "--train-config", str(settings),
                  "--out", str(out), "--quiet"]) == 0

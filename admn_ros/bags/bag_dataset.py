@@ -38,6 +38,7 @@ from admn_ros.bags.bag_reader import (
     POSE_TYPES,
     BagError,
     BagPlan,
+    ClassLabels,
     corruption_plan,
     open_bag,
     stamp_ns,
@@ -124,20 +125,6 @@ class GroundTruth:
         delta = self.xy[b] - self.xy[a]
         return {"heading": math.atan2(delta[1], delta[0]),
                 "speed": float(np.hypot(*delta)) / ((self.stamps[b] - self.stamps[a]) / 1e9)}
-
-
-class ClassLabels:
-    """Class labels of one topic, each holding from its stamp until the next; `at(stamp)` -> {"label": index}, or
-    None before the first label."""
-
-    def __init__(self, labels: list):
-        labels = sorted(labels)
-        self.stamps = [stamp for stamp, _ in labels]
-        self.classes = [label for _, label in labels]
-
-    def at(self, stamp: int) -> dict | None:
-        index = bisect.bisect_right(self.stamps, stamp) - 1
-        return {"label": self.classes[index]} if index >= 0 else None
 
 
 def default_truth_topic(config) -> str:

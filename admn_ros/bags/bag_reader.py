@@ -21,6 +21,7 @@ not deserialize is counted and skipped with a warning naming its topic, and a fi
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -412,6 +413,25 @@ def truth_of(msg) -> tuple:
     if hasattr(msg, "data"):
         return (int(msg.data),)
     return position_of(msg)
+
+
+class ClassLabels:
+    """Class labels [(stamp_ns, class)] of one topic, each holding from its stamp until the next (how bag evaluation
+    scores a classifier and how bag training labels its sets); `class_at(stamp)` is None before the first label."""
+
+    def __init__(self, labels: list):
+        labels = sorted(labels)
+        self.stamps = [stamp for stamp, _ in labels]
+        self.classes = [label for _, label in labels]
+
+    def class_at(self, stamp: int) -> int | None:
+        index = bisect.bisect_right(self.stamps, stamp) - 1
+        return self.classes[index] if index >= 0 else None
+
+    def at(self, stamp: int) -> dict | None:
+        """{"label": class} at `stamp` (a training target), None before the first label."""
+        label = self.class_at(stamp)
+        return None if label is None else {"label": label}
 
 
 def position_of(msg) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from admn_core.stream.pipeline import (
 from admn_core.stream.throttled_log import ThrottledLog
 from admn_ros.bags.bag_reader import (
     BagPlan,
+    ClassLabels,
     corruption_label,
     open_bag,
     stamp_ns,
@@ -268,12 +269,11 @@ def attach_ground_truth(records: list, poses: list, labels: list, start_ns: int,
                    key=lambda i: abs(stamps[i] - stamp), default=None)
         return best if best is not None and abs(stamps[best] - stamp) <= tolerance_ns else None
 
-    classes = task == "classification"
+    classes = ClassLabels(poses) if task == "classification" else None
     for record in records:
         record.t_s = (record.stamp_ns - start_ns) / 1e9
-        if classes:
-            index = bisect.bisect_right(pose_stamps, record.stamp_ns) - 1
-            record.true_class = poses[index][1] if index >= 0 else None
+        if classes is not None:
+            record.true_class = classes.class_at(record.stamp_ns)
             index = None
         else:
             index = nearest(pose_stamps, record.stamp_ns)
