@@ -138,7 +138,9 @@ def evaluate_bundle(bundle_path: str | Path, settings: PipelineSettings, test, w
     """The pipeline's evaluation (admn_core.eval.evaluate.evaluate_run) of a bundle's model and controllers on
     `test`; figures and results files go to `work_dir`."""
     bundle = load_bundle(bundle_path)
-    pipeline = Pipeline(settings, work_dir)
+    # The bundle carries its model: a model file the settings name need not be at hand (another checkout, another
+    # working directory). A bundle of a plain preset must be that preset.
+    pipeline = Pipeline(settings, work_dir, config=bundle.config if settings.model else None)
     if pipeline.config != bundle.config:
         raise PublishError(f"{bundle_path}: the bundle's model config is not the run's preset {settings.preset!r}")
     controllers = {name: (bundle.controller_infos[name], module) for name, module in bundle.controllers.items()}

@@ -64,6 +64,26 @@ def test_a_training_run_takes_a_model_file_instead_of_the_preset(tmp_path):
     assert settings_model_config(settings_from_dict({"preset": "tiny_rgbd"})) == preset_config("tiny_rgbd")
 
 
+def test_a_training_config_names_its_model_file_relative_to_itself(tmp_path, monkeypatch):
+    """The same recipe trains the same model whichever directory `admn train` runs in (an installed share/ config
+    next to its model file)."""
+    from admn_core.train.pipeline import load_settings, settings_model_config
+
+    recipe_dir = tmp_path / "share" / "config"
+    recipe_dir.mkdir(parents=True)
+    (recipe_dir / "model.yaml").write_text("preset: tiny_rgbd\nname: tiny_rgbd_cls\n"
+                                           "modalities: {rgb: {readout: cls}}\n")
+    (recipe_dir / "recipe.yaml").write_text("preset: tiny_rgbd\nmodel: model.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(recipe_dir / "recipe.yaml")
+    assert settings.model == "../share/config/model.yaml"
+    assert settings_model_config(settings).name == "tiny_rgbd_cls"
+    monkeypatch.chdir(tmp_path / "share")
+    assert load_settings("config/recipe.yaml").model == "config/model.yaml"
+
+
 def test_wrong_types_and_missing_files_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"fusion\.depth: expected an integer"):
         ModelConfig.from_dict({**preset_config("tiny").to_dict(), "fusion": {"depth": "six"}})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -137,7 +138,8 @@ class ControllerSettings:
 class PipelineSettings:
     preset: str = "tiny"
     # A model config file (YAML: `preset:` plus overrides, admn_core.presets.load_model_config) trained instead of
-    # the preset as it is, e.g. a preset with another readout; "" = the preset.
+    # the preset as it is, e.g. a preset with another readout; "" = the preset. In a training config a relative path
+    # is relative to that config's folder (`load_settings` rewrites it relative to the working directory).
     model: str = ""
     corruption: str = "gaussian"
     seed: int = 100  # [code] --seed 100
@@ -225,11 +227,21 @@ def load_settings(path: str | Path | None = None, quick: bool = False, dataset: 
     if dataset is not None:
         settings = settings_from_dict(DATASET_DEFAULTS, settings)
     if path is not None:
-        settings = settings_from_dict(yaml.safe_load(Path(path).read_text()) or {}, settings)
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if isinstance(data, dict) and isinstance(data.get("model"), str) and data["model"]:
+            data["model"] = _beside(Path(path), data["model"])
+        settings = settings_from_dict(data, settings)
     if quick:
         settings = settings_from_dict(QUICK_OVERRIDES, settings)
     clean = {k: v for k, v in overrides.items() if v is not None}
     return settings_from_dict(clean, settings) if clean else settings
+
+
+def _beside(config_file: Path, model_file: str) -> str:
+    """`model_file` as named in `config_file` (relative paths from its folder), as a path from the working directory:
+    the same recipe trains the same model from any directory, and a run started in the repository root records
+    `config/NAME.yaml`."""
+    return os.path.relpath(config_file.parent / Path(model_file).expanduser())
 
 
 def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTargets:
@@ -246,10 +258,11 @@ def corruption_targets(corruption: str, config: ModelConfig) -> CorruptionTarget
 
 # ---------------------------------------------------------------------------------------------- run
 class Pipeline:
-    def __init__(self, settings: PipelineSettings, run_dir: str | Path):
+    def __init__(self, settings: PipelineSettings, run_dir: str | Path, config: ModelConfig | None = None):
+        """`config`: the model when it is already known (a bundle's), instead of the one the settings name."""
         self.settings = settings
         self.run_dir = Path(run_dir)
-        self.config = settings_model_config(settings)
+        self.config = config or settings_model_config(settings)
         self.classes: tuple[str, ...] = ()
         if settings.data.source != "world" and self.config.head.task == "classification":
             from admn_core.data.readers.sources import dataset_classes
