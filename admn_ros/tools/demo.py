@@ -2,7 +2,7 @@
 against Naive Allocation (the same model with every budget split evenly) on the same frames and budgets.
 
 1. model: the shipped reference model (share/admn_ros/models/reference_tiny_rgbd.safetensors; no training);
-   `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, about 35
+   `--bundle PATH` another one; `--retrain` trains the reference recipe (config/train_reference.yaml, about 40
    minutes on 2 CPU cores) into artifacts/reference and uses that; `--random-bundle` RANDOM weights for smoke tests
    (announced loudly);
 2. a trajectory bag of the simulated world (`admn_core.data.bag_writer`) with the reference model's conditions:
@@ -97,7 +97,7 @@ def retrain_command(out: Path = RETRAIN_OUT, python: str = sys.executable) -> li
 
 def retrain(out: Path = RETRAIN_OUT) -> Path:
     command = retrain_command(out)
-    log(f"training the reference recipe (about 35 minutes on 2 CPU cores; resumes a run left in {out}): "
+    log(f"training the reference recipe (about 40 minutes on 2 CPU cores; resumes a run left in {out}): "
         f"{' '.join(command[1:])}")
     done = subprocess.run(command)
     bundle = out / "bundle.safetensors"
@@ -135,7 +135,7 @@ def get_bundle(args) -> tuple[Path, str]:
         return reference_model(), "reference"
     except FileNotFoundError as error:
         raise SystemExit(f"admn_demo: the shipped reference model is missing: {error}. Pass --bundle PATH, "
-                         f"--retrain (trains config/{RETRAIN_CONFIG}, about 35 minutes on 2 CPU cores) or "
+                         f"--retrain (trains config/{RETRAIN_CONFIG}, about 40 minutes on 2 CPU cores) or "
                          "--random-bundle (random weights: the plumbing only)") from error
 
 
@@ -363,7 +363,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--bundle", help="use this bundle instead of the shipped reference model")
     model.add_argument("--retrain", action="store_true",
-                       help=f"train config/{RETRAIN_CONFIG} into {RETRAIN_OUT} (about 35 minutes on 2 CPU cores; "
+                       help=f"train config/{RETRAIN_CONFIG} into {RETRAIN_OUT} (about 40 minutes on 2 CPU cores; "
                             "resumable) and use it; later runs use the shipped model again unless given --bundle "
                             f"{RETRAIN_OUT / 'bundle.safetensors'}")
     model.add_argument("--random-bundle", action="store_true", help="random weights (smoke tests)")
