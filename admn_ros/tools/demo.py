@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -144,32 +145,40 @@ def get_bundle(args) -> tuple[Path, str]:
 
 def demo_episodes(duration: float):
     """The reference model's world, the paper's GDTM lowlight scenario: in ordinary light the IR depth camera is
-    saturated; as the lights dim, the depth recovers and the RGB goes dark; then the light comes back."""
+    saturated; as the lights dim, the depth recovers and the RGB goes dark; then the light comes back while the robot
+    is still at its hottest, so the smallest budget meets both conditions."""
     from admn_core.data.trajectory_recording import Episode
 
     d = duration
-    # The dimming ramp's gamma passes 1.5 (visibly darker) 2.6 % into it and falls below it 2.6 % before its end: the
-    # daylight episodes hand over there.
-    return (Episode(0.0, 0.163 * d, "depth", "saturation", 1.0, description="daylight saturating the IR depth"),
-            Episode(0.15 * d, 0.65 * d, "rgb", "lowlight", 100.0, ramp=True, description="lights dimming"),
-            Episode(0.637 * d, d, "depth", "saturation", 1.0, description="daylight again"))
+    dim_start, dim_end = 0.15 * d, 0.50 * d
+    # The dimming ramp's gamma passes 1.5 (visibly darker) 2.6 % of the episode into it and falls below it 2.6 %
+    # before its end: the daylight episodes hand over there.
+    handover = 0.026 * (dim_end - dim_start)
+    return (Episode(0.0, dim_start + handover, "depth", "saturation", 1.0,
+                    description="daylight saturating the IR depth"),
+            Episode(dim_start, dim_end, "rgb", "lowlight", 100.0, ramp=True, description="lights dimming"),
+            Episode(dim_end - handover, d, "depth", "saturation", 1.0, description="daylight again"))
 
 
 def get_bag(out: Path, duration: float, rate: float, seed: int) -> tuple[Path, bool]:
-    bag = out / f"bag_{duration:g}s_{rate:g}hz_seed{seed}_daylight"
+    episodes = demo_episodes(duration)
+    # The cached bag is named after its episodes too: a bag cached under another episode script is not reused.
+    script = hashlib.sha256(repr(episodes).encode()).hexdigest()[:8]
+    bag = out / f"bag_{duration:g}s_{rate:g}hz_seed{seed}_episodes{script}"
     if (bag / "metadata.yaml").is_file():
         return bag, True
     if bag.exists():
         shutil.rmtree(bag)  # a half-written bag from an interrupted run
     from admn_core.data.bag_writer import write_trajectory_bag
 
-    write_trajectory_bag(bag, duration, seed, camera_rate_hz=rate, episodes=demo_episodes(duration), log=print)
+    write_trajectory_bag(bag, duration, seed, camera_rate_hz=rate, episodes=episodes, log=print)
     return bag, False
 
 
 def write_thermal_profile(path: Path, duration: float) -> Path:
-    """Heat-up to 86 °C by 50 % of the bag, hold, cool down to 45 °C by the end (thermal_monitor's YAML format)."""
-    points = [(0.0, 45.0), (0.12, 58.0), (0.30, 72.0), (0.45, 86.0), (0.55, 86.0), (0.80, 60.0), (0.92, 45.0)]
+    """Heat-up to 86 °C by 30 % of the bag, hold to 65 % (the smallest budget through the darkest light and the
+    daylight's return), cool down to 45 °C by 92 % (thermal_monitor's YAML format)."""
+    points = [(0.0, 45.0), (0.08, 58.0), (0.18, 72.0), (0.30, 86.0), (0.65, 86.0), (0.80, 60.0), (0.92, 45.0)]
     lines = ["# admn_demo: scripted heat-up / cool-down scaled to the bag (seconds since the bag's first /clock)",
              "loop: false", "points:"]
     lines += [f"  - [{fraction * duration:.2f}, {celsius:.1f}]" for fraction, celsius in points]
