@@ -47,6 +47,7 @@ LOUD = "!" * 100
 # its first corruption run to <out>/bundle.safetensors).
 RETRAIN_CONFIG = "train_reference.yaml"
 RETRAIN_OUT = Path("artifacts/reference")
+RETRAIN_TIME = "about 40 minutes on 2 CPU cores"  # the recipe's measured training time (docs/reference_model.md)
 # The live budget of a frame stamped t is thermal_monitor's budget at bag time t, give or take the script's start
 # after the first /clock and a sample period (earlier), and delivery plus the node's queue (later).
 BUDGET_EARLY_S = 1.0
@@ -98,8 +99,7 @@ def retrain_command(out: Path = RETRAIN_OUT, python: str = sys.executable) -> li
 
 def retrain(out: Path = RETRAIN_OUT) -> Path:
     command = retrain_command(out)
-    log(f"training the reference recipe (about 40 minutes on 2 CPU cores; resumes a run left in {out}): "
-        f"{' '.join(command[1:])}")
+    log(f"training the reference recipe ({RETRAIN_TIME}; resumes a run left in {out}): {' '.join(command[1:])}")
     done = subprocess.run(command)
     bundle = out / "bundle.safetensors"
     if done.returncode != 0 or not bundle.is_file():
@@ -136,7 +136,7 @@ def get_bundle(args) -> tuple[Path, str]:
         return reference_model(), "reference"
     except FileNotFoundError as error:
         raise SystemExit(f"admn_demo: the shipped reference model is missing: {error}. Pass --bundle PATH, "
-                         f"--retrain (trains config/{RETRAIN_CONFIG}, about 40 minutes on 2 CPU cores) or "
+                         f"--retrain (trains config/{RETRAIN_CONFIG}, {RETRAIN_TIME}) or "
                          "--random-bundle (random weights: the plumbing only)") from error
 
 
@@ -372,8 +372,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--bundle", help="use this bundle instead of the shipped reference model")
     model.add_argument("--retrain", action="store_true",
-                       help=f"train config/{RETRAIN_CONFIG} into {RETRAIN_OUT} (about 40 minutes on 2 CPU cores; "
-                            "resumable) and use it; later runs use the shipped model again unless given --bundle "
+                       help=f"train config/{RETRAIN_CONFIG} into {RETRAIN_OUT} ({RETRAIN_TIME}; resumable) and use "
+                            "it; later runs use the shipped model again unless given --bundle "
                             f"{RETRAIN_OUT / 'bundle.safetensors'}")
     model.add_argument("--random-bundle", action="store_true", help="random weights (smoke tests)")
     parser.add_argument("--duration", type=float, default=45.0, help="bag length in seconds (default 45)")
